@@ -1,0 +1,266 @@
+//! Caller authentication (integrations.md §2.1–§2.4, api.md §1.1).
+//!
+//! [`Authenticator::authenticate`] checks, in this order: the `Authorization` header
+//! ([`AuthError::MissingCredentials`]), the JWT header (RS256 only), the signing key from the
+//! cached JWKS, the signature, `exp`, `nbf` and `iss` ([`AuthError::InvalidToken`]), the identity
+//! claims ([`AuthError::MissingClaim`]), and finally the live groups from userinfo, cached per
+//! token for `AUTH_GROUPS_CACHE_SECONDS`. Tokens are never logged; the cache is keyed by their
+//! SHA-256.
+
+mod groups;
+mod groups_cache;
+mod jwks;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Validation;
+use uuid::Uuid;
+
+pub use groups::Groups;
+
+use crate::clients::http::{self, Call, Outbound, RetryPolicy, Service};
+use groups_cache::{GroupsCache, TokenKey};
+use jwks::Jwks;
+
+/// What authentication needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `KC_SERVER_URI` without its trailing `/`.
+    pub kc_server_uri: String,
+    /// `KC_REALM_NAME`.
+    pub realm: String,
+    /// `KC_EXPECTED_ISSUER`: when set, `iss` must equal it exactly.
+    pub expected_issuer: Option<String>,
+    /// `AUTH_GROUPS_CACHE_SECONDS`; zero disables the cache.
+    pub groups_cache_ttl: Duration,
+    /// `VLAB_SERVICE_ADMIN_GROUP`.
+    pub service_admin_group: String,
+}
+
+impl AuthConfig {
+    pub fn from_config(c: &crate::config::Config) -> Self {
+        Self {
+            kc_server_uri: c.external.kc_server_uri.trim_end_matches('/').to_owned(),
+            realm: c.external.kc_realm.clone(),
+            expected_issuer: c.kc_expected_issuer.clone(),
+            groups_cache_ttl: c.auth_groups_cache,
+            service_admin_group: c.service_admin_group.clone(),
+        }
+    }
+
+    /// `{kc}/realms/{realm}/protocol/openid-connect/{endpoint}`, the realm percent-encoded.
+    fn openid_url(&self, endpoint: &str) -> String {
+        format!(
+            "{}/realms/{}/protocol/openid-connect/{endpoint}",
+            self.kc_server_uri.trim_end_matches('/'),
+            percent_encode_segment(&self.realm)
+        )
+    }
+}
+
+/// Percent-encodes everything but the RFC 3986 unreserved characters.
+fn percent_encode_segment(segment: &str) -> String {
+    let mut encoded = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+/// Why a request could not be authenticated. The `Display` text is the api.md §1.1 details
+/// (or message) of each case; tokens never appear in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No header, an empty one, a scheme other than `Bearer`, or an empty token.
+    #[error("No Authentication was provided")]
+    MissingCredentials,
+    /// Malformed, bad signature, unknown `kid`, not RS256, expired, not yet valid, wrong issuer.
+    #[error("Invalid authentication credentials")]
+    InvalidToken,
+    /// `sub` missing or not a UUID, or `email` / `preferred_username` missing or empty.
+    #[error("The token lacks a required claim: {0}")]
+    MissingClaim(&'static str),
+    /// Userinfo answered 401 or 403.
+    #[error("Session not active")]
+    SessionNotActive,
+    /// The JWKS (with no cached copy) or userinfo could not be fetched.
+    #[error("Could not verify the session with the identity provider")]
+    IdentityProviderUnavailable,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub sub: Uuid,
+    pub email: String,
+    pub preferred_username: String,
+    pub name: Option<String>,
+    pub groups: Arc<Groups>,
+    /// The groups-cache key of the token that authenticated this caller.
+    token_key: Option<TokenKey>,
+}
+
+impl Caller {
+    /// A caller not tied to a token (tests, jobs). [`Authenticator::forget_groups`] ignores it.
+    pub fn new(
+        sub: Uuid,
+        email: String,
+        preferred_username: String,
+        name: Option<String>,
+        groups: Groups,
+    ) -> Self {
+        Self {
+            sub,
+            email,
+            preferred_username,
+            name,
+            groups: Arc::new(groups),
+            token_key: None,
+        }
+    }
+
+    /// `name`, else `preferred_username`.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.preferred_username)
+    }
+}
+
+const USERINFO: Call = Call {
+    service: Service::Keycloak,
+    operation: "kc_userinfo",
+    retry: RetryPolicy::Idempotent,
+};
+
+/// Verifies callers' tokens and loads their live groups. Shared in an `Arc`.
+pub struct Authenticator {
+    config: AuthConfig,
+    outbound: Outbound,
+    userinfo_url: String,
+    validation: Validation,
+    jwks: Jwks,
+    groups: GroupsCache,
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig, outbound: Outbound) -> Self {
+        let jwks = Jwks::new(config.openid_url("certs"), outbound.clone());
+        Self {
+            userinfo_url: config.openid_url("userinfo"),
+            validation: verify::validation(config.expected_issuer.as_deref()),
+            groups: GroupsCache::new(config.groups_cache_ttl),
+            jwks,
+            outbound,
+            config,
+        }
+    }
+
+    /// Verifies the raw `Authorization` header value (`None` when absent) and loads the live
+    /// groups.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        let token = verify::bearer_token(authorization)?;
+        let kid = verify::rs256_kid(token)?;
+        let key = self.jwks.key_for(kid.as_deref()).await?;
+        let identity = verify::verify(
+            token,
+            &key,
+            &self.validation,
+            self.config.expected_issuer.as_deref(),
+        )?;
+
+        let token_key = TokenKey::of(token);
+        let groups = match self.groups.get(&token_key) {
+            Some(groups) => groups,
+            None => {
+                let ticket = self.groups.ticket();
+                let groups = Arc::new(self.fetch_groups(token).await?);
+                self.groups.insert(token_key, Arc::clone(&groups), ticket);
+                groups
+            }
+        };
+        tracing::debug!(sub = %identity.sub, sid = ?identity.sid, "caller authenticated");
+        Ok(Caller {
+            sub: identity.sub,
+            email: identity.email,
+            preferred_username: identity.preferred_username,
+            name: identity.name,
+            groups,
+            token_key: Some(token_key),
+        })
+    }
+
+    /// Drops the cached groups of the caller's token, after the service changed the caller's
+    /// own memberships (integrations.md §2.3). Other replicas are not told.
+    pub fn forget_groups(&self, caller: &Caller) {
+        if let Some(key) = &caller.token_key {
+            self.groups.remove(key);
+        }
+    }
+
+    /// Fetches the signing keys ahead of the first request. The caller only logs a failure.
+    pub async fn warm_up(&self) -> Result<(), AuthError> {
+        self.jwks.warm_up().await
+    }
+
+    /// `kc_userinfo` with the caller's token; only `groups` is read.
+    async fn fetch_groups(&self, token: &str) -> Result<Groups, AuthError> {
+        let response = self
+            .outbound
+            .send(USERINFO, |client| {
+                client.get(&self.userinfo_url).bearer_auth(token)
+            })
+            .await
+            .map_err(|err| {
+                tracing::warn!(operation = USERINFO.operation, reason = %err, "userinfo failed");
+                AuthError::IdentityProviderUnavailable
+            })?;
+        let status = response.status();
+        if matches!(status.as_u16(), 401 | 403) {
+            tracing::debug!(status = status.as_u16(), "userinfo: session not active");
+            return Err(AuthError::SessionNotActive);
+        }
+        if !status.is_success() {
+            tracing::warn!(
+                operation = USERINFO.operation,
+                status = status.as_u16(),
+                "userinfo failed"
+            );
+            return Err(AuthError::IdentityProviderUnavailable);
+        }
+        let body = http::read_text(USERINFO, response).await.map_err(|err| {
+            tracing::warn!(operation = USERINFO.operation, reason = %err, "userinfo failed");
+            AuthError::IdentityProviderUnavailable
+        })?;
+        let paths = userinfo_groups(&body).ok_or_else(|| {
+            http::record_decode_error(USERINFO);
+            tracing::warn!(
+                operation = USERINFO.operation,
+                "userinfo answer is not a JSON object"
+            );
+            AuthError::IdentityProviderUnavailable
+        })?;
+        Ok(Groups::parse(&paths, &self.config.service_admin_group))
+    }
+}
+
+/// The string entries of `groups` in a userinfo answer; a missing or non-array `groups` is
+/// empty. `None` when the answer is not a JSON object.
+fn userinfo_groups(body: &str) -> Option<Vec<String>> {
+    let answer: serde_json::Value = serde_json::from_str(body).ok()?;
+    let paths = match answer.as_object()?.get("groups") {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(paths)
+}

@@ -1,0 +1,315 @@
+//! The one error type of the HTTP layer and its JSON body (api.md §2).
+//!
+//! Every failure the service answers — use-case errors, authentication, validation, unknown
+//! routes, wrong methods, oversized bodies, panics — is rendered here as
+//! `{"error_code", "message", "details", "data"}`, in that key order.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::fields::FieldErrors;
+use crate::auth::AuthError;
+use crate::usecases::UseCaseError;
+
+/// The error codes of api.md §2.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    AuthorizationError,
+    NotAllowedOp,
+    ForbiddenOperation,
+    EntityNotFound,
+    EntityAlreadyExists,
+    EntityAlreadyUpdated,
+    InvalidRequest,
+    InvalidParameter,
+    TokenExpired,
+    DataConflict,
+    LimitExceeded,
+    ExternalServiceError,
+    DatabaseError,
+    ServerError,
+}
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    // Boxed so `Result<_, ApiError>` stays small.
+    pub details: Box<Value>,
+    pub data: Box<Value>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error_code: ErrorCode,
+    message: &'a str,
+    details: &'a Value,
+    data: &'a Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: Box::new(Value::Null),
+            data: Box::new(Value::Null),
+        }
+    }
+
+    /// A fixed `details` text given by api.md (`data` stays null).
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        self.details = Box::new(Value::String(details.into()));
+        self
+    }
+
+    /// Whitelisted context: `details` = `"k1=v1, k2=v2"` and `data` = the same as an object
+    /// (rules.md §3, error translation).
+    pub fn with_context<K: Into<String>, V: Into<String>>(
+        mut self,
+        context: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let pairs: Vec<(String, String)> = context
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        if pairs.is_empty() {
+            return self;
+        }
+        self.details = Box::new(Value::String(
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ));
+        self.data = Box::new(Value::Object(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect::<Map<_, _>>(),
+        ));
+        self
+    }
+
+    /// 422 in the format of api.md §2.2.
+    pub fn validation(errors: FieldErrors) -> Self {
+        let mut err = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            "Validation error",
+        );
+        err.details = Box::new(Value::Object(
+            errors
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+        ));
+        err
+    }
+
+    /// One validation problem.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        let mut errors = FieldErrors::new();
+        errors.add(field, message);
+        Self::validation(errors)
+    }
+
+    pub fn route_not_found() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::EntityNotFound,
+            "Route not found",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidRequest,
+            "Method not allowed",
+        )
+    }
+
+    pub fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::InvalidRequest,
+            "Request body too large",
+        )
+    }
+
+    pub fn database() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::DatabaseError,
+            "A database error occurred",
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::ServerError,
+            "An unexpected error occurred",
+        )
+    }
+
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::ServerError,
+            "The request took too long; any work it started still completes",
+        )
+    }
+
+    /// 403 for the CA, VA, VM, VI and PW tiers (api.md §1).
+    pub fn not_allowed(details: Option<String>) -> Self {
+        let err = Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::NotAllowedOp,
+            "Not authorized to perform this action",
+        );
+        match details {
+            Some(d) => err.with_details(d),
+            None => err,
+        }
+    }
+
+    /// 403 for the SA tier.
+    pub fn service_admin_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AuthorizationError,
+            "Access denied",
+        )
+        .with_details("You do not have the required privileges to access this resource")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error_code: self.code,
+            message: &self.message,
+            details: &self.details,
+            data: &self.data,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let unauthorized = |message: &str| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::AuthorizationError,
+                message,
+            )
+        };
+        match err {
+            AuthError::MissingCredentials => unauthorized("No Authentication was provided")
+                .with_details("The supplied authentication is not authorized to access"),
+            AuthError::InvalidToken => unauthorized("Invalid authentication credentials"),
+            AuthError::MissingClaim(claim) => unauthorized("Invalid authentication credentials")
+                .with_details(format!("The token lacks a required claim: {claim}")),
+            AuthError::SessionNotActive => {
+                unauthorized("Invalid authentication session").with_details("Session not active")
+            }
+            AuthError::IdentityProviderUnavailable => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::ExternalServiceError,
+                "Could not verify the session with the identity provider",
+            ),
+        }
+    }
+}
+
+/// The one place where use-case errors become HTTP answers (status, code, context).
+impl From<UseCaseError> for ApiError {
+    fn from(err: UseCaseError) -> Self {
+        use ErrorCode as C;
+        use StatusCode as S;
+        let message = err.to_string();
+        let plain = |status, code| ApiError::new(status, code, message.clone());
+        match &err {
+            UseCaseError::InstitutionNotFound => plain(S::NOT_FOUND, C::EntityNotFound),
+            UseCaseError::NoFieldsToUpdate => plain(S::BAD_REQUEST, C::InvalidRequest),
+            UseCaseError::InstitutionNameTaken => plain(S::CONFLICT, C::EntityAlreadyExists),
+            UseCaseError::Database(cause) => {
+                tracing::error!(error = %cause, "database error");
+                ApiError::database()
+            }
+            UseCaseError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "unexpected error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(err: ApiError) -> (StatusCode, String) {
+        let response = err.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_body_has_exactly_the_four_keys_in_order() {
+        let (status, body) = body_of(
+            ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::EntityAlreadyExists,
+                "A virtual lab with this name already exists.",
+            )
+            .with_context([("name", "Lab 1")]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            body,
+            r#"{"error_code":"ENTITY_ALREADY_EXISTS","message":"A virtual lab with this name already exists.","details":"name=Lab 1","data":{"name":"Lab 1"}}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn validation_errors_use_field_keys() {
+        let mut errors = FieldErrors::new();
+        errors.add("number_of_seats", "Must be between 1 and 100");
+        errors.add("course_id", "Must be a UUID");
+        errors.add("course_id", "ignored: only the first problem is kept");
+        let (status, body) = body_of(ApiError::validation(errors)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error_code"], "INVALID_REQUEST");
+        assert_eq!(v["message"], "Validation error");
+        assert_eq!(v["details"]["number_of_seats"], "Must be between 1 and 100");
+        assert_eq!(v["details"]["course_id"], "Must be a UUID");
+        assert_eq!(v["data"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn auth_errors_render_the_spec_texts() {
+        let (status, body) = body_of(AuthError::MissingClaim("sub").into()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["details"], "The token lacks a required claim: sub");
+        let (status, _) = body_of(AuthError::IdentityProviderUnavailable.into()).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,125 @@
+//! Service endpoints (api.md §4.0): banner, probes, metrics, OpenAPI and Swagger UI.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::db;
+use crate::http::openapi;
+
+pub fn router(base_path: &str) -> Router<AppState> {
+    let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs").config(
+        utoipa_swagger_ui::Config::from(format!("{base_path}/openapi.json")),
+    );
+    Router::new()
+        .route("/", get(banner))
+        .route("/openapi.json", get(openapi_json))
+        .merge(probe_router())
+        .merge(swagger)
+}
+
+/// `/health`, `/ready` and `/metrics`, also mounted at the root under a `BASE_PATH`.
+pub fn probe_router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = String, example = json!("Server is running."))))]
+async fn banner() -> Json<&'static str> {
+    Json("Server is running.")
+}
+
+/// Liveness: the process is up. Checks no dependency.
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = String, example = json!("OK"))))]
+async fn health() -> Json<&'static str> {
+    Json("OK")
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    /// `ok`, `error` or `unknown`.
+    pub database: &'static str,
+    /// `ok`, `error` or `unknown`.
+    pub migrations: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyOut {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    pub checks: ReadyChecks,
+}
+
+/// Readiness: the database answers `SELECT 1` within 2 s and every embedded migration is
+/// applied. 503 from the moment shutdown starts.
+#[utoipa::path(get, path = "/ready", tag = "service", responses(
+    (status = 200, body = ReadyOut),
+    (status = 503, body = ReadyOut, description = "Not ready (the one exception to the error body)")))]
+async fn ready(State(state): State<AppState>) -> Response {
+    let pool = &state.services.db;
+    let database_ok = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool)
+        )
+        .await,
+        Ok(Ok(1))
+    );
+    let migrations = if !database_ok {
+        "unknown"
+    } else {
+        match tokio::time::timeout(Duration::from_secs(2), db::migration_status(pool)).await {
+            Ok(Ok(status)) if status.is_ok() => "ok",
+            Ok(Ok(_)) => "error",
+            _ => "unknown",
+        }
+    };
+    let ready = database_ok && migrations == "ok" && !state.readiness.is_shutting_down();
+    let body = ReadyOut {
+        status: if ready { "ready" } else { "not_ready" },
+        checks: ReadyChecks {
+            database: if database_ok { "ok" } else { "error" },
+            migrations,
+        },
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus text exposition (operations.md §5).
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let pool = &state.services.db;
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!("vlab_db_pool_connections", "state" => "idle").set(idle);
+    metrics::gauge!("vlab_db_pool_connections", "state" => "in_use").set(pool.size() as f64 - idle);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 document of every endpoint.
+#[utoipa::path(get, path = "/openapi.json", tag = "service", responses((status = 200, content_type = "application/json", body = Object)))]
+async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        openapi::document_json(),
+    )
+        .into_response()
+}

@@ -1,0 +1,39 @@
+//! SQL, one module per table group. Functions take an executor (pool, connection or open
+//! transaction) so the use case decides the transaction boundary.
+
+pub mod institutions;
+
+/// A `LIKE`/`ILIKE` pattern matching `needle` literally as a substring (`%`, `_` and `\`
+/// escaped; use with `ESCAPE '\'`).
+pub fn like_pattern(needle: &str) -> String {
+    let mut escaped = String::with_capacity(needle.len() + 2);
+    escaped.push('%');
+    for c in needle.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+/// The name of the constraint or index a unique violation hit, if that is what `err` is.
+pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Some(db.constraint().unwrap_or_default().to_owned())
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+    }
+}

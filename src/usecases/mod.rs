@@ -1,0 +1,8 @@
+//! Use cases: one module per use case. Each reads like its flow in spec/rules.md — external
+//! steps with their undo pushed on a [`crate::ledger::Ledger`], then one short transaction —
+//! and returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
+
+pub mod error;
+pub mod institutions;
+
+pub use error::UseCaseError;

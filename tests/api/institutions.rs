@@ -1,0 +1,271 @@
+//! `/institutions` (api.md §4.4).
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::{TestApp, assert_error_body, json};
+
+async fn create(app: &TestApp, body: Value) -> (StatusCode, Value) {
+    json(
+        app.post("/institutions", Some(&app.admin_token()), &body)
+            .await,
+    )
+    .await
+}
+
+#[sqlx::test]
+async fn create_trims_the_name_and_lower_cases_the_email_domain(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let (status, body) = create(
+        &app,
+        json!({"name": "  EPFL ", "contact_email": " Contact@INSTITUTION.org "}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Newly created institution");
+    assert_eq!(body["data"]["name"], "EPFL");
+    assert_eq!(body["data"]["contact_email"], "Contact@institution.org");
+    let stored: String =
+        sqlx::query_scalar("SELECT contact_email FROM institution WHERE name = 'EPFL'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored, "Contact@institution.org");
+}
+
+#[sqlx::test]
+async fn create_with_an_existing_name_returns_it_unchanged(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, first) = create(&app, json!({"name": "EPFL", "contact_email": "a@epfl.ch"})).await;
+    let (status, second) =
+        create(&app, json!({"name": "EPFL", "contact_email": "b@epfl.ch"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["message"], "Newly created institution");
+    assert_eq!(second["data"], first["data"]);
+    assert_eq!(second["data"]["contact_email"], "a@epfl.ch");
+    // Names are case-sensitive: another spelling is another institution.
+    let (_, third) = create(&app, json!({"name": "epfl", "contact_email": "c@epfl.ch"})).await;
+    assert_ne!(third["data"]["id"], first["data"]["id"]);
+}
+
+#[sqlx::test]
+async fn invalid_create_bodies_are_422_with_field_messages(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    for (body, field, message) in [
+        (
+            json!({"contact_email": "a@b.org"}),
+            "name",
+            "Field required",
+        ),
+        (
+            json!({"name": null, "contact_email": "a@b.org"}),
+            "name",
+            "Must not be null",
+        ),
+        (
+            json!({"name": "   ", "contact_email": "a@b.org"}),
+            "name",
+            "Must not be empty",
+        ),
+        (
+            json!({"name": 5, "contact_email": "a@b.org"}),
+            "name",
+            "Must be a string",
+        ),
+        (
+            json!({"name": "x".repeat(251), "contact_email": "a@b.org"}),
+            "name",
+            "Must be at most 250 characters",
+        ),
+        (
+            json!({"name": "X", "contact_email": "nope"}),
+            "contact_email",
+            "Must be a valid e-mail address",
+        ),
+    ] {
+        let (status, response) = create(&app, body.clone()).await;
+        assert_error_body(
+            &response,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(response["message"], "Validation error");
+        assert_eq!(response["details"][field], message, "{body}");
+    }
+    let response = app
+        .client
+        .post(app.url("/institutions"))
+        .bearer_auth(app.admin_token())
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["details"]["body"], "Request body is not valid JSON");
+}
+
+#[sqlx::test]
+async fn non_admins_get_403_before_any_validation(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (status, body) = json(
+        app.post(
+            "/institutions",
+            Some(&app.faculty_token()),
+            &json!({"name": null}),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    let (status, _) = json(
+        app.get("/institutions/not-a-uuid", Some(&app.faculty_token()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[sqlx::test]
+async fn get_finds_by_id_and_reports_missing_or_malformed_ids(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, created) = create(&app, json!({"name": "EPFL", "contact_email": "a@epfl.ch"})).await;
+    let id = created["data"]["id"].as_str().unwrap().to_uppercase();
+    let (status, body) = json(
+        app.get(&format!("/institutions/{id}"), Some(&app.admin_token()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["message"], "Institution found");
+    assert_eq!(body["data"]["id"], created["data"]["id"]);
+
+    let missing = uuid::Uuid::new_v4();
+    let (status, body) = json(
+        app.get(
+            &format!("/institutions/{missing}"),
+            Some(&app.admin_token()),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+    assert_eq!(body["message"], "Institution not found");
+
+    let (status, body) = json(app.get("/institutions/42", Some(&app.admin_token())).await).await;
+    assert_error_body(
+        &body,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(body["details"]["institution_id"], "Must be a UUID");
+}
+
+#[sqlx::test]
+async fn patch_updates_present_keys_and_refuses_nulls_empties_and_clashes(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let token = app.admin_token();
+    let (_, a) = create(&app, json!({"name": "A", "contact_email": "a@a.org"})).await;
+    create(&app, json!({"name": "B", "contact_email": "b@b.org"})).await;
+    let path = format!("/institutions/{}", a["data"]["id"].as_str().unwrap());
+
+    let patch = |body: Value| {
+        let app = &app;
+        let path = path.clone();
+        let token = token.clone();
+        async move {
+            json(
+                app.request(Method::PATCH, &path, Some(&token), Some(&body))
+                    .await,
+            )
+            .await
+        }
+    };
+
+    let (status, body) = patch(json!({"contact_email": "New@A.ORG"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Updated institution");
+    assert_eq!(body["data"]["name"], "A");
+    assert_eq!(body["data"]["contact_email"], "New@a.org");
+
+    let (status, body) = patch(json!({})).await;
+    assert_error_body(&body, status, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
+    assert_eq!(body["message"], "No fields to update");
+
+    let (status, body) = patch(json!({"name": null})).await;
+    assert_error_body(
+        &body,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(body["details"]["name"], "Must not be null");
+
+    let (status, body) = patch(json!({"name": " B "})).await;
+    assert_error_body(&body, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
+    assert_eq!(
+        body["message"],
+        "Another institution with the same name already exists"
+    );
+
+    let missing = format!("/institutions/{}", uuid::Uuid::new_v4());
+    let (status, body) = json(
+        app.request(
+            Method::PATCH,
+            &missing,
+            Some(&token),
+            Some(&json!({"name": "Z"})),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+}
+
+#[sqlx::test]
+async fn search_matches_literally_case_insensitively_in_a_stable_order(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    for name in ["b_lab", "bXlab", "100% Uni", "100 Uni", "Alpha"] {
+        create(&app, json!({"name": name, "contact_email": "x@y.org"})).await;
+    }
+    let token = app.admin_token();
+    let names = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, body) = json(app.get("/institutions/_search?q=_", Some(&token)).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["message"], "Institutions matching query");
+    assert_eq!(names(&body), ["b_lab"]);
+
+    let (_, body) = json(app.get("/institutions/_search?q=%25", Some(&token)).await).await;
+    assert_eq!(names(&body), ["100% Uni"]);
+
+    let (_, body) = json(app.get("/institutions/_search?q=ALPHA", Some(&token)).await).await;
+    assert_eq!(names(&body), ["Alpha"]);
+
+    let (_, body) = json(app.get("/institutions/_search?q=zzz", Some(&token)).await).await;
+    assert_eq!(body["data"], json!([]));
+
+    let (_, body) = json(app.get("/institutions/_search?q=%20", Some(&token)).await).await;
+    assert_eq!(body["message"], "All institutions");
+    assert_eq!(
+        names(&body),
+        [
+            "100 Uni",
+            "100% Uni",
+            "Alpha",
+            "Open Brain Institute",
+            "bXlab",
+            "b_lab"
+        ]
+    );
+}
