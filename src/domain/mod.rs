@@ -2,3 +2,4 @@
 
 pub mod datetime;
 pub mod email;
+pub mod groups;

@@ -244,6 +244,13 @@ impl From<UseCaseError> for ApiError {
             UseCaseError::InstitutionNotFound => plain(S::NOT_FOUND, C::EntityNotFound),
             UseCaseError::NoFieldsToUpdate => plain(S::BAD_REQUEST, C::InvalidRequest),
             UseCaseError::InstitutionNameTaken => plain(S::CONFLICT, C::EntityAlreadyExists),
+            // ---- virtual labs, projects, invites (issue 3)
+
+            // ---- courses (issue 4)
+
+            // ---- seats, enrolments, drops (issue 5)
+
+            // ---- any use case
             UseCaseError::Database(cause) => {
                 tracing::error!(error = %cause, "database error");
                 ApiError::database()

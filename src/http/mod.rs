@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod fields;
+pub mod gates;
 mod middleware;
 pub mod openapi;
 pub mod payloads;

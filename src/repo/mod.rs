@@ -1,6 +1,7 @@
 //! SQL, one module per table group. Functions take an executor (pool, connection or open
 //! transaction) so the use case decides the transaction boundary.
 
+pub mod courses;
 pub mod institutions;
 
 /// A `LIKE`/`ILIKE` pattern matching `needle` literally as a substring (`%`, `_` and `\`

@@ -17,6 +17,12 @@ pub enum UseCaseError {
     #[error("Another institution with the same name already exists")]
     InstitutionNameTaken,
 
+    // ---- virtual labs, projects, invites (issue 3)
+
+    // ---- courses (issue 4)
+
+    // ---- seats, enrolments, drops (issue 5)
+
     // ---- any use case
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]

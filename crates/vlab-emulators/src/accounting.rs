@@ -187,7 +187,11 @@ impl IntoResponse for ApiError {
 }
 
 fn account_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND", "Account not found")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        "Account not found",
+    )
 }
 
 fn insufficient_funds() -> ApiError {
@@ -228,7 +232,11 @@ fn uuid_field(body: &Map<String, Value>, name: &str) -> Result<Uuid, ApiError> {
         None | Some(Value::Null) => Err(ApiError::invalid(name, "Field required", "missing")),
         Some(Value::String(s)) => Uuid::parse_str(s)
             .map_err(|_| ApiError::invalid(name, "Input should be a valid UUID", "uuid_parsing")),
-        Some(_) => Err(ApiError::invalid(name, "UUID input should be a string", "uuid_type")),
+        Some(_) => Err(ApiError::invalid(
+            name,
+            "UUID input should be a string",
+            "uuid_type",
+        )),
     }
 }
 
@@ -263,9 +271,9 @@ fn decimal_field(body: &Map<String, Value>, name: &str) -> Result<Option<Decimal
     } else {
         Decimal::from_str(&text)
     };
-    parsed.map(Some).map_err(|_| {
-        ApiError::invalid(name, "Input should be a valid decimal", "decimal_parsing")
-    })
+    parsed
+        .map(Some)
+        .map_err(|_| ApiError::invalid(name, "Input should be a valid decimal", "decimal_parsing"))
 }
 
 fn positive_amount(body: &Map<String, Value>) -> Result<Decimal, ApiError> {
@@ -542,7 +550,11 @@ async fn dev_balances(State(acc): State<Arc<Acc>>) -> axum::Json<Value> {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(json!({"detail": "Not Found"}))).into_response()
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"detail": "Not Found"})),
+    )
+        .into_response()
 }
 
 fn router(acc: Arc<Acc>) -> Router {
@@ -720,8 +732,11 @@ mod tests {
         let mut ledger = Ledger::default();
         let lab = Uuid::new_v4();
         let (p1, p2) = (Uuid::new_v4(), Uuid::new_v4());
-        create_vlab_account(&mut ledger, &body(json!({"name": "L", "id": lab, "balance": "0"})))
-            .unwrap();
+        create_vlab_account(
+            &mut ledger,
+            &body(json!({"name": "L", "id": lab, "balance": "0"})),
+        )
+        .unwrap();
         for p in [p1, p2] {
             create_project_account(
                 &mut ledger,
@@ -734,8 +749,14 @@ mod tests {
         ledger.transfer(Some(p2), None, Decimal::from(10));
         let (_, answer) = deplete_vlab(&mut ledger, &body(json!({"vlab_id": lab}))).unwrap();
         assert_eq!(answer["data"]["total_amount"], "250.50");
-        assert_eq!(ledger.get(p1, Kind::Project).unwrap().balance, Decimal::ZERO);
-        assert_eq!(ledger.get(p2, Kind::Project).unwrap().balance, Decimal::from(-10));
+        assert_eq!(
+            ledger.get(p1, Kind::Project).unwrap().balance,
+            Decimal::ZERO
+        );
+        assert_eq!(
+            ledger.get(p2, Kind::Project).unwrap().balance,
+            Decimal::from(-10)
+        );
         assert_eq!(ledger.system_balance, Decimal::from(10));
     }
 }

@@ -179,11 +179,7 @@ impl Control {
                 .copied()
                 .unwrap_or_default();
         let mut fault = None;
-        for f in state
-            .faults
-            .iter_mut()
-            .filter(|f| f.operation == operation)
-        {
+        for f in state.faults.iter_mut().filter(|f| f.operation == operation) {
             if f.skip > 0 {
                 f.skip -= 1;
             } else if fault.is_none() && f.times > 0 {
@@ -333,8 +329,9 @@ mod tests {
         control.inject(Fault::new("op", FaultAction::Status(500)));
         control.inject(Fault::new("op", FaultAction::Status(503)).skip(2));
         control.begin("other", "GET", "/");
-        let got: Vec<Option<FaultAction>> =
-            (0..4).map(|_| control.begin("op", "GET", "/").fault).collect();
+        let got: Vec<Option<FaultAction>> = (0..4)
+            .map(|_| control.begin("op", "GET", "/").fault)
+            .collect();
         assert_eq!(
             got,
             [

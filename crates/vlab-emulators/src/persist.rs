@@ -27,7 +27,8 @@ pub(crate) fn save<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).context("serialising the state")?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 

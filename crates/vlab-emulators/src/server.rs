@@ -143,8 +143,8 @@ async fn serve_http(stream: TcpStream, router: Router) {
         request.extensions_mut().insert(connection.clone());
         router.clone().oneshot(request)
     });
-    let http = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service);
+    let http =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         result = http => {
             if let Err(e) = result {

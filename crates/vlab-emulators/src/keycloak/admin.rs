@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::oidc::{SERVICE_ROLES, bearer};
 use super::state::{Group, Realm, User};
-use super::{Kc, json_response};
+use super::{Kc, Refusal, json_response};
 
 type Answer = Result<Response, Response>;
 
@@ -26,7 +26,7 @@ fn group_not_found() -> Response {
 
 /// Realm check, then the service token: 401 unless it verifies, 403 unless it carries a
 /// `realm-management` role.
-fn authorize(kc: &Kc, realm_name: &str, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(kc: &Kc, realm_name: &str, headers: &HeaderMap) -> Result<(), Refusal> {
     kc.check_realm(realm_name)?;
     let unauthorized = || error(StatusCode::UNAUTHORIZED, "HTTP 401 Unauthorized");
     let token = bearer(headers).ok_or_else(unauthorized)?;
@@ -41,12 +41,12 @@ fn authorize(kc: &Kc, realm_name: &str, headers: &HeaderMap) -> Result<(), Respo
     if allowed {
         Ok(())
     } else {
-        Err(error(StatusCode::FORBIDDEN, "HTTP 403 Forbidden"))
+        Err(error(StatusCode::FORBIDDEN, "HTTP 403 Forbidden").into())
     }
 }
 
 /// Reads an optional non-negative integer query parameter.
-fn paging(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, Response> {
+fn paging(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, Refusal> {
     match query.get(name).map(|v| v.trim()).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => match v.parse::<i64>() {
@@ -55,7 +55,8 @@ fn paging(query: &HashMap<String, String>, name: &str) -> Result<Option<usize>, 
             Err(_) => Err(error(
                 StatusCode::BAD_REQUEST,
                 &format!("Invalid query parameter {name}"),
-            )),
+            )
+            .into()),
         },
     }
 }
@@ -101,8 +102,7 @@ fn group_json(
         body["attributes"] = json!({});
         body["realmRoles"] = json!([]);
         body["clientRoles"] = json!({});
-        body["access"] =
-            json!({"view": true, "viewMembers": true, "manageMembers": true, "manage": true, "manageMembership": true});
+        body["access"] = json!({"view": true, "viewMembers": true, "manageMembers": true, "manage": true, "manageMembership": true});
     }
     body
 }
@@ -135,12 +135,8 @@ pub(super) async fn create_group(
     body: Bytes,
 ) -> Answer {
     authorize(&kc, &realm_name, &headers)?;
-    let request: Value = serde_json::from_slice(&body).map_err(|_| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "unknown_error"}),
-        )
-    })?;
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|_| json_response(StatusCode::BAD_REQUEST, json!({"error": "unknown_error"})))?;
     let name = request["name"].as_str().map(str::trim).unwrap_or_default();
     if name.is_empty() {
         return Err(json_response(
@@ -323,17 +319,17 @@ fn membership<'r>(
     realm: &'r mut Realm,
     raw_user: &str,
     group_id: &str,
-) -> Result<&'r mut User, Response> {
+) -> Result<&'r mut User, Refusal> {
     let id = user_id(raw_user)
         .filter(|id| realm.users.contains_key(id))
         .ok_or_else(|| error(StatusCode::NOT_FOUND, "User not found"))?;
     if !realm.groups.contains_key(group_id) {
-        return Err(error(StatusCode::NOT_FOUND, "Group not found"));
+        return Err(error(StatusCode::NOT_FOUND, "Group not found").into());
     }
     realm
         .users
         .get_mut(&id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, "User not found"))
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "User not found").into())
 }
 
 /// `PUT /users/{user_id}/groups/{group_id}` (idempotent).

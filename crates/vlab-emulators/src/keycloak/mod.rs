@@ -136,15 +136,31 @@ impl Kc {
     }
 
     /// 404 unless `realm` is this emulator's realm.
-    fn check_realm(&self, realm: &str) -> Result<(), Response> {
+    fn check_realm(&self, realm: &str) -> Result<(), Refusal> {
         if realm == self.realm_name {
             Ok(())
         } else {
             Err(json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": "Realm does not exist"}),
-            ))
+            )
+            .into())
         }
+    }
+}
+
+/// An error answer of a handler (boxed, so that `Result`s stay small).
+pub(crate) struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(response: Response) -> Self {
+        Self(Box::new(response))
+    }
+}
+
+impl From<Refusal> for Response {
+    fn from(refusal: Refusal) -> Self {
+        *refusal.0
     }
 }
 

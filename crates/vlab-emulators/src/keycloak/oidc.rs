@@ -328,7 +328,13 @@ pub(super) async fn token(
                     "Missing parameter: refresh_token",
                 ));
             };
-            let invalid = || oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid refresh token");
+            let invalid = || {
+                oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "Invalid refresh token",
+                )
+            };
             let keys = realm.signing_keys.clone();
             let claims = tokens::verify(&keys, refresh, &kc.issuer()).map_err(|_| invalid())?;
             let user_id = claims["sub"]
@@ -340,7 +346,10 @@ pub(super) async fn token(
             if claims["typ"] != "Refresh" || session_revoked(&realm, user_id, &claims) {
                 return Err(invalid());
             }
-            let scope = claims["scope"].as_str().unwrap_or("profile email").to_owned();
+            let scope = claims["scope"]
+                .as_str()
+                .unwrap_or("profile email")
+                .to_owned();
             let issued = kc.user_tokens(&mut realm, user_id, USER_TOKEN_TTL, &scope, sid);
             Ok(user_token_response(issued))
         }
@@ -396,7 +405,9 @@ pub(super) async fn certs(
 
 fn invalid_token(description: &str) -> Response {
     let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token", description);
-    let challenge = format!("Bearer realm=\"keycloak\", error=\"invalid_token\", error_description=\"{description}\"");
+    let challenge = format!(
+        "Bearer realm=\"keycloak\", error=\"invalid_token\", error_description=\"{description}\""
+    );
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()
@@ -489,7 +500,10 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bEaReR abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bEaReR abc"),
+        );
         assert_eq!(bearer(&headers), Some("abc"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert_eq!(bearer(&headers), None);

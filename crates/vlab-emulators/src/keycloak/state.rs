@@ -57,6 +57,7 @@ impl Realm {
             .iter()
             .find(|k| k.kid == self.current_kid)
             .or_else(|| self.signing_keys.last())
+            // Unreachable: the list is never left empty (see `remove_signing_key`).
             .unwrap_or(&self.encryption_key)
     }
 

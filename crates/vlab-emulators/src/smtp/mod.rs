@@ -148,11 +148,7 @@ impl Store {
         raw: Vec<u8>,
     ) -> CapturedMessage {
         let received_at = Utc::now();
-        let id = format!(
-            "{}-{}",
-            received_at.format(FILE_TIME),
-            self.next_number()
-        );
+        let id = format!("{}-{}", received_at.format(FILE_TIME), self.next_number());
         let (subject, links) = parse(&raw);
         let message = CapturedMessage {
             id,
@@ -189,7 +185,8 @@ impl Store {
     fn load(dir: &Path) -> anyhow::Result<(Vec<CapturedMessage>, u64)> {
         let mut found = Vec::new();
         let mut highest = 0u64;
-        let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         for entry in entries {
             let path = entry?.path();
             let Some(stem) = path
@@ -199,7 +196,8 @@ impl Store {
             else {
                 continue;
             };
-            let raw = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let raw =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let (time, number) = stem.rsplit_once('-').unwrap_or((stem, "0"));
             let number: u64 = number.parse().unwrap_or(0);
             highest = highest.max(number);
@@ -213,8 +211,13 @@ impl Store {
                 .unwrap_or_else(|_| Utc::now());
             let parsed = MessageParser::default().parse(&raw);
             let address = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
-                a.map(|a| a.iter().filter_map(|a| a.address()).map(str::to_owned).collect())
-                    .unwrap_or_default()
+                a.map(|a| {
+                    a.iter()
+                        .filter_map(|a| a.address())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
             };
             let mail_from = address(parsed.as_ref().and_then(|m| m.from()))
                 .into_iter()

@@ -122,7 +122,8 @@ impl Session {
                     Next::Continue
                 }
                 "AUTH" if authenticated => {
-                    self.reply(503, "5.5.1 Error: already authenticated").await?;
+                    self.reply(503, "5.5.1 Error: already authenticated")
+                        .await?;
                     Next::Continue
                 }
                 "AUTH" => {
@@ -140,9 +141,12 @@ impl Session {
                 "RCPT" => {
                     match (&mut transaction, path_argument(arg, "TO:")) {
                         (None, _) => self.reply(503, "5.5.1 Error: need MAIL command").await?,
-                        (Some(_), None) => self.reply(501, "5.5.4 Syntax: RCPT TO:<address>").await?,
+                        (Some(_), None) => {
+                            self.reply(501, "5.5.4 Syntax: RCPT TO:<address>").await?
+                        }
                         (Some(_), Some(a)) if a.is_empty() => {
-                            self.reply(501, "5.1.3 Bad recipient address syntax").await?;
+                            self.reply(501, "5.1.3 Bad recipient address syntax")
+                                .await?;
                         }
                         (Some(t), Some(address)) => {
                             t.rcpt_to.push(address);
@@ -190,7 +194,8 @@ impl Session {
                     Next::Continue
                 }
                 _ => {
-                    self.reply(502, "5.5.2 Error: command not recognized").await?;
+                    self.reply(502, "5.5.2 Error: command not recognized")
+                        .await?;
                     Next::Continue
                 }
             };
@@ -305,11 +310,18 @@ impl Session {
         }
         match admission.fault {
             Some(FaultAction::Status(code)) => {
-                let code = if (400..600).contains(&code) { code } else { 451 };
+                let code = if (400..600).contains(&code) {
+                    code
+                } else {
+                    451
+                };
                 self.control.finish(admission.index, code);
                 let class = code / 100;
-                self.reply(code, &format!("{class}.3.0 Injected failure, message not accepted"))
-                    .await?;
+                self.reply(
+                    code,
+                    &format!("{class}.3.0 Injected failure, message not accepted"),
+                )
+                .await?;
                 Ok(Next::Continue)
             }
             Some(FaultAction::DropAfter) => {

@@ -72,7 +72,10 @@ async fn grant_creates_credits_and_deplete_project_returns_them_exactly() {
     let (lab, project) = acc.lab_with_project().await;
     for amount in [json!(0.1), json!(0.2), json!(200.0)] {
         let (status, body) = acc
-            .post("/budget/grant", json!({"proj_id": project, "amount": amount}))
+            .post(
+                "/budget/grant",
+                json!({"proj_id": project, "amount": amount}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
@@ -143,7 +146,10 @@ async fn deplete_lab_moves_positive_project_balances_and_the_lab_balance() {
             json!({"vlab_id": lab, "proj_id": p2, "amount": 21}),
         )
         .await;
-    assert_eq!((status, &body["error_code"]), (StatusCode::BAD_REQUEST, &json!("INSUFFICIENT_FUNDS")));
+    assert_eq!(
+        (status, &body["error_code"]),
+        (StatusCode::BAD_REQUEST, &json!("INSUFFICIENT_FUNDS"))
+    );
     // p1 150, p2 20, lab 80.
     let (status, body) = acc
         .post("/budget/deplete/virtual-lab", json!({"vlab_id": lab}))
@@ -253,8 +259,11 @@ async fn the_state_file_keeps_the_ledger_across_restarts() {
             emulator: AccountingEmulator::start(opts.clone()).await.unwrap(),
         };
         let (_, project) = acc.lab_with_project().await;
-        acc.post("/budget/grant", json!({"proj_id": project, "amount": 12.34}))
-            .await;
+        acc.post(
+            "/budget/grant",
+            json!({"proj_id": project, "amount": 12.34}),
+        )
+        .await;
         acc.emulator.shutdown().await;
         project
     };

@@ -3,9 +3,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vlab_emulators::{
-    AccountingEmulator, AccountingOptions, Fault, FaultAction, KeycloakEmulator,
-};
+use vlab_emulators::{AccountingEmulator, AccountingOptions, Fault, FaultAction, KeycloakEmulator};
 
 use crate::support::{admin_url, client, impatient_client, keycloak, service_token};
 
@@ -56,7 +54,9 @@ async fn skip_lets_the_first_calls_pass_and_fails_the_next_ones() {
     });
     let mut statuses = Vec::new();
     for i in 0..5 {
-        let r = create_group(&client(), &kc, &token, &format!("g{i}")).await.unwrap();
+        let r = create_group(&client(), &kc, &token, &format!("g{i}"))
+            .await
+            .unwrap();
         statuses.push(r.status().as_u16());
     }
     assert_eq!(statuses, [201, 201, 500, 500, 201]);
@@ -77,7 +77,11 @@ async fn drop_before_is_a_connection_error_and_the_call_is_not_performed() {
     assert_eq!(kc.calls().last().unwrap().status, 0);
 
     kc.inject(Fault::new("kc_create_group", FaultAction::DropAfter));
-    assert!(create_group(&client(), &kc, &token, "performed").await.is_err());
+    assert!(
+        create_group(&client(), &kc, &token, "performed")
+            .await
+            .is_err()
+    );
     assert!(kc.group_by_name("performed").is_some());
 
     // The same client keeps working afterwards.
@@ -95,14 +99,18 @@ async fn timeouts_stall_past_the_client_timeout_before_or_after_performing() {
         "kc_create_group",
         FaultAction::TimeoutBefore(Duration::from_millis(600)),
     ));
-    let error = create_group(&impatient, &kc, &token, "before").await.unwrap_err();
+    let error = create_group(&impatient, &kc, &token, "before")
+        .await
+        .unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
 
     kc.inject(Fault::new(
         "kc_create_group",
         FaultAction::TimeoutAfter(Duration::from_millis(600)),
     ));
-    let error = create_group(&impatient, &kc, &token, "after").await.unwrap_err();
+    let error = create_group(&impatient, &kc, &token, "after")
+        .await
+        .unwrap_err();
     assert!(error.is_timeout(), "{error:?}");
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -198,7 +206,13 @@ async fn dev_faults_endpoint_injects_error_and_timeout_and_delete_clears_them() 
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(stalled.await.unwrap().is_err());
     assert!(!acc.account_exists(lab));
-    assert!(client().get(format!("{base}/_dev/balances")).send().await.is_err());
+    assert!(
+        client()
+            .get(format!("{base}/_dev/balances"))
+            .send()
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -207,7 +221,15 @@ async fn dropping_the_last_handle_stops_the_server() {
     let url = format!("{}/protocol/openid-connect/certs", kc.issuer());
     let clone = kc.clone();
     drop(kc);
-    assert!(client().get(&url).send().await.unwrap().status().is_success());
+    assert!(
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
     drop(clone);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(client().get(&url).send().await.is_err());

@@ -73,9 +73,11 @@ async fn client_credentials_token_verifies_against_the_jwks_which_also_lists_an_
         keys.iter()
             .any(|k| k["use"] == "enc" && k["alg"] == "RSA-OAEP" && k["kty"] == "RSA")
     );
-    assert!(keys.iter().any(|k| k["use"] == "sig"
-        && k["kid"] == kc.current_kid().as_str()
-        && k["e"] == "AQAB"));
+    assert!(
+        keys.iter().any(|k| k["use"] == "sig"
+            && k["kid"] == kc.current_kid().as_str()
+            && k["e"] == "AQAB")
+    );
 }
 
 #[tokio::test]
@@ -180,7 +182,10 @@ async fn userinfo_answers_live_groups_for_a_password_grant_token() {
     let location = created.headers()["location"].to_str().unwrap().to_owned();
     let group_id = location.rsplit('/').next().unwrap();
     let put = client()
-        .put(admin_url(&kc, &format!("/users/{}/groups/{group_id}", alice.id)))
+        .put(admin_url(
+            &kc,
+            &format!("/users/{}/groups/{group_id}", alice.id),
+        ))
         .bearer_auth(&svc)
         .send()
         .await
@@ -191,7 +196,10 @@ async fn userinfo_answers_live_groups_for_a_password_grant_token() {
         second["groups"],
         json!(["/service/virtual-lab-svc/admin", "/vlab/1/admin"])
     );
-    assert_eq!(kc.user_group_paths(alice.id), ["/service/virtual-lab-svc/admin", "/vlab/1/admin"]);
+    assert_eq!(
+        kc.user_group_paths(alice.id),
+        ["/service/virtual-lab-svc/admin", "/vlab/1/admin"]
+    );
 }
 
 #[tokio::test]
@@ -212,14 +220,20 @@ async fn userinfo_refuses_expired_revoked_and_unknown_key_tokens_and_a_token_wit
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let challenge = response.headers()["www-authenticate"].to_str().unwrap();
     assert!(challenge.starts_with("Bearer") && challenge.contains("error=\"invalid_token\""));
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_token");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_token"
+    );
 
     let no_openid = kc.mint_token_with_claims(json!({
         "iss": kc.issuer(), "sub": alice.id, "exp": now + 60, "scope": "profile email",
     }));
     let response = get(no_openid).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "insufficient_scope");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "insufficient_scope"
+    );
 
     // Rotation keeps old tokens valid; removing the key does not.
     let old = kc.mint_token(alice.id, Duration::from_secs(60));
@@ -237,7 +251,10 @@ async fn userinfo_refuses_expired_revoked_and_unknown_key_tokens_and_a_token_wit
     let after_login_again = kc.mint_token(alice.id, Duration::from_secs(60));
     assert_eq!(get(after_login_again).await.status(), StatusCode::OK);
 
-    assert_eq!(get("garbage".into()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get("garbage".into()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
@@ -261,7 +278,12 @@ async fn admin_calls_need_a_valid_service_token() {
         .unwrap();
     assert_eq!(foreign.status(), StatusCode::UNAUTHORIZED);
     let user_token = kc.mint_token(alice.id, Duration::from_secs(60));
-    let as_user = client().get(&url).bearer_auth(user_token).send().await.unwrap();
+    let as_user = client()
+        .get(&url)
+        .bearer_auth(user_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(as_user.status(), StatusCode::FORBIDDEN);
 
     let ok = client()
@@ -346,7 +368,13 @@ async fn find_group_matches_exactly_or_by_substring_and_pages() {
         let url = admin_url(&kc, "/groups");
         let svc = svc.clone();
         async move {
-            let response = client().get(url).query(&query).bearer_auth(svc).send().await.unwrap();
+            let response = client()
+                .get(url)
+                .query(&query)
+                .bearer_auth(svc)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
             response.json::<Vec<Value>>().await.unwrap()
         }
@@ -375,12 +403,19 @@ async fn find_group_matches_exactly_or_by_substring_and_pages() {
     assert_eq!(leaf["path"], "/service/virtual-lab-svc/admin");
 
     let substring = find(vec![("search", "VLAB/A")]).await;
-    let names: Vec<&str> = substring.iter().map(|g| g["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = substring
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["vlab/a/admin", "vlab/a/member"]);
     let paged = find(vec![("search", "vlab"), ("first", "1"), ("max", "1")]).await;
     assert_eq!(paged.len(), 1);
     assert_eq!(paged[0]["name"], "vlab/a/member");
-    assert!(find(vec![("search", "nothing"), ("exact", "true")]).await.is_empty());
+    assert!(
+        find(vec![("search", "nothing"), ("exact", "true")])
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -397,11 +432,22 @@ async fn memberships_are_idempotent_listed_in_pages_and_removed_with_the_group()
     let call = |method: reqwest::Method, path: String| {
         let url = admin_url(&kc, &path);
         let svc = svc.clone();
-        async move { client().request(method, url).bearer_auth(svc).send().await.unwrap() }
+        async move {
+            client()
+                .request(method, url)
+                .bearer_auth(svc)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     for u in &users {
         for _ in 0..2 {
-            let r = call(reqwest::Method::PUT, format!("/users/{}/groups/{group}", u.id)).await;
+            let r = call(
+                reqwest::Method::PUT,
+                format!("/users/{}/groups/{group}", u.id),
+            )
+            .await;
             assert_eq!(r.status(), StatusCode::NO_CONTENT);
         }
     }
@@ -416,7 +462,10 @@ async fn memberships_are_idempotent_listed_in_pages_and_removed_with_the_group()
         .await
         .unwrap();
         assert_eq!(page.len(), if first == 4 { 1 } else { 2 });
-        seen.extend(page.iter().map(|m| m["username"].as_str().unwrap().to_owned()));
+        seen.extend(
+            page.iter()
+                .map(|m| m["username"].as_str().unwrap().to_owned()),
+        );
         assert_eq!(page[0]["enabled"], true);
         assert_eq!(page[0]["emailVerified"], false);
     }
@@ -442,14 +491,20 @@ async fn memberships_are_idempotent_listed_in_pages_and_removed_with_the_group()
     )
     .await;
     assert_eq!(unknown_user.status(), StatusCode::NOT_FOUND);
-    assert_eq!(unknown_user.json::<Value>().await.unwrap(), json!({"error": "User not found"}));
+    assert_eq!(
+        unknown_user.json::<Value>().await.unwrap(),
+        json!({"error": "User not found"})
+    );
     let unknown_group = call(
         reqwest::Method::DELETE,
         format!("/users/{}/groups/{}", users[1].id, Uuid::new_v4()),
     )
     .await;
     assert_eq!(unknown_group.status(), StatusCode::NOT_FOUND);
-    assert_eq!(unknown_group.json::<Value>().await.unwrap(), json!({"error": "Group not found"}));
+    assert_eq!(
+        unknown_group.json::<Value>().await.unwrap(),
+        json!({"error": "Group not found"})
+    );
 
     // Deleting the top-level group takes the subgroups and memberships with it.
     let top = kc.group_by_name("proj").unwrap().id;
@@ -459,7 +514,10 @@ async fn memberships_are_idempotent_listed_in_pages_and_removed_with_the_group()
     assert!(kc.user_group_paths(users[1].id).is_empty());
     let gone = call(reqwest::Method::DELETE, format!("/groups/{top}")).await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
-    assert_eq!(gone.json::<Value>().await.unwrap(), json!({"error": "Could not find group by id"}));
+    assert_eq!(
+        gone.json::<Value>().await.unwrap(),
+        json!({"error": "Could not find group by id"})
+    );
     let members_gone = call(reqwest::Method::GET, format!("/groups/{group}/members")).await;
     assert_eq!(members_gone.status(), StatusCode::NOT_FOUND);
 }

@@ -112,7 +112,8 @@ async fn a_message_is_captured_unstuffed_parsed_saved_and_served_over_http() {
     }
     assert_eq!(smtp.send("AUTH PLAIN AHVzZXIAcGFzcw==").await, 235);
     assert_eq!(
-        smtp.send("MAIL FROM:<noreply@example.org> BODY=8BITMIME").await,
+        smtp.send("MAIL FROM:<noreply@example.org> BODY=8BITMIME")
+            .await,
         250
     );
     assert_eq!(smtp.send("RCPT TO:<student@example.org>").await, 250);
@@ -159,6 +160,15 @@ async fn a_message_is_captured_unstuffed_parsed_saved_and_served_over_http() {
         .unwrap();
     assert_eq!(eml.headers()["content-type"], "message/rfc822");
     assert_eq!(eml.bytes().await.unwrap().as_ref(), m.raw.as_slice());
+    let fault = client()
+        .post(format!("{base}/_dev/faults"))
+        .json(&serde_json::json!({"operation": "smtp_send", "mode": "error", "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fault.status(), reqwest::StatusCode::CREATED);
+    assert_eq!(send_one(&capture).await, 451);
+    assert_eq!(capture.messages().len(), 1);
     capture.shutdown().await;
 
     // A restart lists the stored files again.
