@@ -51,6 +51,9 @@ pub struct TestApp {
     pub smtp: SmtpCapture,
     pub users: TestUsers,
     pub config: Config,
+    /// The configuration variables the server was started with (reused by `spawn_process`).
+    pub vars: HashMap<String, String>,
+    services: vlab_courses::app::Services,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -142,6 +145,7 @@ impl TestApp {
             .await
             .expect("build application");
         let port = application.port();
+        let services = application.state().services.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(application.run_until(async move {
             let _ = rx.await;
@@ -160,9 +164,49 @@ impl TestApp {
             smtp,
             users,
             config,
+            vars,
+            services,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// The server's use-case dependencies, to drive worker passes and job steps directly.
+    pub fn services(&self) -> vlab_courses::app::Services {
+        self.services.clone()
+    }
+
+    /// Starts the real `vlab-courses` binary as a second server process on the same database
+    /// and emulators. It is killed when the returned handle is dropped.
+    pub async fn spawn_process(&self) -> ServerProcess {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlab-courses"));
+        command
+            .env_clear()
+            .envs(&self.vars)
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUN_MIGRATIONS", "false")
+            .env("RUST_LOG", "warn")
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("start vlab-courses");
+        let base_url = format!("http://127.0.0.1:{port}{}", self.config.base_path);
+        for _ in 0..200 {
+            if let Ok(r) = self.client.get(format!("{base_url}/ready")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return ServerProcess {
+                    base_url,
+                    _child: child,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the second vlab-courses process did not become ready");
     }
 
     /// A 1-hour token for a seeded user.
@@ -229,6 +273,12 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// A `vlab-courses` child process serving the same database and emulators.
+pub struct ServerProcess {
+    pub base_url: String,
+    _child: tokio::process::Child,
 }
 
 /// Reads a response as `(status, json)`; a non-JSON body fails the test.

@@ -196,3 +196,19 @@ async fn large_responses_are_gzipped_when_accepted(db: PgPool) {
         .unwrap();
     assert_eq!(response.headers()["content-encoding"], "gzip");
 }
+
+#[sqlx::test]
+async fn a_second_server_process_serves_the_same_database(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let second = app.spawn_process().await;
+    let response = app
+        .client
+        .get(format!("{}/institutions/_search", second.base_url))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"][0]["name"], "Open Brain Institute");
+}
