@@ -134,6 +134,8 @@ impl Application {
 
         let readiness = state.readiness.clone();
         let tasks = state.services.tasks.clone();
+        let stop_worker = tokio_util::sync::CancellationToken::new();
+        let worker = crate::worker::spawn(state.services.clone(), stop_worker.clone());
         let app = crate::http::app(state.clone());
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -164,6 +166,12 @@ impl Application {
                 tasks = left,
                 "use-case tasks still running after the grace period; exiting anyway"
             );
+        }
+        // The worker finishes the pass in hand, within what is left of the grace period.
+        stop_worker.cancel();
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, worker).await.is_err() {
+            tracing::error!("the background worker did not stop within the grace period");
         }
         state.services.db.close().await;
         drop(stop_rx);

@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes::{institutions, service};
+use super::routes::{course_void, courses, institutions, seat_drops, service};
+use super::routes::{enrolments, seats};
+use super::routes::{invites, projects, virtual_labs};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,11 +17,27 @@ use super::routes::{institutions, service};
         service::banner, service::health, service::ready,
         service::metrics, service::openapi_json,
         institutions::create, institutions::update, institutions::search, institutions::get_one,
+        virtual_labs::create, virtual_labs::list, virtual_labs::get_one, virtual_labs::update,
+        virtual_labs::delete,
+        projects::create, projects::list, projects::get_one,
+        invites::send, invites::cancel, invites::show, invites::accept,
+        courses::search, courses::get_one, courses::create, courses::update, courses::activate,
+        course_void::void, course_void::remove,
+        seat_drops::drop_seats,
+        seats::provision_seats, seats::get_batch, seats::search_batches, seats::transfer_seats,
+        seats::list_seats, seats::assign_seats,
+        enrolments::claim_enrolment, enrolments::activate_enrolments, enrolments::list_enrolments,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "service", description = "Probes, metrics and documentation"),
         (name = "institutions", description = "Institutions that own courses and seats"),
+        (name = "virtual-labs", description = "Virtual labs: create, list, read, update, soft-delete"),
+        (name = "projects", description = "Projects of a virtual lab"),
+        (name = "invites", description = "Lab invites: send, cancel, show and accept"),
+        (name = "courses", description = "Courses on course labs: create, update, activate, search"),
+        (name = "seats", description = "Seats of courses: provision, transfer, assign, drop"),
+        (name = "enrolments", description = "Enrolments: claim, activate, list a course's"),
     ),
 )]
 struct ApiDoc;

@@ -2,7 +2,14 @@
 //! steps with their undo pushed on a [`crate::ledger::Ledger`], then one short transaction —
 //! and returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
 
+pub mod courses;
+pub mod drops;
+pub mod email_outbox;
 pub mod error;
 pub mod institutions;
+pub mod invites;
+pub mod labs;
+pub mod projects;
+pub mod seats;
 
 pub use error::UseCaseError;

@@ -269,3 +269,157 @@ async fn search_matches_literally_case_insensitively_in_a_stable_order(db: PgPoo
         ]
     );
 }
+
+#[sqlx::test]
+async fn patch_renames_with_trimming_and_may_keep_its_own_name(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let (_, a) = create(&app, json!({"name": "A", "contact_email": "a@a.org"})).await;
+    let id = a["data"]["id"].as_str().unwrap().to_owned();
+    let path = format!("/institutions/{id}");
+    let token = app.admin_token();
+
+    let (status, body) = json(
+        app.request(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(&json!({"name": "  Renamed "})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"id": id, "name": "Renamed", "contact_email": "a@a.org"})
+    );
+    let stored: String = sqlx::query_scalar("SELECT name FROM institution WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, "Renamed");
+
+    // Its own name is not "another institution's".
+    let (status, body) = json(
+        app.request(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(&json!({"name": "Renamed", "contact_email": "b@b.org"})),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["contact_email"], "b@b.org");
+
+    for (patch, field, message) in [
+        (json!({"name": "  "}), "name", "Must not be empty"),
+        (
+            json!({"contact_email": null}),
+            "contact_email",
+            "Must not be null",
+        ),
+        (
+            json!({"contact_email": "x"}),
+            "contact_email",
+            "Must be a valid e-mail address",
+        ),
+    ] {
+        let (status, body) = json(
+            app.request(Method::PATCH, &path, Some(&token), Some(&patch))
+                .await,
+        )
+        .await;
+        assert_error_body(
+            &body,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(body["details"], json!({ field: message }), "{patch}");
+    }
+}
+
+#[sqlx::test]
+async fn patch_checks_existence_before_the_empty_body_and_ids_before_both(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let token = app.admin_token();
+    let missing = format!("/institutions/{}", uuid::Uuid::new_v4());
+    let (status, body) = json(
+        app.request(Method::PATCH, &missing, Some(&token), Some(&json!({})))
+            .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+    assert_eq!(body["message"], "Institution not found");
+
+    let (status, body) = json(
+        app.request(
+            Method::PATCH,
+            "/institutions/nope",
+            Some(&token),
+            Some(&json!({})),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(
+        &body,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(body["details"]["institution_id"], "Must be a UUID");
+
+    // Non-admins get 403 before any of that; no token is 401.
+    let (status, body) = json(
+        app.request(
+            Method::PATCH,
+            "/institutions/nope",
+            Some(&app.faculty_token()),
+            Some(&json!({"name": null})),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    let (status, body) = json(
+        app.get("/institutions/_search", Some(&app.faculty_token()))
+            .await,
+    )
+    .await;
+    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    let (status, body) = json(app.post("/institutions", None, &json!({})).await).await;
+    assert_error_body(
+        &body,
+        status,
+        StatusCode::UNAUTHORIZED,
+        "AUTHORIZATION_ERROR",
+    );
+}
+
+#[sqlx::test]
+async fn search_without_q_lists_every_institution(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    create(&app, json!({"name": "Zurich", "contact_email": "z@z.org"})).await;
+    let (status, body) = json(
+        app.get("/institutions/_search", Some(&app.admin_token()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "All institutions");
+    let names: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Open Brain Institute", "Zurich"]);
+    assert_eq!(
+        body["data"][0]["contact_email"],
+        "obi-virtual-lab@openbraininstitute.org"
+    );
+}

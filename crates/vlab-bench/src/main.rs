@@ -1,0 +1,366 @@
+//! `vlab-bench`: the figures of issue 7 — assign, drop, expiry and read throughput, and the
+//! server's peak memory — measured against the release build with latency-injected emulators.
+//!
+//! Run from the repository root (it builds the release binaries first):
+//! `cargo run --release -p vlab-bench`. Not part of the test suite.
+
+mod api;
+mod load;
+mod stack;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use api::Api;
+use stack::Stack;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vlab-bench",
+    about = "Benchmarks of vlab-courses (release build, emulators with injected latency)"
+)]
+struct Cli {
+    /// PostgreSQL server to create the throwaway benchmark database on.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Latency of every Keycloak and accounting call, in milliseconds.
+    #[arg(long, default_value_t = 20)]
+    latency_ms: u64,
+    /// EXTERNAL_CONCURRENCY of the server and the job.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Courses and students per course of the expiry scenario.
+    #[arg(long, default_value_t = 50)]
+    expiry_courses: usize,
+    #[arg(long, default_value_t = 40)]
+    expiry_students: usize,
+    /// Seconds of each read-load run.
+    #[arg(long, default_value_t = 10)]
+    read_seconds: u64,
+    /// Skip `cargo build --release -p vlab-courses --bins` (the binaries are already built).
+    #[arg(long)]
+    no_build: bool,
+}
+
+struct Row {
+    scenario: String,
+    measured: String,
+    target: String,
+    limit: String,
+    met: Option<bool>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !cli.no_build {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--release", "-p", "vlab-courses", "--bins"])
+            .status()
+            .context("running cargo build")?;
+        if !status.success() {
+            bail!("building the release binaries failed");
+        }
+    }
+    let stack = Stack::start(&cli.database_url, cli.concurrency).await?;
+    let result = run(&cli, &stack).await;
+    stack.stop().await?;
+    let rows = result?;
+    print_table(&cli, &rows);
+    Ok(())
+}
+
+/// Samples the server's resident memory until dropped, keeping the maximum (in KiB).
+struct MemorySampler {
+    peak_kib: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MemorySampler {
+    fn start(pid: Option<u32>) -> Self {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let peak = peak_kib.clone();
+        let task = tokio::spawn(async move {
+            let Some(pid) = pid else { return };
+            loop {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kib) = status
+                        .lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<u64>().ok())
+                {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Self { peak_kib, task }
+    }
+
+    fn peak_mib(&self) -> f64 {
+        self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for MemorySampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
+    let api = Api::new(stack)?;
+    let latency = Duration::from_millis(cli.latency_ms);
+    let c = cli.concurrency as f64;
+    let l = latency.as_secs_f64();
+    let mut rows = Vec::new();
+    let sampler = MemorySampler::start(stack.server_pid());
+
+    // Assign: per student 4 round trips on the critical path (groups, memberships, account,
+    // grant), `concurrency` students at once; plus one lab-admin listing.
+    for (n, target) in [(200usize, 1.2f64), (1000, 6.0)] {
+        let course = api.active_course(&format!("Bench assign {n}"), n).await?;
+        let before = stack.server_memory().map(|m| m.0).unwrap_or(0.0);
+        stack.set_latency(latency);
+        let started = Instant::now();
+        let (seats, ok) = api.assign(&course, &format!("a{n}"), n).await?;
+        let took = started.elapsed();
+        stack.set_latency(Duration::ZERO);
+        let after = stack.server_memory().map(|m| m.0).unwrap_or(0.0);
+        if ok != n {
+            bail!("assign {n}: only {ok} students succeeded");
+        }
+        let limit = (1.0 + n as f64 * 4.0 / c) * l;
+        rows.push(Row {
+            scenario: format!(
+                "assign {n} students, {} ms latency, concurrency {}",
+                cli.latency_ms, cli.concurrency
+            ),
+            measured: secs(took),
+            target: format!("≤ {target:.1} s"),
+            limit: format!(
+                "{limit:.2} s = (1 + {n}×4 RT ÷ {c}) × {} ms",
+                cli.latency_ms
+            ),
+            met: Some(took.as_secs_f64() <= target),
+        });
+        if n == 1000 {
+            rows.push(Row {
+                scenario: "  memory across the 1000-student assign".to_owned(),
+                measured: format!("RSS {before:.1} → {after:.1} MiB"),
+                target: "flat".to_owned(),
+                limit: "—".to_owned(),
+                met: None,
+            });
+        }
+        if n == 200 {
+            // Drop: per seat 2 round trips (deplete, list the project's members).
+            let to_drop: Vec<String> = seats.into_iter().take(100).collect();
+            stack.set_latency(latency);
+            let started = Instant::now();
+            let dropped = api.drop_seats(&course, &to_drop).await?;
+            let took = started.elapsed();
+            stack.set_latency(Duration::ZERO);
+            if dropped != 100 {
+                bail!("drop 100: only {dropped} dropped");
+            }
+            let limit = 100.0 * 2.0 / c * l;
+            rows.push(Row {
+                scenario: format!("drop 100 seats, {} ms latency", cli.latency_ms),
+                measured: secs(took),
+                target: "≤ 0.8 s".to_owned(),
+                limit: format!("{limit:.2} s = 100×2 RT ÷ {c} × {} ms", cli.latency_ms),
+                met: Some(took.as_secs_f64() <= 0.8),
+            });
+        }
+    }
+
+    rows.extend(expiry(cli, stack, &api, latency).await?);
+    rows.extend(reads(cli, stack, &api).await?);
+
+    let peak = sampler.peak_mib();
+    let hwm = stack.server_memory().map(|m| m.1).unwrap_or(0.0);
+    rows.push(Row {
+        scenario: "peak RSS of the server during the runs".to_owned(),
+        measured: format!("{peak:.1} MiB (VmHWM {hwm:.1} MiB)"),
+        target: "≤ 40 MB".to_owned(),
+        limit: "—".to_owned(),
+        met: Some(hwm * 1.048_576 <= 40.0),
+    });
+    Ok(rows)
+}
+
+/// `expire-courses` over ended courses: courses one after another, each dropping its students
+/// `concurrency` at once (2 round trips each) and depleting its lab (1 round trip).
+async fn expiry(
+    cli: &Cli,
+    stack: &Stack,
+    api: &Api<'_>,
+    latency: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let (courses, students) = (cli.expiry_courses, cli.expiry_students);
+    let mut ids = Vec::new();
+    for i in 0..courses {
+        let course = api
+            .active_course(&format!("Bench expiry {i}"), students)
+            .await?;
+        let (_, ok) = api.assign(&course, &format!("e{i}"), students).await?;
+        if ok != students {
+            bail!("expiry set-up: course {i} got {ok} students");
+        }
+        ids.push(course.id);
+    }
+    let pool = sqlx::PgPool::connect(&stack.database_url).await?;
+    sqlx::query(
+        "UPDATE course SET start_date = now() - interval '10 days',
+                last_drop_date = now() - interval '5 days', end_date = now() - interval '1 hour'
+         WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+
+    stack.set_latency(latency);
+    let started = Instant::now();
+    let output = tokio::process::Command::new(stack::sibling_binary("expire-courses")?)
+        .env_clear()
+        .envs(&stack.vars)
+        .output()
+        .await?;
+    let took = started.elapsed();
+    stack.set_latency(Duration::ZERO);
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "expire-courses printed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })?;
+    let dropped = summary["enrolments_dropped"].as_u64().unwrap_or(0);
+    if dropped != (courses * students) as u64 {
+        bail!(
+            "expire-courses dropped {dropped} of {}: {summary}",
+            courses * students
+        );
+    }
+    let per_course = (students as f64 * 2.0 / cli.concurrency as f64).ceil() + 1.0;
+    let limit = courses as f64 * per_course * latency.as_secs_f64();
+    Ok(vec![Row {
+        scenario: format!(
+            "expire-courses, {courses} ended courses × {students} students, {} ms latency",
+            cli.latency_ms
+        ),
+        measured: secs(took),
+        target: "≤ 10 s".to_owned(),
+        limit: format!(
+            "{limit:.2} s = {courses} × (⌈{students}×2 RT ÷ {}⌉ + 1 RT) × {} ms",
+            cli.concurrency, cli.latency_ms
+        ),
+        met: Some(took.as_secs_f64() <= 10.0),
+    }])
+}
+
+/// Read endpoints with a cached token (no emulator latency: the groups cache answers).
+async fn reads(cli: &Cli, stack: &Stack, api: &Api<'_>) -> anyhow::Result<Vec<Row>> {
+    let course = api.active_course("Bench reads", 100).await?;
+    api.assign(&course, "r", 100).await?;
+    let duration = Duration::from_secs(cli.read_seconds);
+    let mut rows = Vec::new();
+    for (label, path, token) in [
+        (
+            "GET /courses/{id}",
+            format!("/courses/{}", course.id),
+            api.admin_token().to_owned(),
+        ),
+        (
+            "GET /seats/courses/{id} (100 seats)",
+            format!("/seats/courses/{}", course.id),
+            course.faculty_token.clone(),
+        ),
+    ] {
+        let url = format!("{}{path}", stack.api);
+        // Warm the token's groups cache and the connection pool.
+        load::run(&url, &token, 4, Duration::from_millis(500), None).await;
+        let closed = load::run(&url, &token, 16, duration, None).await;
+        let paced = load::run(&url, &token, 32, duration, Some(1000.0)).await;
+        let p99 = paced.percentile(0.99);
+        rows.push(Row {
+            scenario: format!("{label}, closed loop, 16 connections"),
+            measured: format!(
+                "{:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                closed.rate(),
+                ms(closed.percentile(0.5)),
+                ms(closed.percentile(0.99)),
+                closed.errors
+            ),
+            target: "report".to_owned(),
+            limit: "—".to_owned(),
+            met: None,
+        });
+        rows.push(Row {
+            scenario: format!("{label}, paced at 1000 req/s"),
+            measured: format!(
+                "{:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                paced.rate(),
+                ms(paced.percentile(0.5)),
+                ms(p99),
+                paced.errors
+            ),
+            target: "p99 < 10 ms".to_owned(),
+            limit: "—".to_owned(),
+            met: Some(ms(p99) < 10.0 && paced.errors == 0),
+        });
+    }
+    Ok(rows)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn print_table(cli: &Cli, rows: &[Row]) {
+    let width = |f: fn(&Row) -> &str| rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
+    let (w1, w2, w3) = (
+        width(|r| &r.scenario),
+        width(|r| &r.measured),
+        width(|r| &r.target),
+    );
+    println!();
+    println!(
+        "vlab-bench — {} cores, {} ms emulator latency, EXTERNAL_CONCURRENCY={}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        cli.latency_ms,
+        cli.concurrency
+    );
+    println!(
+        "{:<w1$}  {:<w2$}  {:<w3$}  limit",
+        "scenario", "measured", "target"
+    );
+    for r in rows {
+        let mark = match r.met {
+            Some(true) => "ok  ",
+            Some(false) => "MISS",
+            None => "    ",
+        };
+        println!(
+            "{:<w1$}  {:<w2$}  {:<w3$}  {mark} {}",
+            r.scenario, r.measured, r.target, r.limit
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The daily expiry job (rules.md §8): drop every student of ended and voided courses through
+//! the shared drop routine, deplete each lab budget once, and retry the outboxes.
+//!
+//! Safe to run twice at once (an advisory lock; the second instance says `skipped`) and to
+//! re-run (finished courses are not selected again).
+
+pub mod summary;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use crate::app::Services;
+use crate::repo::{self, expiry::ExpiringCourse};
+use crate::usecases::drops::{self, DropReason};
+use crate::usecases::email_outbox;
+use summary::{CourseSummary, RunSummary};
+
+/// Rows of each outbox retried per run at most (rules.md §8 step 6).
+pub const GLOBAL_RETRY_LIMIT: u64 = 10_000;
+const PASS_BATCH: i64 = 50;
+
+/// What `--dry-run` reports: the selection only, every count 0, no writes, no external calls.
+pub async fn dry_run(
+    services: &Services,
+    started_at: DateTime<Utc>,
+) -> Result<RunSummary, sqlx::Error> {
+    let courses = repo::expiry::select(&services.db, started_at).await?;
+    let mut summary = RunSummary::new(started_at, true);
+    summary.expired_courses_found = courses.len() as u64;
+    summary.courses = courses
+        .into_iter()
+        .map(|c| CourseSummary {
+            course_id: c.id,
+            status: c.status,
+            end_date: c.end_date,
+            enrolments_dropped: 0,
+            enrolments_failed: 0,
+            access_removals_pending: 0,
+            vlab_depleted: c.budget_depleted,
+            error: None,
+        })
+        .collect();
+    summary.finished_at = Utc::now();
+    Ok(summary)
+}
+
+/// The outcome of trying the lock.
+pub enum Run {
+    Done(RunSummary),
+    /// Another instance holds the lock.
+    Skipped,
+}
+
+/// Takes the lock on `lock_conn` (a connection outside the pool), runs, releases it.
+pub async fn run(
+    services: &Services,
+    lock_conn: &mut PgConnection,
+    started_at: DateTime<Utc>,
+) -> Result<Run, sqlx::Error> {
+    if !repo::expiry::try_lock(lock_conn).await? {
+        tracing::info!("another expire-courses run holds the lock; skipping");
+        return Ok(Run::Skipped);
+    }
+    let result = run_locked(services, started_at).await;
+    if let Err(err) = repo::expiry::unlock(lock_conn).await {
+        // Closing the connection releases it anyway.
+        tracing::warn!(error = %err, "could not release the advisory lock");
+    }
+    result.map(Run::Done)
+}
+
+async fn run_locked(
+    services: &Services,
+    started_at: DateTime<Utc>,
+) -> Result<RunSummary, sqlx::Error> {
+    let now = Utc::now();
+    let mut summary = RunSummary::new(started_at, false);
+    let courses = repo::expiry::select(&services.db, now).await?;
+    summary.expired_courses_found = courses.len() as u64;
+    tracing::info!(courses = courses.len(), "expire-courses started");
+
+    for course in courses {
+        let outcome = process_course(services, &course, now, &mut summary).await;
+        summary.courses.push(outcome);
+    }
+
+    retry_outboxes(services, now, &mut summary).await;
+    summary.access_removals_failed =
+        repo::expiry::failed_access_removals_since(&services.db, started_at).await? as u64;
+    summary.settle_status();
+    summary.finished_at = Utc::now();
+    tracing::info!(status = ?summary.status, "expire-courses finished");
+    Ok(summary)
+}
+
+/// Step 5 for one course. An unexpected error is recorded on the course and the job moves on.
+async fn process_course(
+    services: &Services,
+    course: &ExpiringCourse,
+    now: DateTime<Utc>,
+    totals: &mut RunSummary,
+) -> CourseSummary {
+    let mut out = CourseSummary {
+        course_id: course.id,
+        status: course.status.clone(),
+        end_date: course.end_date,
+        enrolments_dropped: 0,
+        enrolments_failed: 0,
+        access_removals_pending: 0,
+        vlab_depleted: course.budget_depleted,
+        error: None,
+    };
+    let fail = |out: &mut CourseSummary, step: &str, err: &dyn std::fmt::Display| {
+        tracing::error!(course_id = %course.id, step, error = %err, "expiry step failed");
+        out.error.get_or_insert_with(|| {
+            format!(
+                "The course could not be processed ({step}); it will be retried on the next run"
+            )
+        });
+    };
+
+    // 5.1 drop every undropped enrolment.
+    match drops::undropped_enrolments(services, course.id).await {
+        Ok(ids) => {
+            let outcomes =
+                drops::drop_enrolments(services, &ids, DropReason::Expiry, None, now).await;
+            for outcome in outcomes {
+                if let drops::DropOutcome::Dropped { access_removed, .. } = outcome {
+                    out.enrolments_dropped += 1;
+                    if access_removed {
+                        totals.access_removals_completed += 1;
+                    }
+                } else if outcome.counts_as_failed() {
+                    out.enrolments_failed += 1;
+                }
+            }
+        }
+        Err(err) => fail(&mut out, "listing enrolments", &err),
+    }
+    totals.enrolments_dropped += out.enrolments_dropped;
+    totals.enrolments_failed += out.enrolments_failed;
+
+    // 5.2 access removal for every revoking drop of the course, ignoring backoff.
+    match drops::remove_pending_access(services, course.id, now).await {
+        Ok(sweep) => totals.access_removals_completed += sweep.completed,
+        Err(err) => fail(&mut out, "removing access", &err),
+    }
+    match repo::expiry::revoking_for_course(&services.db, course.id).await {
+        Ok(n) => out.access_removals_pending = n as u64,
+        Err(err) => fail(&mut out, "counting access removals", &err),
+    }
+
+    // 5.3 the lab budget, even if some drops failed: the credits must go.
+    if !course.budget_depleted {
+        match drops::deplete_lab_budget(services, course.id).await {
+            Ok(true) => totals.vlabs_depleted += 1,
+            Ok(false) => totals.vlab_depletions_failed += 1,
+            Err(err) => {
+                totals.vlab_depletions_failed += 1;
+                fail(&mut out, "depleting the lab budget", &err);
+            }
+        }
+    }
+    match repo::expiry::budget_depleted(&services.db, course.id).await {
+        Ok(flag) => out.vlab_depleted = flag,
+        Err(err) => fail(&mut out, "reading the course", &err),
+    }
+    out
+}
+
+/// Step 6: the worker passes over every due row until none is left (bounded).
+async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
+    let mut seen = 0;
+    while seen < GLOBAL_RETRY_LIMIT {
+        match drops::access_removal_pass(services, now, PASS_BATCH).await {
+            Ok(sweep) if sweep.completed + sweep.failed > 0 => {
+                summary.access_removals_completed += sweep.completed;
+                seen += sweep.completed + sweep.failed;
+            }
+            Ok(_) => break,
+            Err(err) => {
+                tracing::error!(error = %err, "access-removal pass failed");
+                break;
+            }
+        }
+    }
+    let mut seen = 0;
+    while seen < GLOBAL_RETRY_LIMIT {
+        match email_outbox::run_pass(services, now, PASS_BATCH).await {
+            Ok(pass) if pass.sent + pass.failed + pass.cancelled > 0 => {
+                summary.emails_sent += pass.sent;
+                summary.emails_failed += pass.failed;
+                seen += pass.sent + pass.failed + pass.cancelled;
+            }
+            Ok(_) => break,
+            Err(err) => {
+                tracing::error!(error = %err, "e-mail outbox pass failed");
+                break;
+            }
+        }
+    }
+}

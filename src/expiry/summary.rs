@@ -1,0 +1,156 @@
+//! The one line of JSON the job prints (rules.md §8, "Summary").
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::datetime::serde_utc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Ok,
+    Skipped,
+    Partial,
+    Error,
+}
+
+impl JobStatus {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            JobStatus::Ok | JobStatus::Skipped => 0,
+            JobStatus::Partial => 2,
+            JobStatus::Error => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CourseSummary {
+    pub course_id: Uuid,
+    pub status: String,
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    pub end_date: Option<DateTime<Utc>>,
+    pub enrolments_dropped: u64,
+    pub enrolments_failed: u64,
+    pub access_removals_pending: u64,
+    pub vlab_depleted: bool,
+    pub error: Option<String>,
+}
+
+/// A run that got the lock (or a dry run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub job: &'static str,
+    pub status: JobStatus,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    pub finished_at: DateTime<Utc>,
+    pub expired_courses_found: u64,
+    pub enrolments_dropped: u64,
+    pub enrolments_failed: u64,
+    pub access_removals_completed: u64,
+    pub access_removals_failed: u64,
+    pub vlabs_depleted: u64,
+    pub vlab_depletions_failed: u64,
+    pub emails_sent: u64,
+    pub emails_failed: u64,
+    pub courses: Vec<CourseSummary>,
+}
+
+impl RunSummary {
+    pub fn new(started_at: DateTime<Utc>, dry_run: bool) -> Self {
+        Self {
+            job: JOB,
+            status: JobStatus::Ok,
+            dry_run,
+            started_at,
+            finished_at: started_at,
+            expired_courses_found: 0,
+            enrolments_dropped: 0,
+            enrolments_failed: 0,
+            access_removals_completed: 0,
+            access_removals_failed: 0,
+            vlabs_depleted: 0,
+            vlab_depletions_failed: 0,
+            emails_sent: 0,
+            emails_failed: 0,
+            courses: Vec::new(),
+        }
+    }
+
+    /// `partial` when anything failed and will be retried next run, else `ok`.
+    pub fn settle_status(&mut self) {
+        let failed = self.enrolments_failed
+            + self.access_removals_failed
+            + self.vlab_depletions_failed
+            + self.emails_failed
+            > 0
+            || self.courses.iter().any(|c| c.error.is_some());
+        self.status = if failed {
+            JobStatus::Partial
+        } else {
+            JobStatus::Ok
+        };
+    }
+}
+
+pub const JOB: &str = "expire-courses";
+
+/// Another instance held the lock: only these four keys are printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedSummary {
+    pub job: &'static str,
+    pub status: JobStatus,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    pub started_at: DateTime<Utc>,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    pub finished_at: DateTime<Utc>,
+}
+
+/// The job could not run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorSummary {
+    pub job: &'static str,
+    pub status: JobStatus,
+    pub error: String,
+}
+
+impl ErrorSummary {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            job: JOB,
+            status: JobStatus::Error,
+            error: error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_failure_makes_the_run_partial() {
+        let mut s = RunSummary::new(Utc::now(), false);
+        s.settle_status();
+        assert_eq!(s.status, JobStatus::Ok);
+        s.emails_failed = 1;
+        s.settle_status();
+        assert_eq!(s.status, JobStatus::Partial);
+        assert_eq!(s.status.exit_code(), 2);
+    }
+
+    #[test]
+    fn dry_run_appears_only_when_set() {
+        let s = RunSummary::new(Utc::now(), false);
+        let v = serde_json::to_value(&s).unwrap();
+        assert!(v.get("dry_run").is_none());
+        let v = serde_json::to_value(RunSummary::new(Utc::now(), true)).unwrap();
+        assert_eq!(v["dry_run"], true);
+        assert_eq!(v["job"], "expire-courses");
+    }
+}

@@ -1,0 +1,259 @@
+//! `course_enrolment` rows (and the student-project reads that belong to assigning one).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Enrolment {
+    pub id: Uuid,
+    pub course_id: Uuid,
+    pub project_id: Uuid,
+    pub contact_email: String,
+    pub student_id: String,
+    pub claimed_by: Option<Uuid>,
+    pub is_dropped: bool,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub const COLUMNS: &str = "id, course_id, project_id, contact_email, student_id, claimed_by, \
+    is_dropped, activated_at, created_at";
+
+/// The index that allows one claimed, non-dropped enrolment per user and course.
+pub const UNIQUE_CLAIMED_BY_INDEX: &str = "uq_enrolment_course_claimed_by";
+
+/// Whether a non-deleted project of the lab is named exactly `name` (the student-id
+/// pre-check of rules.md §4.10 B.1; the unique index on names is case-sensitive).
+pub async fn project_name_taken(
+    db: impl PgExecutor<'_>,
+    vlab_id: Uuid,
+    name: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM project
+         WHERE virtual_lab_id = $1 AND name = $2 AND NOT deleted)",
+    )
+    .bind(vlab_id)
+    .bind(name)
+    .fetch_one(db)
+    .await
+}
+
+/// Enrolments of the course (dropped ones included) whose student id is one of
+/// `student_ids` or whose e-mail, lower-cased, is one of `lower_emails`:
+/// `(student_id, contact_email)`.
+pub async fn duplicates(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    student_ids: &[String],
+    lower_emails: &[String],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT student_id, contact_email FROM course_enrolment
+         WHERE course_id = $1 AND (student_id = ANY($2) OR lower(contact_email) = ANY($3))",
+    )
+    .bind(course_id)
+    .bind(student_ids)
+    .bind(lower_emails)
+    .fetch_all(db)
+    .await
+}
+
+/// What a new enrolment row holds.
+#[derive(Debug, Clone)]
+pub struct NewEnrolment {
+    pub id: Uuid,
+    pub course_id: Uuid,
+    pub project_id: Uuid,
+    pub contact_email: String,
+    pub student_id: String,
+}
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    enrolment: &NewEnrolment,
+    now: DateTime<Utc>,
+) -> Result<Enrolment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "INSERT INTO course_enrolment (id, course_id, project_id, contact_email, student_id,
+             created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(enrolment.id)
+    .bind(enrolment.course_id)
+    .bind(enrolment.project_id)
+    .bind(&enrolment.contact_email)
+    .bind(&enrolment.student_id)
+    .bind(now)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn find_many(
+    db: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+pub async fn find_for_update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether a drop of the enrolment has started (an `enrolment_drop` row exists).
+pub async fn has_drop(db: impl PgExecutor<'_>, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM enrolment_drop WHERE enrolment_id = $1)")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+/// Whether another non-dropped enrolment of the course is claimed by `user`.
+pub async fn claimed_elsewhere(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    user: Uuid,
+    except: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM course_enrolment
+         WHERE course_id = $1 AND claimed_by = $2 AND NOT is_dropped AND id <> $3)",
+    )
+    .bind(course_id)
+    .bind(user)
+    .bind(except)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_claimed_by(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user: Uuid,
+) -> Result<Enrolment, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE course_enrolment SET claimed_by = $2 WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(user)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_activated(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE course_enrolment SET activated_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(db)
+        .await
+        .map(drop)
+}
+
+/// The course part of the claim response (api.md §4.5.8).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimCourse {
+    pub id: Uuid,
+    pub virtual_lab_id: Uuid,
+    pub virtual_lab_name: String,
+    pub institution_name: String,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+}
+
+pub async fn claim_course(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+) -> Result<Option<ClaimCourse>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.id, c.virtual_lab_id, v.name AS virtual_lab_name, i.name AS institution_name,
+                c.start_date, c.end_date
+         FROM course c
+         JOIN virtual_lab v ON v.id = c.virtual_lab_id
+         JOIN institution i ON i.id = c.institution_id
+         WHERE c.id = $1",
+    )
+    .bind(course_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// An enrolment the caller could activate, with what activation needs (rules.md §4.13).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ActivationCandidate {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub course_status: String,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub project_member_group_id: String,
+    pub lab_member_group_id: String,
+}
+
+/// The caller's claimed, not yet activated, undropped enrolments with no drop started, by
+/// `created_at`, then id. No locks.
+pub async fn activation_candidates(
+    db: impl PgExecutor<'_>,
+    user: Uuid,
+) -> Result<Vec<ActivationCandidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.project_id, c.status AS course_status, c.start_date, c.end_date,
+                p.member_group_id AS project_member_group_id,
+                v.member_group_id AS lab_member_group_id
+         FROM course_enrolment e
+         JOIN course c ON c.id = e.course_id
+         JOIN project p ON p.id = e.project_id
+         JOIN virtual_lab v ON v.id = c.virtual_lab_id
+         WHERE e.claimed_by = $1 AND e.activated_at IS NULL AND NOT e.is_dropped
+           AND NOT EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
+         ORDER BY e.created_at, e.id",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await
+}
+
+/// An enrolment with the state of its drop, if one has started.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EnrolmentWithDrop {
+    #[sqlx(flatten)]
+    pub enrolment: Enrolment,
+    /// `depleting`, `revoking`, `done`, or `None` when no drop has started.
+    pub drop_state: Option<String>,
+}
+
+/// Every enrolment of the course, dropped ones included, by `created_at`, then id.
+pub async fn list_by_course(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+) -> Result<Vec<EnrolmentWithDrop>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
+                e.is_dropped, e.activated_at, e.created_at, d.state AS drop_state
+         FROM course_enrolment e
+         LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
+         WHERE e.course_id = $1
+         ORDER BY e.created_at, e.id",
+    )
+    .bind(course_id)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,33 @@
+//! Activate a draft course (rules.md §2.1, §4.14): one transaction with the course row locked;
+//! no external calls.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::domain::course_dates::{self, CourseDates};
+use crate::repo::courses::{Course, status};
+use crate::repo::{self};
+use crate::usecases::UseCaseError;
+
+pub async fn activate(services: &Services, course_id: Uuid) -> Result<Course, UseCaseError> {
+    let now = Utc::now();
+    let mut tx = services.db.begin().await?;
+    let course = repo::courses::find_for_update(&mut *tx, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    if course.status != status::DRAFT {
+        return Err(UseCaseError::CourseNotDraft);
+    }
+    let dates = CourseDates {
+        start_date: course.start_date,
+        last_drop_date: course.last_drop_date,
+        end_date: course.end_date,
+    };
+    course_dates::check_activation(&dates, services.config.drop_window_max_days)
+        .map_err(UseCaseError::CourseDatesInvalid)?;
+    let activated = repo::courses::set_status(&mut *tx, course_id, status::ACTIVE, now).await?;
+    tx.commit().await?;
+    tracing::info!(course_id = %course_id, "course activated");
+    Ok(activated)
+}

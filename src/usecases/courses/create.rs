@@ -1,0 +1,172 @@
+//! Create a course (rules.md §4.6): read-only checks, then — in a detached task, under the
+//! lab's creation lock — fund the template project and insert the draft course.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::ledger::Ledger;
+use crate::repo::courses::{Course, CreationLock, NewCourse};
+use crate::repo::{self};
+use crate::usecases::UseCaseError;
+
+/// The body of `POST /courses`.
+#[derive(Debug, Clone)]
+pub struct CourseRequest {
+    pub virtual_lab_id: Uuid,
+    pub template_project_id: Uuid,
+    pub institution_id: Uuid,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub last_drop_date: Option<DateTime<Utc>>,
+}
+
+pub async fn create(services: &Services, request: CourseRequest) -> Result<Course, UseCaseError> {
+    let now = Utc::now();
+    check(services, &request).await?;
+    let task_services = services.clone();
+    services
+        .tasks
+        .run("create_course", async move {
+            fund_and_insert(&task_services, &request, now).await
+        })
+        .await?
+}
+
+/// The checks of api.md §4.5.3, steps 1–5, in order.
+async fn check(services: &Services, request: &CourseRequest) -> Result<(), UseCaseError> {
+    let db = &services.db;
+    let vlab_id = request.virtual_lab_id;
+    let lab = repo::labs::find_active(db, vlab_id)
+        .await?
+        .ok_or(UseCaseError::CourseLabNotFound(vlab_id))?;
+    let owned_by_obi = services.config.multiple_vlabs_allowed_user_id == Some(lab.owner_id);
+    if !lab.is_course && !owned_by_obi {
+        return Err(UseCaseError::NotACourseLab);
+    }
+    let project_id = request.template_project_id;
+    if repo::projects::find_active_in_lab(db, vlab_id, project_id)
+        .await?
+        .is_none()
+    {
+        return Err(UseCaseError::TemplateProjectNotFound {
+            project_id,
+            vlab_id,
+        });
+    }
+    if !repo::institutions::exists(db, request.institution_id).await? {
+        return Err(UseCaseError::CourseInstitutionNotFound(
+            request.institution_id,
+        ));
+    }
+    if repo::courses::lab_or_template_taken(db, vlab_id, project_id).await? {
+        return Err(UseCaseError::CourseConflict);
+    }
+    Ok(())
+}
+
+async fn fund_and_insert(
+    services: &Services,
+    request: &CourseRequest,
+    now: DateTime<Utc>,
+) -> Result<Course, UseCaseError> {
+    let mut lock = CreationLock::acquire(&services.db, request.virtual_lab_id).await?;
+    let outcome = fund_and_insert_locked(services, &mut lock, request, now).await;
+    lock.release().await;
+    outcome
+}
+
+async fn fund_and_insert_locked(
+    services: &Services,
+    lock: &mut CreationLock,
+    request: &CourseRequest,
+    now: DateTime<Utc>,
+) -> Result<Course, UseCaseError> {
+    let template = request.template_project_id;
+    // A creation that held the lock before us may have taken the lab or the template; it must
+    // be refused before funding, because compensation would deplete the winner's credits too.
+    if repo::courses::lab_or_template_taken(lock.conn()?, request.virtual_lab_id, template).await? {
+        return Err(UseCaseError::CourseConflict);
+    }
+
+    let credits_per_seat = services.config.credits_per_seat;
+    let mut ledger = fund_template(services, template, credits_per_seat).await?;
+    let new_course = NewCourse {
+        id: Uuid::new_v4(),
+        virtual_lab_id: request.virtual_lab_id,
+        institution_id: request.institution_id,
+        template_project_id: template,
+        start_date: request.start_date,
+        end_date: request.end_date,
+        last_drop_date: request.last_drop_date,
+        credits_per_seat,
+    };
+    match repo::courses::insert(lock.conn()?, &new_course, now).await {
+        Ok(course) => {
+            ledger.commit();
+            tracing::info!(
+                course_id = %course.id,
+                vlab_id = %course.virtual_lab_id,
+                template_project_id = %template,
+                "course created"
+            );
+            Ok(course)
+        }
+        Err(err) => {
+            let conflict = repo::unique_violation(&err);
+            if conflict.is_some() {
+                tracing::warn!(
+                    vlab_id = %request.virtual_lab_id,
+                    constraint = ?conflict,
+                    "course created concurrently"
+                );
+            } else {
+                tracing::error!(
+                    vlab_id = %request.virtual_lab_id,
+                    error = %err,
+                    "could not insert the course"
+                );
+            }
+            ledger.compensate("course insert failed").await;
+            Err(match conflict {
+                Some(_) => UseCaseError::CourseConflict,
+                None => UseCaseError::CourseNotSaved,
+            })
+        }
+    }
+}
+
+/// Grants the template project its credits. On success the returned ledger holds the undo (a
+/// deplete of the template); on failure the ledger has already been settled.
+async fn fund_template(
+    services: &Services,
+    template: Uuid,
+    credits_per_seat: i32,
+) -> Result<Ledger, UseCaseError> {
+    let mut ledger = Ledger::new("create_course");
+    let accounting = services.accounting.clone();
+    // The grant's outcome may be uncertain, so its undo is registered before the call.
+    let undo_grant = ledger.push("ACC deplete template project", move || async move {
+        accounting.deplete_project(template).await?;
+        Ok(())
+    });
+    let Err(err) = services
+        .accounting
+        .grant(template, i64::from(credits_per_seat))
+        .await
+    else {
+        return Ok(ledger);
+    };
+    tracing::warn!(
+        template_project_id = %template,
+        error = %err,
+        uncertain = err.is_uncertain(),
+        "could not fund the template project"
+    );
+    if err.is_uncertain() {
+        ledger.compensate("template grant uncertain").await;
+    } else {
+        ledger.discard(undo_grant);
+    }
+    Err(UseCaseError::TemplateFundingFailed(template))
+}

@@ -1,0 +1,105 @@
+//! Delete a course (`DELETE /courses/{id}`, rules.md §4.8) — strict and resumable: either every
+//! step is done and the rows are gone, or the course is left `voided` with a 502 and a retry
+//! resumes where this one stopped. The purge re-checks everything under the course lock.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::repo::{self, drops::PurgeBlockers};
+use crate::usecases::UseCaseError;
+use crate::usecases::drops::{self, DropReason};
+
+pub async fn delete(
+    services: &Services,
+    caller: Uuid,
+    course_id: Uuid,
+) -> Result<(), UseCaseError> {
+    let services = services.clone();
+    services
+        .tasks
+        .clone()
+        .run("delete_course", async move {
+            run(&services, caller, course_id).await
+        })
+        .await?
+}
+
+async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), UseCaseError> {
+    let now = Utc::now();
+    let course = repo::courses::find(&services.db, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    if course.status == "active" {
+        return Err(UseCaseError::ActiveCourseNotDeletable);
+    }
+    void_unless_active(services, course_id, now).await?;
+
+    let enrolments = drops::undropped_enrolments(services, course_id).await?;
+    let outcomes =
+        drops::drop_enrolments(services, &enrolments, DropReason::Delete, Some(caller), now).await;
+    let (_, failed) = drops::tally(&outcomes);
+    if failed > 0 {
+        return Err(UseCaseError::DeleteDropsFailed { failed, course_id });
+    }
+    let sweep = drops::remove_pending_access(services, course_id, now).await?;
+    if sweep.still_revoking > 0 {
+        return Err(UseCaseError::DeleteAccessPending {
+            pending: sweep.still_revoking,
+            course_id,
+        });
+    }
+    if !drops::deplete_lab_budget(services, course_id).await? {
+        return Err(UseCaseError::DeleteBudgetNotDepleted(course_id));
+    }
+    purge(services, course_id).await?;
+    tracing::info!(%course_id, "course deleted");
+    Ok(())
+}
+
+/// Step 2: under the course lock, refuse an active course and set a draft `voided`, so that a
+/// failure later leaves a voided course that a retry resumes.
+async fn void_unless_active(
+    services: &Services,
+    course_id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), UseCaseError> {
+    let mut tx = services.db.begin().await?;
+    let course = repo::courses::find_for_update(&mut *tx, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    if course.status == "active" {
+        return Err(UseCaseError::ActiveCourseNotDeletable);
+    }
+    repo::drops::set_voided(&mut *tx, course_id, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Step 6: one transaction, with the course locked, re-checking that nothing is left to drop
+/// or revoke (a concurrent assign, drop or void may have raced), then the hard delete.
+async fn purge(services: &Services, course_id: Uuid) -> Result<(), UseCaseError> {
+    let mut tx = services.db.begin().await?;
+    let course = repo::courses::find_for_update(&mut *tx, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    if course.status == "active" {
+        return Err(UseCaseError::ActiveCourseNotDeletable);
+    }
+    let PurgeBlockers {
+        undropped,
+        depleting,
+        revoking,
+    } = repo::drops::purge_blockers(&mut *tx, course_id).await?;
+    if undropped > 0 || depleting > 0 {
+        let failed = u64::try_from(undropped.max(depleting)).unwrap_or(0);
+        return Err(UseCaseError::DeleteDropsFailed { failed, course_id });
+    }
+    if revoking > 0 {
+        let pending = u64::try_from(revoking).unwrap_or(0);
+        return Err(UseCaseError::DeleteAccessPending { pending, course_id });
+    }
+    repo::drops::purge_course(&mut tx, course_id).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,22 @@
+//! Read-only course queries (api.md §4.5.1, §4.5.2).
+
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::repo::{self, courses::CourseDetail};
+use crate::usecases::UseCaseError;
+
+pub async fn get(services: &Services, course_id: Uuid) -> Result<CourseDetail, UseCaseError> {
+    repo::courses::find_detail(&services.db, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))
+}
+
+/// Courses whose lab name contains `vlab_name` (literal, case-insensitive), deleted labs
+/// included, by lab name in byte order, then id.
+pub async fn search(
+    services: &Services,
+    vlab_name: &str,
+) -> Result<Vec<CourseDetail>, UseCaseError> {
+    Ok(repo::courses::search_details(&services.db, vlab_name).await?)
+}

@@ -1,0 +1,35 @@
+//! Update a draft course (rules.md §4.14): only the keys present change; no date rules.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::repo::courses::{Course, DraftChanges, status};
+use crate::repo::{self};
+use crate::usecases::UseCaseError;
+
+pub async fn update(
+    services: &Services,
+    course_id: Uuid,
+    changes: &DraftChanges,
+) -> Result<Course, UseCaseError> {
+    let now = Utc::now();
+    let mut tx = services.db.begin().await?;
+    let course = repo::courses::find_for_update(&mut *tx, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    if course.status != status::DRAFT {
+        return Err(UseCaseError::CourseNotDraft);
+    }
+    if let Some(institution_id) = changes.institution_id
+        && !repo::institutions::exists(&mut *tx, institution_id).await?
+    {
+        return Err(UseCaseError::CourseInstitutionNotFound(institution_id));
+    }
+    if changes.is_empty() {
+        return Ok(course);
+    }
+    let updated = repo::courses::update_draft(&mut *tx, course_id, changes, now).await?;
+    tx.commit().await?;
+    Ok(updated)
+}

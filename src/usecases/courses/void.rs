@@ -1,0 +1,77 @@
+//! Void a course (`POST /courses/{id}/void`, rules.md §4.7) — best effort: the course is set
+//! `voided` first, then every enrolment is dropped, pending access removals are attempted and
+//! the lab is depleted. Failures are counted in the summary; the daily job retries them.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::repo::{self, courses::Course};
+use crate::usecases::UseCaseError;
+use crate::usecases::drops::{self, DropReason};
+
+/// `void_summary` of api.md §4.5.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoidSummary {
+    /// Drops settled by this call.
+    pub enrolments_dropped: u64,
+    /// Drops that did not settle.
+    pub enrolments_failed: u64,
+    /// Drops of this course still `revoking` after this call.
+    pub access_removals_pending: u64,
+    /// The course flag after this call.
+    pub budget_depleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Voided {
+    pub course: Course,
+    pub summary: VoidSummary,
+}
+
+pub async fn void(
+    services: &Services,
+    caller: Uuid,
+    course_id: Uuid,
+) -> Result<Voided, UseCaseError> {
+    let services = services.clone();
+    services
+        .tasks
+        .clone()
+        .run("void_course", async move {
+            run(&services, caller, course_id).await
+        })
+        .await?
+}
+
+async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<Voided, UseCaseError> {
+    let now = Utc::now();
+    // From this commit on, assign, provision, transfer, claim and activation are refused.
+    let mut tx = services.db.begin().await?;
+    repo::courses::find_for_update(&mut *tx, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    repo::drops::set_voided(&mut *tx, course_id, now).await?;
+    tx.commit().await?;
+    tracing::info!(%course_id, "course voided");
+
+    let enrolments = drops::undropped_enrolments(services, course_id).await?;
+    let outcomes =
+        drops::drop_enrolments(services, &enrolments, DropReason::Void, Some(caller), now).await;
+    let (enrolments_dropped, enrolments_failed) = drops::tally(&outcomes);
+    let sweep = drops::remove_pending_access(services, course_id, now).await?;
+    let budget_depleted = drops::deplete_lab_budget(services, course_id).await?;
+
+    let course = repo::courses::find(&services.db, course_id)
+        .await?
+        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+    Ok(Voided {
+        course,
+        summary: VoidSummary {
+            enrolments_dropped,
+            enrolments_failed,
+            access_removals_pending: sweep.still_revoking,
+            budget_depleted,
+        },
+    })
+}

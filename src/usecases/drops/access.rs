@@ -1,0 +1,149 @@
+//! D4 — remove access (rules.md §5.4) and the access-removal outbox (§6.1).
+//!
+//! Every member of the student project's member group is removed, and the student who claimed
+//! the enrolment leaves the lab member group. Only a holder of the record's lease runs D4, and
+//! its final update is guarded by that lease, so one worker at a time owns each record.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::UseCaseError;
+use crate::app::Services;
+use crate::clients::ClientError;
+use crate::domain::backoff::backoff;
+use crate::repo::drops::{self, AccessTarget};
+
+/// What a batch of access removals did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessSweep {
+    /// Records moved to `done`.
+    pub completed: u64,
+    /// Attempts that failed (the records stay `revoking`, with backoff).
+    pub failed: u64,
+    /// Records still `revoking` afterwards: of the course, or of every course for the pass.
+    pub still_revoking: u64,
+}
+
+const FAILED: &str = "Could not remove the student's access in the identity provider";
+
+/// D4 for one record this run holds the lease of. `true` when access is removed.
+pub(super) async fn remove_access(
+    services: &Services,
+    enrolment_id: Uuid,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> bool {
+    let target = match drops::access_target(&services.db, enrolment_id).await {
+        Ok(Some(target)) => target,
+        Ok(None) => {
+            // The enrolment is gone (course deleted): so is its record.
+            return false;
+        }
+        Err(err) => {
+            tracing::error!(%enrolment_id, error = %err, "could not read the access to remove");
+            return false;
+        }
+    };
+    let removed = match revoke(services, &target).await {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(%enrolment_id, error = %err, "access removal failed");
+            false
+        }
+    };
+    let outcome = if removed { "success" } else { "failure" };
+    metrics::counter!("vlab_access_removals_total", "outcome" => outcome).increment(1);
+    let recorded = if removed {
+        drops::complete_access(&services.db, enrolment_id, lease, now).await
+    } else {
+        let next = now + backoff(target.access_attempts.saturating_add(1));
+        drops::fail_access(&services.db, enrolment_id, lease, next, FAILED, now).await
+    };
+    match recorded {
+        Ok(true) => {
+            if removed {
+                tracing::info!(%enrolment_id, "access removed");
+            }
+        }
+        Ok(false) => tracing::warn!(%enrolment_id, "the access-removal lease was lost"),
+        Err(err) => {
+            tracing::error!(%enrolment_id, error = %err, "could not record the access removal")
+        }
+    }
+    removed
+}
+
+/// The Keycloak calls. Non-members and missing users or groups count as done.
+async fn revoke(services: &Services, target: &AccessTarget) -> Result<(), ClientError> {
+    let kc = &services.keycloak;
+    if let Some(group) = &target.project_member_group_id {
+        let members = match kc.list_members(group).await {
+            Ok(members) => members,
+            Err(ClientError::NotFound { .. }) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        for member in members {
+            kc.remove_member(member.id, group).await?;
+        }
+    }
+    if let (Some(student), Some(group)) = (target.claimed_by, &target.lab_member_group_id) {
+        kc.remove_member(student, group).await?;
+    }
+    Ok(())
+}
+
+/// D4 for leased records, at most `external_concurrency` at once.
+async fn remove_leased(
+    services: &Services,
+    enrolment_ids: &[Uuid],
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> (u64, u64) {
+    let limit = services.config.external_concurrency.max(1);
+    let results: Vec<bool> = futures::stream::iter(enrolment_ids.iter().copied())
+        .map(|id| remove_access(services, id, lease, now))
+        .buffer_unordered(limit)
+        .collect()
+        .await;
+    let completed = results.iter().filter(|r| **r).count() as u64;
+    (completed, results.len() as u64 - completed)
+}
+
+/// D4 for every `revoking` drop of the course that is not leased, ignoring backoff (void,
+/// delete, the job's step 5.2).
+pub async fn remove_pending_access(
+    services: &Services,
+    course_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<AccessSweep, UseCaseError> {
+    let lease = Uuid::new_v4();
+    let leased = drops::lease_course_revoking(&services.db, course_id, lease, now).await?;
+    let (completed, failed) = remove_leased(services, &leased, lease, now).await;
+    let still = drops::count_revoking(&services.db, Some(course_id)).await?;
+    Ok(AccessSweep {
+        completed,
+        failed,
+        still_revoking: u64::try_from(still).unwrap_or(0),
+    })
+}
+
+/// The worker pass of rules.md §6.1: lease up to `limit` due revoking rows (SKIP LOCKED, 5
+/// min), D4 each (bounded), final updates guarded by the lease. Refreshes
+/// `vlab_access_removals_pending`.
+pub async fn access_removal_pass(
+    services: &Services,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<AccessSweep, UseCaseError> {
+    let lease = Uuid::new_v4();
+    let leased = drops::lease_due_revoking(&services.db, lease, now, limit).await?;
+    let (completed, failed) = remove_leased(services, &leased, lease, now).await;
+    let still = drops::count_revoking(&services.db, None).await?;
+    metrics::gauge!("vlab_access_removals_pending").set(still as f64);
+    Ok(AccessSweep {
+        completed,
+        failed,
+        still_revoking: u64::try_from(still).unwrap_or(0),
+    })
+}

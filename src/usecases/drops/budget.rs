@@ -1,0 +1,33 @@
+//! The lab-wide deplete of a voided, deleted or ended course (rules.md §4.7 step 4, §4.8 step
+//! 5, §8 step 5.3). `budget_depleted` is set only after a 2xx, so every caller retries while it
+//! is false; a repeated deplete is harmless (it moves 0).
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::UseCaseError;
+use crate::app::Services;
+use crate::repo;
+
+/// Lab deplete once: if `budget_depleted` is false, ACC deplete the lab; on 2xx set
+/// `budget_depleted = true`. `Ok(true)` when the flag is (now) true.
+pub async fn deplete_lab_budget(
+    services: &Services,
+    course_id: Uuid,
+) -> Result<bool, UseCaseError> {
+    let Some(course) = repo::courses::find(&services.db, course_id).await? else {
+        tracing::warn!(%course_id, "lab deplete skipped: the course is gone");
+        return Ok(false);
+    };
+    if course.budget_depleted {
+        return Ok(true);
+    }
+    let vlab_id = course.virtual_lab_id;
+    if let Err(err) = services.accounting.deplete_vlab(vlab_id).await {
+        tracing::warn!(%course_id, %vlab_id, error = %err, "lab deplete failed; it is retried later");
+        return Ok(false);
+    }
+    repo::drops::set_budget_depleted(&services.db, course_id, Utc::now()).await?;
+    tracing::info!(%course_id, %vlab_id, "lab budget depleted");
+    Ok(true)
+}

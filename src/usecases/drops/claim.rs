@@ -1,0 +1,82 @@
+//! D1 — claim the drop (rules.md §5.1): one short transaction that locks the seat, the
+//! enrolment and the drop record, then creates the record or takes over a lapsed one.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{DropOutcome, DropReason};
+use crate::app::Services;
+use crate::repo::drops::{self, DEPLETING, NewDrop};
+
+/// A drop this run now holds the lease of.
+#[derive(Debug, Clone)]
+pub struct LeasedDrop {
+    pub enrolment_id: Uuid,
+    pub project_id: Uuid,
+    /// D2 is skipped (amount 0) when the project row is gone.
+    pub project_exists: bool,
+    /// An earlier attempt may have depleted without recording it (the in-doubt rule).
+    pub prior_in_doubt: bool,
+}
+
+pub enum Claimed {
+    Leased(LeasedDrop),
+    /// The routine stops here with this outcome.
+    Stop(DropOutcome),
+}
+
+pub async fn claim(
+    services: &Services,
+    enrolment_id: Uuid,
+    reason: DropReason,
+    requested_by: Option<Uuid>,
+    now: DateTime<Utc>,
+    lease: Uuid,
+) -> Result<Claimed, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let seat = drops::lock_held_seat(&mut *tx, enrolment_id).await?;
+    let Some(enrolment) = drops::lock_enrolment(&mut *tx, enrolment_id).await? else {
+        return Ok(Claimed::Stop(DropOutcome::NotFound));
+    };
+    if enrolment.is_dropped {
+        return Ok(Claimed::Stop(DropOutcome::AlreadyDropped));
+    }
+    let prior_in_doubt = match drops::lock_record(&mut *tx, enrolment_id).await? {
+        None => {
+            let is_early = enrolment.last_drop_date.is_some_and(|last| now < last);
+            let new = NewDrop {
+                enrolment_id,
+                seat_id: seat.map(|s| s.id),
+                course_id: enrolment.course_id,
+                project_id: enrolment.project_id,
+                reason: reason.as_str(),
+                requested_by,
+                is_early,
+                lease_id: lease,
+            };
+            drops::insert_record(&mut *tx, &new, now).await?;
+            false
+        }
+        Some(record) if record.state == DEPLETING => {
+            if record.lease_until.is_some_and(|until| until > now) {
+                return Ok(Claimed::Stop(DropOutcome::InProgress));
+            }
+            drops::take_over_record(&mut *tx, enrolment_id, lease, now).await?;
+            record.deplete_in_doubt
+        }
+        Some(record) => {
+            tracing::error!(
+                %enrolment_id, state = %record.state,
+                "drop record is settled but the enrolment is not dropped"
+            );
+            return Ok(Claimed::Stop(DropOutcome::AlreadyDropped));
+        }
+    };
+    tx.commit().await?;
+    Ok(Claimed::Leased(LeasedDrop {
+        enrolment_id,
+        project_id: enrolment.project_id,
+        project_exists: enrolment.project_exists,
+        prior_in_doubt,
+    }))
+}

@@ -1,0 +1,109 @@
+//! D3 — settle (rules.md §5.3): one short transaction, retried on database errors, that marks
+//! the enrolment dropped, recovers or consumes the seat, cancels pending claim e-mails and
+//! moves the record to `revoking`. It only proceeds under this run's lease.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::DropOutcome;
+use super::claim::LeasedDrop;
+use crate::app::Services;
+use crate::domain::recovery::{self, RecoveryInputs};
+use crate::repo::drops;
+
+/// Pauses before the retries of a failed settlement.
+const RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
+
+/// `Ok(recovered)` once settled; otherwise the outcome to report.
+pub async fn settle(
+    services: &Services,
+    drop: &LeasedDrop,
+    amount: Decimal,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, DropOutcome> {
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        match settle_once(services, drop, amount, lease, now).await {
+            Ok(result) => return result,
+            Err(err) => {
+                tracing::warn!(enrolment_id = %drop.enrolment_id, error = %err, "drop settlement failed");
+                match delays.next() {
+                    Some(delay) => tokio::time::sleep(*delay).await,
+                    None => break,
+                }
+            }
+        }
+    }
+    // The deplete may have applied: the record stays in doubt, so a retry still recovers.
+    let released = drops::release_lease(
+        &services.db,
+        drop.enrolment_id,
+        lease,
+        true,
+        "The drop could not be recorded",
+        now,
+    )
+    .await;
+    if let Err(err) = released {
+        tracing::error!(enrolment_id = %drop.enrolment_id, error = %err, "could not release the drop lease");
+    }
+    Err(DropOutcome::RecordFailed)
+}
+
+async fn settle_once(
+    services: &Services,
+    drop: &LeasedDrop,
+    amount: Decimal,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Result<bool, DropOutcome>, sqlx::Error> {
+    let e = drop.enrolment_id;
+    let mut tx = services.db.begin().await?;
+    let seat = drops::lock_held_seat(&mut *tx, e).await?;
+    let Some(enrolment) = drops::lock_enrolment(&mut *tx, e).await? else {
+        return Ok(Err(DropOutcome::NotFound));
+    };
+    let Some(record) = drops::lock_record(&mut *tx, e).await? else {
+        return Ok(Err(DropOutcome::NotFound));
+    };
+    if record.lease_id != Some(lease) {
+        // Our lease lapsed and another run took the drop over.
+        return Ok(Err(DropOutcome::InProgress));
+    }
+    if enrolment.is_dropped {
+        return Ok(Err(DropOutcome::AlreadyDropped));
+    }
+    let recover = recovery::recover(&RecoveryInputs {
+        is_early: record.is_early,
+        seat_exists: seat.is_some(),
+        previously_dropped: seat.is_some_and(|s| s.previously_dropped),
+        depleted_amount: amount,
+        credits_per_seat: enrolment.credits_per_seat,
+        margin_credits: services.config.drop_recovery_margin_credits,
+        prior_in_doubt: drop.prior_in_doubt,
+    });
+    drops::mark_enrolment_dropped(&mut *tx, e).await?;
+    if let Some(seat) = seat {
+        if recover {
+            drops::recover_seat(&mut *tx, seat.id).await?;
+        } else {
+            drops::consume_seat(&mut *tx, seat.id).await?;
+        }
+    }
+    let cancelled = drops::cancel_pending_emails(&mut *tx, e, now).await?;
+    drops::settle_record(&mut *tx, e, amount, recover, now).await?;
+    tx.commit().await?;
+    if cancelled > 0 {
+        metrics::counter!("vlab_emails_total", "kind" => "enrolment_claim", "outcome" => "cancelled")
+            .increment(cancelled);
+    }
+    Ok(Ok(recover))
+}

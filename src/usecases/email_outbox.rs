@@ -1,0 +1,242 @@
+//! The claim e-mail outbox (rules.md §6.2): the first attempt made by assign, and the pass the
+//! background worker and the expiry job run over due rows. Leases are taken with
+//! `FOR UPDATE SKIP LOCKED` and every outcome is recorded only under the lease that sent it.
+
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::UseCaseError;
+use crate::app::Services;
+use crate::clients::Email;
+use crate::domain::backoff::backoff;
+use crate::repo::{self, email_outbox::FailureRecorded, email_outbox::LeasedEmail};
+
+/// How long a lease on an outbox row lasts.
+pub const LEASE: Duration = Duration::minutes(2);
+/// The attempt after which a row is `failed`.
+pub const MAX_ATTEMPTS: i32 = 12;
+
+const KIND: &str = "enrolment_claim";
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EmailPassSummary {
+    pub sent: u64,
+    /// Attempts that failed this pass (those that gave up included).
+    pub failed: u64,
+    pub gave_up: u64,
+    pub cancelled: u64,
+}
+
+/// The outcome of one send attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Failed; due again later.
+    Retry,
+    /// Failed for the last time.
+    GaveUp,
+    /// The enrolment is gone or dropped.
+    Cancelled,
+}
+
+/// Leases up to `limit` due pending rows (FOR UPDATE SKIP LOCKED, lease 2 min), sends them (at
+/// most `config.external_concurrency` at once), records each outcome guarded by `lease_id`.
+/// Backoff `min(2^(n-1) min, 24 h) × uniform(0.8, 1.2)`; `failed` after the 12th attempt;
+/// a dropped or gone enrolment → `cancelled`.
+pub async fn run_pass(
+    services: &Services,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<EmailPassSummary, UseCaseError> {
+    let lease = Uuid::new_v4();
+    let rows = repo::email_outbox::lease_due(&services.db, lease, now, now + LEASE, limit).await?;
+    let concurrency = services.config.external_concurrency.max(1);
+    let outcomes: Vec<Delivery> = futures::stream::iter(rows)
+        .map(|row| process(services, row, lease, now))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+
+    let mut summary = EmailPassSummary::default();
+    for outcome in outcomes {
+        match outcome {
+            Delivery::Sent => summary.sent += 1,
+            Delivery::Retry => summary.failed += 1,
+            Delivery::GaveUp => {
+                summary.failed += 1;
+                summary.gave_up += 1;
+            }
+            Delivery::Cancelled => summary.cancelled += 1,
+        }
+    }
+    refresh_pending_gauge(services).await;
+    Ok(summary)
+}
+
+async fn process(
+    services: &Services,
+    row: LeasedEmail,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Delivery {
+    if row.enrolment_dropped != Some(false) {
+        if let Err(err) = repo::email_outbox::mark_cancelled(&services.db, row.id, lease, now).await
+        {
+            tracing::error!(email_id = %row.id, error = %err, "could not cancel a claim e-mail");
+        }
+        metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "cancelled")
+            .increment(1);
+        tracing::info!(email_id = %row.id, "claim e-mail cancelled: its enrolment is dropped or gone");
+        return Delivery::Cancelled;
+    }
+    deliver(services, &row, lease, now).await
+}
+
+/// Sends one leased row and records the outcome under `lease`. Assign's `email_sent` is
+/// whether this returned [`Delivery::Sent`].
+pub async fn deliver(
+    services: &Services,
+    row: &LeasedEmail,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Delivery {
+    let (email_id, recipient) = (row.id, row.recipient.as_str());
+    let sent = match claim_email(recipient, &row.payload) {
+        Ok(email) => services
+            .mailer
+            .send(&email)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(missing) => Err(format!("the queued e-mail has no {missing}")),
+    };
+    match sent {
+        Ok(()) => {
+            match repo::email_outbox::mark_sent(&services.db, email_id, lease, now).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(email_id = %email_id, "claim e-mail sent, but its lease was lost; it may be sent again")
+                }
+                Err(err) => {
+                    tracing::error!(email_id = %email_id, error = %err, "claim e-mail sent but not recorded; it will be sent again")
+                }
+            }
+            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "sent")
+                .increment(1);
+            tracing::debug!(email_id = %email_id, recipient, "claim e-mail sent");
+            Delivery::Sent
+        }
+        Err(error) => record_failure(services, row, lease, now, &error).await,
+    }
+}
+
+async fn record_failure(
+    services: &Services,
+    row: &LeasedEmail,
+    lease: Uuid,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Delivery {
+    let email_id = row.id;
+    // The attempt count once this failure is recorded.
+    let attempts = row.attempts + 1;
+    let next = now + backoff(attempts);
+    let recorded = repo::email_outbox::record_failure(
+        &services.db,
+        email_id,
+        lease,
+        now,
+        next,
+        error,
+        MAX_ATTEMPTS,
+    )
+    .await;
+    match recorded {
+        Ok(FailureRecorded::GaveUp) => {
+            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "failed")
+                .increment(1);
+            tracing::error!(email_id = %email_id, attempts, error, "claim e-mail gave up after the last attempt");
+            Delivery::GaveUp
+        }
+        Ok(recorded) => {
+            if recorded == FailureRecorded::NotHeld {
+                tracing::warn!(email_id = %email_id, "claim e-mail failure not recorded: the lease was lost");
+            }
+            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "retry")
+                .increment(1);
+            tracing::warn!(email_id = %email_id, attempts, error, "claim e-mail failed; will retry");
+            Delivery::Retry
+        }
+        Err(err) => {
+            tracing::error!(email_id = %email_id, error = %err, "could not record a failed claim e-mail");
+            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "retry")
+                .increment(1);
+            Delivery::Retry
+        }
+    }
+}
+
+/// The claim e-mail of a queued row; `Err` names the missing payload key.
+fn claim_email(recipient: &str, payload: &serde_json::Value) -> Result<Email, &'static str> {
+    let text = |key: &'static str| {
+        payload
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or(key)
+    };
+    Ok(Email::EnrolmentClaim {
+        to: recipient.to_owned(),
+        course_name: text("course_name")?,
+        claim_link: text("claim_link")?,
+        discover_link: text("discover_link")?,
+    })
+}
+
+/// The payload queued with a new claim e-mail (integrations.md §4.3).
+pub fn claim_payload(
+    services: &Services,
+    course_name: &str,
+    enrolment_id: Uuid,
+) -> serde_json::Value {
+    let base = services.config.invite_link_base.trim_end_matches('/');
+    serde_json::json!({
+        "course_name": course_name,
+        "claim_link": format!("{base}/course-enrolment?enrolment_id={enrolment_id}"),
+        "discover_link": services.config.landing_namespace,
+    })
+}
+
+async fn refresh_pending_gauge(services: &Services) {
+    match repo::email_outbox::count_pending(&services.db).await {
+        Ok(n) => metrics::gauge!("vlab_email_outbox_pending").set(n as f64),
+        Err(err) => tracing::warn!(error = %err, "could not count pending claim e-mails"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_payload_becomes_the_claim_email() {
+        let payload = json!({"course_name": "Neuro", "claim_link": "https://x/c", "discover_link": "https://d"});
+        let email = claim_email("a@b.org", &payload).unwrap();
+        assert_eq!(
+            email,
+            Email::EnrolmentClaim {
+                to: "a@b.org".to_owned(),
+                course_name: "Neuro".to_owned(),
+                claim_link: "https://x/c".to_owned(),
+                discover_link: "https://d".to_owned(),
+            }
+        );
+        assert_eq!(
+            claim_email("a@b.org", &json!({"course_name": "x"})),
+            Err("claim_link")
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Create a virtual lab (rules.md §4.1, api.md §4.1.1).
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::provision::{self, AccountKind};
+use crate::app::Services;
+use crate::auth::Caller;
+use crate::domain::groups;
+use crate::ledger::Ledger;
+use crate::repo::{self, labs::NewLab, labs::VirtualLab};
+use crate::usecases::UseCaseError;
+
+/// The validated body of `POST /virtual-labs`.
+#[derive(Debug, Clone)]
+pub struct NewLabRequest {
+    pub name: String,
+    pub description: String,
+    /// Already with its domain lower-cased; `None` means the caller's token e-mail.
+    pub reference_email: Option<String>,
+    pub entity: String,
+    pub compute_cell: String,
+    pub is_course: bool,
+}
+
+pub async fn create(
+    services: &Services,
+    caller: &Caller,
+    request: NewLabRequest,
+) -> Result<VirtualLab, UseCaseError> {
+    let is_owner_user = services.config.multiple_vlabs_allowed_user_id == Some(caller.sub);
+    if request.is_course && !(caller.groups.is_service_admin() || is_owner_user) {
+        return Err(UseCaseError::CourseLabNotAllowed);
+    }
+    if !request.is_course
+        && !is_owner_user
+        && repo::labs::owns_regular_lab(&services.db, caller.sub).await?
+    {
+        return Err(UseCaseError::AlreadyOwnsLab {
+            owner_id: caller.sub,
+        });
+    }
+    if repo::labs::active_name_taken(&services.db, &request.name, None).await? {
+        return Err(UseCaseError::LabNameTaken { name: request.name });
+    }
+
+    let task_services = services.clone();
+    let (owner_id, owner_email) = (caller.sub, caller.email.clone());
+    services
+        .tasks
+        .run("create_lab", async move {
+            provision_lab(&task_services, owner_id, owner_email, request).await
+        })
+        .await?
+}
+
+/// Steps 2–7 of rules.md §4.1, all-or-nothing through the ledger.
+async fn provision_lab(
+    services: &Services,
+    owner_id: Uuid,
+    owner_email: String,
+    request: NewLabRequest,
+) -> Result<VirtualLab, UseCaseError> {
+    let id = Uuid::new_v4();
+    let mut ledger = Ledger::new("create_lab");
+
+    let group_names = [groups::lab_admin(id), groups::lab_member(id)];
+    let [admin_group_id, member_group_id] =
+        match provision::create_groups(&services.keycloak, &mut ledger, group_names).await {
+            Ok(ids) => ids,
+            Err(_) => return fail(&mut ledger, UseCaseError::LabGroupsFailed).await,
+        };
+
+    if let Err(err) = services
+        .keycloak
+        .add_member(owner_id, &admin_group_id)
+        .await
+    {
+        tracing::warn!(virtual_lab_id = %id, error = %err, "could not add the owner to the lab admin group");
+        return fail(&mut ledger, UseCaseError::LabOwnerAttachFailed).await;
+    }
+
+    let account = provision::create_account(
+        &services.accounting,
+        &mut ledger,
+        AccountKind::VirtualLab,
+        id,
+        &request.name,
+    )
+    .await;
+    if account.is_err() {
+        return fail(&mut ledger, UseCaseError::LabAccountFailed).await;
+    }
+
+    let new_lab = NewLab {
+        id,
+        owner_id,
+        reference_email: Some(request.reference_email.unwrap_or(owner_email)),
+        name: request.name,
+        description: request.description,
+        entity: request.entity,
+        compute_cell: request.compute_cell,
+        admin_group_id,
+        member_group_id,
+        is_course: request.is_course,
+    };
+    let lab = match repo::labs::insert(&services.db, &new_lab, Utc::now()).await {
+        Ok(lab) => lab,
+        Err(err) => {
+            let error = match repo::unique_violation(&err).as_deref() {
+                Some(repo::labs::UNIQUE_NAME_INDEX) => UseCaseError::LabNameRace {
+                    name: new_lab.name.clone(),
+                },
+                _ => {
+                    tracing::error!(virtual_lab_id = %id, error = %err, "could not insert the lab");
+                    UseCaseError::LabNotSaved
+                }
+            };
+            return fail(&mut ledger, error).await;
+        }
+    };
+    ledger.commit();
+    tracing::info!(virtual_lab_id = %lab.id, is_course = lab.is_course, "virtual lab created");
+    Ok(lab)
+}
+
+async fn fail<T>(ledger: &mut Ledger, error: UseCaseError) -> Result<T, UseCaseError> {
+    ledger.compensate(&error.to_string()).await;
+    Err(error)
+}

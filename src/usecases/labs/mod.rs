@@ -1,0 +1,8 @@
+//! Virtual labs (api.md §4.1, rules.md §4.1 and §4.3).
+
+pub mod create;
+pub mod provision;
+pub mod view;
+
+pub use create::{NewLabRequest, create};
+pub use view::{LabExpand, LabView, LabWithPeople, get, list, load_view, soft_delete, update};

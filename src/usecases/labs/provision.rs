@@ -1,0 +1,114 @@
+//! External steps shared by lab and project creation, each registered on the ledger as
+//! rules.md §3 asks: group and account creations have an uncertain outcome, so their undo is
+//! pushed *before* the call and discarded only after a definite failure.
+
+use std::sync::{Arc, OnceLock};
+
+use uuid::Uuid;
+
+use crate::clients::{Accounting, ClientError, KeycloakAdmin};
+use crate::ledger::{Ledger, StepId};
+
+/// Creates these top-level groups concurrently, each with its own undo (so one group is never
+/// orphaned when another fails). Returns the ids in the order of `names`, or the first failure.
+pub async fn create_groups<const N: usize>(
+    keycloak: &Arc<dyn KeycloakAdmin>,
+    ledger: &mut Ledger,
+    names: [String; N],
+) -> Result<[String; N], ClientError> {
+    let pending: Vec<(StepId, Arc<OnceLock<String>>)> = names
+        .iter()
+        .map(|name| push_group_undo(keycloak, ledger, name))
+        .collect();
+    let results =
+        futures::future::join_all(names.iter().map(|name| keycloak.create_group(name))).await;
+
+    let mut ids = Vec::with_capacity(N);
+    let mut failure = None;
+    for ((result, (step, known_id)), name) in results.into_iter().zip(pending).zip(&names) {
+        match result {
+            Ok(id) => {
+                // The undo now deletes by id instead of searching by name.
+                let _ = known_id.set(id.clone());
+                ids.push(id);
+            }
+            Err(err) => {
+                tracing::warn!(group = %name, error = %err, uncertain = err.is_uncertain(), "group creation failed");
+                if !err.is_uncertain() {
+                    ledger.discard(step);
+                }
+                failure.get_or_insert(err);
+            }
+        }
+    }
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    ids.try_into().map_err(|_| ClientError::Decode {
+        operation: "kc_create_group",
+        message: "missing group id".to_owned(),
+    })
+}
+
+/// The undo of one group creation: delete by id once known, otherwise find the top-level group
+/// by its exact name and delete it. Nothing found, or a 404, means nothing to undo.
+fn push_group_undo(
+    keycloak: &Arc<dyn KeycloakAdmin>,
+    ledger: &mut Ledger,
+    name: &str,
+) -> (StepId, Arc<OnceLock<String>>) {
+    let known_id: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+    let (kc, id_cell, name) = (keycloak.clone(), known_id.clone(), name.to_owned());
+    let step = ledger.push("kc_create_group", move || async move {
+        let id = match id_cell.get() {
+            Some(id) => Some(id.clone()),
+            None => kc.find_group(&name).await?,
+        };
+        if let Some(id) = id {
+            kc.delete_group(&id).await?;
+            tracing::info!(group = %name, group_id = %id, "compensation: group deleted");
+        }
+        Ok(())
+    });
+    (step, known_id)
+}
+
+/// Which kind of account an orphan log line names.
+#[derive(Debug, Clone, Copy)]
+pub enum AccountKind {
+    VirtualLab,
+    Project { vlab_id: Uuid },
+}
+
+/// Creates the accounting account under the ledger. The accounting service cannot delete
+/// accounts, so the undo only logs the orphan for manual reconciliation.
+pub async fn create_account(
+    accounting: &Arc<dyn Accounting>,
+    ledger: &mut Ledger,
+    kind: AccountKind,
+    id: Uuid,
+    name: &str,
+) -> Result<(), ClientError> {
+    let label = match kind {
+        AccountKind::VirtualLab => "virtual-lab",
+        AccountKind::Project { .. } => "project",
+    };
+    let step = ledger.push("acc_create_account", move || async move {
+        // operations.md §4 wants orphaned accounts at `error` (rules.md §3 says warning).
+        tracing::error!(account_id = %id, "orphan accounting account ({label}) {id}; reconcile manually");
+        Ok(())
+    });
+    let result = match kind {
+        AccountKind::VirtualLab => accounting.create_vlab_account(id, name).await,
+        AccountKind::Project { vlab_id } => {
+            accounting.create_project_account(id, vlab_id, name).await
+        }
+    };
+    if let Err(err) = &result {
+        tracing::warn!(account = %id, kind = label, error = %err, "account creation failed");
+        if !err.is_uncertain() {
+            ledger.discard(step);
+        }
+    }
+    result
+}

@@ -1,0 +1,223 @@
+//! Projects of a virtual lab (api.md §4.2, rules.md §4.2 and §4.3).
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::UseCaseError;
+use super::labs::provision::{self, AccountKind};
+use crate::app::Services;
+use crate::auth::Caller;
+use crate::domain::groups;
+use crate::ledger::Ledger;
+use crate::repo::labs::VirtualLab;
+use crate::repo::projects::{NewProject, Project, ProjectListing};
+use crate::repo::{self};
+
+/// The regular-lab limit of non-deleted projects per owner (api.md §4.2.1).
+pub const MAX_OWNED_PROJECTS: i64 = 20;
+
+/// The validated body of `POST /virtual-labs/{id}/projects`.
+#[derive(Debug, Clone)]
+pub struct NewProjectRequest {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// A new project, its admins (lab admins ∪ caller, sorted) and its lab.
+#[derive(Debug, Clone)]
+pub struct CreatedProject {
+    pub project: Project,
+    pub admins: Vec<Uuid>,
+    pub lab: VirtualLab,
+}
+
+/// Whether the lab may carry a course (rules.md §4.3).
+pub fn is_course_lab(services: &Services, lab: &VirtualLab) -> bool {
+    lab.is_course || services.config.multiple_vlabs_allowed_user_id == Some(lab.owner_id)
+}
+
+pub async fn create(
+    services: &Services,
+    caller: &Caller,
+    vlab_id: Uuid,
+    request: NewProjectRequest,
+) -> Result<CreatedProject, UseCaseError> {
+    let lab = repo::labs::find_active(&services.db, vlab_id)
+        .await?
+        .ok_or(UseCaseError::ProjectLabNotFound)?;
+    if !is_course_lab(services, &lab) {
+        if repo::projects::name_used_in_lab(&services.db, vlab_id, &request.name).await? {
+            return Err(UseCaseError::ProjectNameTaken);
+        }
+        if repo::projects::count_owned(&services.db, caller.sub).await? >= MAX_OWNED_PROJECTS {
+            return Err(UseCaseError::ProjectLimitReached);
+        }
+    }
+    let task_services = services.clone();
+    let owner_id = caller.sub;
+    services
+        .tasks
+        .run("create_project", async move {
+            provision_project(&task_services, owner_id, lab, request).await
+        })
+        .await?
+}
+
+/// Steps 2–7 of rules.md §4.2, all-or-nothing through the ledger.
+async fn provision_project(
+    services: &Services,
+    owner_id: Uuid,
+    lab: VirtualLab,
+    request: NewProjectRequest,
+) -> Result<CreatedProject, UseCaseError> {
+    let id = Uuid::new_v4();
+    let mut ledger = Ledger::new("create_project");
+    let kc = &services.keycloak;
+
+    let names = [
+        groups::project_admin(lab.id, id),
+        groups::project_member(lab.id, id),
+    ];
+    let (created, lab_admins) = futures::join!(
+        provision::create_groups(kc, &mut ledger, names),
+        kc.list_members(&lab.admin_group_id),
+    );
+    let lab_admins = match lab_admins {
+        Ok(members) => members,
+        Err(err) => {
+            tracing::warn!(virtual_lab_id = %lab.id, error = %err, "could not list the lab admins");
+            return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+        }
+    };
+    let Ok([admin_group_id, member_group_id]) = created else {
+        return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+    };
+
+    let admins: Vec<Uuid> = lab_admins
+        .iter()
+        .map(|m| m.id)
+        .chain([owner_id])
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let concurrency = services.config.external_concurrency.max(1);
+    let failures = futures::stream::iter(admins.iter().copied())
+        .map(|user| {
+            let group = admin_group_id.clone();
+            async move { (user, kc.add_member(user, &group).await) }
+        })
+        .buffer_unordered(concurrency)
+        .filter_map(|(user, result)| async move { result.err().map(|err| (user, err)) })
+        .collect::<Vec<_>>()
+        .await;
+    if let Some((user, err)) = failures.first() {
+        tracing::warn!(project_id = %id, user_id = %user, error = %err, "could not add a project admin");
+        return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+    }
+
+    let account = provision::create_account(
+        &services.accounting,
+        &mut ledger,
+        AccountKind::Project { vlab_id: lab.id },
+        id,
+        &request.name,
+    )
+    .await;
+    if account.is_err() {
+        return fail(&mut ledger, UseCaseError::ProjectAccountFailed).await;
+    }
+
+    let new_project = NewProject {
+        id,
+        virtual_lab_id: lab.id,
+        name: request.name,
+        description: request.description,
+        owner_id,
+        admin_group_id,
+        member_group_id,
+    };
+    let project = match repo::projects::insert(&services.db, &new_project, Utc::now()).await {
+        Ok(project) => project,
+        Err(err) => {
+            let error = if repo::unique_violation(&err).is_some() {
+                UseCaseError::ProjectNameRace
+            } else {
+                tracing::error!(project_id = %id, error = %err, "could not insert the project");
+                UseCaseError::ProjectNotSaved
+            };
+            return fail(&mut ledger, error).await;
+        }
+    };
+    ledger.commit();
+    tracing::info!(project_id = %project.id, virtual_lab_id = %lab.id, "project created");
+    Ok(CreatedProject {
+        project,
+        admins,
+        lab,
+    })
+}
+
+async fn fail<T>(ledger: &mut Ledger, error: UseCaseError) -> Result<T, UseCaseError> {
+    ledger.compensate(&error.to_string()).await;
+    Err(error)
+}
+
+/// One page of the lab's projects the caller may see (api.md §4.2.2).
+pub async fn list(
+    services: &Services,
+    listing: &ProjectListing,
+) -> Result<(Vec<Project>, i64), UseCaseError> {
+    Ok(repo::projects::list(&services.db, listing).await?)
+}
+
+/// `GET /virtual-labs/{id}/projects/{project_id}` with its expansions.
+#[derive(Debug, Clone)]
+pub struct ProjectDetail {
+    pub project: Project,
+    /// The project admin group's user ids, sorted (`expand=admins`).
+    pub admins: Option<Vec<Uuid>>,
+    /// The lab (`expand=virtual_lab`).
+    pub lab: Option<super::labs::LabView>,
+}
+
+pub async fn get(
+    services: &Services,
+    vlab_id: Uuid,
+    project_id: Uuid,
+    expand_admins: bool,
+    expand_lab: bool,
+) -> Result<ProjectDetail, UseCaseError> {
+    let project = repo::projects::find_active_in_lab(&services.db, vlab_id, project_id)
+        .await?
+        .ok_or(UseCaseError::ProjectNotFound)?;
+    let lab = if expand_lab {
+        let lab = repo::labs::find_active(&services.db, vlab_id)
+            .await?
+            .ok_or(UseCaseError::ProjectNotFound)?;
+        Some(super::labs::load_view(services, lab).await?)
+    } else {
+        None
+    };
+    let admins = if expand_admins {
+        let members = services
+            .keycloak
+            .list_members(&project.admin_group_id)
+            .await
+            .map_err(|err| {
+                tracing::warn!(project_id = %project.id, error = %err, "could not list the project admins");
+                UseCaseError::UserDetailsUnavailable
+            })?;
+        let ids: BTreeSet<Uuid> = members.into_iter().map(|m| m.id).collect();
+        Some(ids.into_iter().collect())
+    } else {
+        None
+    };
+    Ok(ProjectDetail {
+        project,
+        admins,
+        lab,
+    })
+}

@@ -1,0 +1,133 @@
+//! `POST /seats/courses/{course_id}/assign` (rules.md §4.10): reserve the seats in one short
+//! transaction, then provision each student under its own ledger, at most
+//! `EXTERNAL_CONCURRENCY` at once, all in one detached task.
+
+mod admins;
+mod failure;
+mod reserve;
+mod student;
+mod student_tx;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use uuid::Uuid;
+
+pub use failure::StudentFailure;
+
+use crate::app::Services;
+use crate::repo::{courses::Course, labs::VirtualLab};
+use crate::usecases::UseCaseError;
+use admins::LabAdmins;
+
+/// One validated student of the request (trimmed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Student {
+    pub student_id: String,
+    pub email: String,
+}
+
+/// A successfully enrolled student.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enrolled {
+    pub enrolment_id: Uuid,
+    pub project_id: Uuid,
+    /// The credits granted to the project.
+    pub credits: i32,
+    /// Whether SMTP accepted the first send of the claim e-mail.
+    pub email_sent: bool,
+}
+
+/// The result for one student, in request order.
+#[derive(Debug, Clone)]
+pub struct StudentResult {
+    pub student: Student,
+    /// The seat paired with the student (released again when the student failed).
+    pub seat_id: Uuid,
+    pub outcome: Result<Enrolled, StudentFailure>,
+}
+
+/// What every student of one request shares.
+pub(crate) struct AssignRun {
+    services: Services,
+    caller: Uuid,
+    course: Course,
+    lab: VirtualLab,
+    run: Uuid,
+    now: DateTime<Utc>,
+    admins: LabAdmins,
+}
+
+/// Reserves a seat per student, then enrols each. The request-level checks (409s) fail the
+/// whole request with nothing done; after the reservation every student gets a result.
+pub async fn assign(
+    services: &Services,
+    caller: Uuid,
+    course_id: Uuid,
+    students: Vec<Student>,
+) -> Result<Vec<StudentResult>, UseCaseError> {
+    let services = services.clone();
+    let tasks = services.tasks.clone();
+    // Detached from the start, so a disconnect never strands a reservation or a ledger.
+    tasks
+        .run("assign_seats", async move {
+            let now = Utc::now();
+            let run = Uuid::new_v4();
+            let reservation = reserve::reserve(&services, course_id, run, &students, now).await?;
+            let admins = LabAdmins::new(
+                services.keycloak.clone(),
+                reservation.lab.admin_group_id.clone(),
+            );
+            let ctx = Arc::new(AssignRun {
+                services,
+                caller,
+                course: reservation.course,
+                lab: reservation.lab,
+                run,
+                now,
+                admins,
+            });
+            Ok(provision_all(ctx, students, reservation.seats).await)
+        })
+        .await?
+}
+
+/// Student *i* on seat *i*; each student in its own task, at most `EXTERNAL_CONCURRENCY` at
+/// once; results back in request order.
+async fn provision_all(
+    ctx: Arc<AssignRun>,
+    students: Vec<Student>,
+    seats: Vec<Uuid>,
+) -> Vec<StudentResult> {
+    let concurrency = ctx.services.config.external_concurrency.max(1);
+    let tasks = ctx.services.tasks.clone();
+    let mut results: Vec<(usize, StudentResult)> =
+        futures::stream::iter(students.into_iter().zip(seats).enumerate())
+            .map(|(index, (student, seat_id))| {
+                let ctx = ctx.clone();
+                let tasks = tasks.clone();
+                async move {
+                    let task_student = student.clone();
+                    let outcome = tasks
+                        .run("assign_student", async move {
+                            student::provision(&ctx, &task_student, seat_id).await
+                        })
+                        .await
+                        .unwrap_or(Err(StudentFailure::NotSaved));
+                    (
+                        index,
+                        StudentResult {
+                            student,
+                            seat_id,
+                            outcome,
+                        },
+                    )
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
+}

@@ -1,0 +1,185 @@
+//! Assign step B for one student (rules.md §4.10 B.1–B.9): the external steps under the
+//! student's own ledger, then the student transaction; on any failure the ledger is
+//! compensated and the seat reservation released. No row lock is held during these calls.
+
+use uuid::Uuid;
+
+use super::student_tx::{self, ProjectGroups};
+use super::{AssignRun, Enrolled, Student, StudentFailure};
+use crate::domain::groups;
+use crate::ledger::Ledger;
+use crate::repo;
+use crate::usecases::email_outbox::{self, Delivery};
+use crate::usecases::labs::provision::{AccountKind, create_account, create_groups};
+
+/// Provisions one student on `seat_id`; the reservation is released whenever this fails.
+pub async fn provision(
+    ctx: &AssignRun,
+    student: &Student,
+    seat_id: Uuid,
+) -> Result<Enrolled, StudentFailure> {
+    let result = enrol(ctx, student, seat_id).await;
+    match &result {
+        Ok(enrolled) => {
+            metrics::counter!("vlab_seats_assigned_total").increment(1);
+            tracing::info!(enrolment_id = %enrolled.enrolment_id, seat_id = %seat_id, project_id = %enrolled.project_id, "student assigned");
+        }
+        Err(failure) => {
+            metrics::counter!("vlab_seat_assignments_failed_total", "reason" => failure.metric_reason())
+                .increment(1);
+            tracing::warn!(seat_id = %seat_id, reason = failure.metric_reason(), "student assignment failed");
+            release(ctx, seat_id).await;
+        }
+    }
+    result
+}
+
+async fn enrol(
+    ctx: &AssignRun,
+    student: &Student,
+    seat_id: Uuid,
+) -> Result<Enrolled, StudentFailure> {
+    match repo::enrolments::project_name_taken(&ctx.services.db, ctx.lab.id, &student.student_id)
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => {
+            return Err(StudentFailure::ProjectExists {
+                student_id: student.student_id.clone(),
+            });
+        }
+        Err(err) => {
+            tracing::error!(seat_id = %seat_id, error = %err, "assign: the project-name pre-check failed");
+            return Err(StudentFailure::NotSaved);
+        }
+    }
+    if ctx.admins.failed() {
+        return Err(StudentFailure::LabAdminsUnavailable);
+    }
+
+    let mut ledger = Ledger::new("assign_seats");
+    let project_id = Uuid::new_v4();
+    let committed = match external_steps(ctx, &mut ledger, student, project_id).await {
+        Ok(groups) => student_tx::enrol(ctx, student, seat_id, project_id, groups).await,
+        Err(failure) => Err(failure),
+    };
+    let committed = match committed {
+        Ok(committed) => committed,
+        Err(failure) => {
+            ledger.compensate(&failure.to_string()).await;
+            return Err(failure);
+        }
+    };
+    ledger.commit();
+
+    // First attempt, under the lease the transaction took; the outbox retries a failure.
+    let delivery = if std::env::var("NO_MAIL").is_ok() {
+        Delivery::Sent
+    } else {
+        email_outbox::deliver(&ctx.services, &committed.email, ctx.run, ctx.now).await
+    };
+    Ok(Enrolled {
+        enrolment_id: committed.enrolment_id,
+        project_id,
+        credits: ctx.course.credits_per_seat,
+        email_sent: delivery == Delivery::Sent,
+    })
+}
+
+/// Steps B.3–B.6: project groups (with the shared admin listing), memberships, the account
+/// and the grant, each with its undo on `ledger`.
+async fn external_steps(
+    ctx: &AssignRun,
+    ledger: &mut Ledger,
+    student: &Student,
+    project_id: Uuid,
+) -> Result<ProjectGroups, StudentFailure> {
+    let services = &ctx.services;
+    let vlab_id = ctx.lab.id;
+    let names = [
+        groups::project_admin(vlab_id, project_id),
+        groups::project_member(vlab_id, project_id),
+    ];
+    let (created, admins) = tokio::join!(
+        create_groups(&services.keycloak, ledger, names),
+        ctx.admins.get()
+    );
+    let Some(admins) = admins else {
+        return Err(StudentFailure::LabAdminsUnavailable);
+    };
+    let [admin_group_id, member_group_id] = created.map_err(|err| {
+        tracing::warn!(project_id = %project_id, error = %err, "assign: project group creation failed");
+        StudentFailure::GroupsFailed
+    })?;
+
+    // The caller and every other lab admin administer the student's project.
+    let mut users = vec![ctx.caller];
+    users.extend(admins.iter().filter(|id| **id != ctx.caller));
+    let added = futures::future::join_all(
+        users
+            .iter()
+            .map(|user| services.keycloak.add_member(*user, &admin_group_id)),
+    )
+    .await;
+    if let Some(err) = added.into_iter().find_map(Result::err) {
+        tracing::warn!(project_id = %project_id, error = %err, "assign: adding the course admins failed");
+        return Err(StudentFailure::MembershipsFailed);
+    }
+
+    create_account(
+        &services.accounting,
+        ledger,
+        AccountKind::Project { vlab_id },
+        project_id,
+        &student.student_id,
+    )
+    .await
+    .map_err(|_| StudentFailure::AccountFailed)?;
+
+    grant(ctx, ledger, project_id).await?;
+    Ok(ProjectGroups {
+        admin_group_id,
+        member_group_id,
+    })
+}
+
+/// The grant's outcome may be uncertain, so its undo (a deplete) is pushed first and
+/// discarded only after a definite failure.
+async fn grant(
+    ctx: &AssignRun,
+    ledger: &mut Ledger,
+    project_id: Uuid,
+) -> Result<(), StudentFailure> {
+    let credits = ctx.course.credits_per_seat;
+    let accounting = ctx.services.accounting.clone();
+    let step = ledger.push("acc_grant", move || async move {
+        let amount = accounting.deplete_project(project_id).await?;
+        tracing::info!(project_id = %project_id, %amount, "compensation: project depleted");
+        Ok(())
+    });
+    match ctx
+        .services
+        .accounting
+        .grant(project_id, i64::from(credits))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            tracing::warn!(project_id = %project_id, error = %err, uncertain = err.is_uncertain(), "assign: the grant failed");
+            if !err.is_uncertain() {
+                ledger.discard(step);
+            }
+            Err(StudentFailure::GrantFailed { credits })
+        }
+    }
+}
+
+/// Gives the seat back if this run still holds it; otherwise it lapses after 30 min.
+async fn release(ctx: &AssignRun, seat_id: Uuid) {
+    match repo::seats::release(&ctx.services.db, seat_id, ctx.run).await {
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(seat_id = %seat_id, error = %err, "could not release a seat reservation; it lapses by itself")
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Assign step B.7 (rules.md §4.10): the short transaction that enrols one student once the
+//! external steps are done. It re-checks the course and the reservation under lock, inserts
+//! the project, the enrolment and the claim e-mail, and links the seat. Lock order: course
+//! (`FOR SHARE`) → seat → enrolment → outbox.
+
+use uuid::Uuid;
+
+use super::{AssignRun, Student, StudentFailure};
+use crate::repo::email_outbox::{LeasedEmail, NewEmail};
+use crate::repo::enrolments::NewEnrolment;
+use crate::repo::projects::NewProject;
+use crate::repo::{self, courses::status};
+use crate::usecases::email_outbox::{LEASE, claim_payload};
+
+/// The index that makes project names unique within a lab (among non-deleted projects).
+const UNIQUE_PROJECT_NAME: &str = "unique_project_name_for_non_deleted";
+/// The indexes that make a student id or e-mail unique within a course.
+const UNIQUE_ENROLMENT: [&str; 2] = [
+    "uq_enrolment_course_student_id",
+    "uq_enrolment_course_email",
+];
+
+/// The Keycloak groups created for the student's project.
+#[derive(Debug, Clone)]
+pub struct ProjectGroups {
+    pub admin_group_id: String,
+    pub member_group_id: String,
+}
+
+/// What the transaction committed: the enrolment and its queued e-mail, leased by the run.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub enrolment_id: Uuid,
+    pub email: LeasedEmail,
+}
+
+pub async fn enrol(
+    ctx: &AssignRun,
+    student: &Student,
+    seat_id: Uuid,
+    project_id: Uuid,
+    groups: ProjectGroups,
+) -> Result<Committed, StudentFailure> {
+    let not_saved = |err: sqlx::Error| {
+        tracing::error!(seat_id = %seat_id, project_id = %project_id, error = %err, "assign: the student transaction failed");
+        StudentFailure::NotSaved
+    };
+    let db = &ctx.services.db;
+    let mut tx = db.begin().await.map_err(not_saved)?;
+
+    let course = repo::courses::find_for_share(&mut *tx, ctx.course.id)
+        .await
+        .map_err(not_saved)?;
+    if !course.is_some_and(|c| c.status == status::ACTIVE) {
+        return Err(StudentFailure::CourseInactive);
+    }
+    let seat = repo::seats::find_for_update(&mut *tx, seat_id)
+        .await
+        .map_err(not_saved)?;
+    let still_ours = seat.is_some_and(|s| {
+        s.reservation_id == Some(ctx.run)
+            && s.course_id == ctx.course.id
+            && s.enrolment_id.is_none()
+            && !s.is_consumed
+    });
+    if !still_ours {
+        return Err(StudentFailure::ReservationLost);
+    }
+
+    let project = NewProject {
+        id: project_id,
+        virtual_lab_id: ctx.lab.id,
+        name: student.student_id.clone(),
+        description: None,
+        owner_id: ctx.caller,
+        admin_group_id: groups.admin_group_id,
+        member_group_id: groups.member_group_id,
+    };
+    repo::projects::insert(&mut *tx, &project, ctx.now)
+        .await
+        .map_err(|err| match repo::unique_violation(&err) {
+            Some(c) if c == UNIQUE_PROJECT_NAME => StudentFailure::ProjectExists {
+                student_id: student.student_id.clone(),
+            },
+            _ => not_saved(err),
+        })?;
+
+    let enrolment = NewEnrolment {
+        id: Uuid::new_v4(),
+        course_id: ctx.course.id,
+        project_id,
+        contact_email: student.email.clone(),
+        student_id: student.student_id.clone(),
+    };
+    repo::enrolments::insert(&mut *tx, &enrolment, ctx.now)
+        .await
+        .map_err(|err| match repo::unique_violation(&err) {
+            Some(c) if UNIQUE_ENROLMENT.contains(&c.as_str()) => StudentFailure::AlreadyEnrolled,
+            _ => not_saved(err),
+        })?;
+    repo::seats::link_enrolment(&mut *tx, seat_id, enrolment.id)
+        .await
+        .map_err(not_saved)?;
+
+    let email = NewEmail {
+        id: Uuid::new_v4(),
+        enrolment_id: enrolment.id,
+        recipient: student.email.clone(),
+        payload: claim_payload(&ctx.services, &ctx.lab.name, enrolment.id),
+        lease_id: ctx.run,
+        lease_until: ctx.now + LEASE,
+    };
+    repo::email_outbox::insert(&mut *tx, &email, ctx.now)
+        .await
+        .map_err(not_saved)?;
+    tx.commit().await.map_err(not_saved)?;
+
+    Ok(Committed {
+        enrolment_id: enrolment.id,
+        email: LeasedEmail {
+            id: email.id,
+            enrolment_id: Some(enrolment.id),
+            recipient: email.recipient,
+            payload: email.payload,
+            attempts: 0,
+            enrolment_dropped: Some(false),
+        },
+    })
+}

@@ -1,0 +1,84 @@
+//! `POST /seats/transfer` (rules.md §4.11): one transaction with both course rows locked in id
+//! order, no external calls.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::app::Services;
+use crate::repo::{self, courses::Course, courses::status, seats::Seat};
+use crate::usecases::UseCaseError;
+
+/// How many seats to move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Exactly(i64),
+    All,
+}
+
+pub async fn transfer(
+    services: &Services,
+    source_id: Uuid,
+    target_id: Uuid,
+    amount: Amount,
+) -> Result<Vec<Seat>, UseCaseError> {
+    let now = Utc::now();
+    let mut tx = services.db.begin().await?;
+    // Lock order: both course rows, by id.
+    let mut ids = [source_id, target_id];
+    ids.sort();
+    let mut courses = Vec::with_capacity(2);
+    for id in ids {
+        if let Some(course) = repo::courses::find_for_update(&mut *tx, id).await? {
+            courses.push(course);
+        }
+    }
+    let find = |id: Uuid| courses.iter().find(|c| c.id == id);
+    let (Some(source), Some(target)) = (find(source_id), find(target_id)) else {
+        return Err(UseCaseError::TransferCoursesNotFound);
+    };
+    check_courses(source, target, now)?;
+
+    let limit = match amount {
+        Amount::Exactly(n) => Some(n),
+        Amount::All => None,
+    };
+    let seat_ids =
+        repo::seats::lock_transferable(&mut *tx, source.id, now, target.credits_per_seat, limit)
+            .await?;
+    match amount {
+        Amount::Exactly(n) if (seat_ids.len() as i64) < n => {
+            return Err(UseCaseError::TransferNotEnoughSeats {
+                requested: n,
+                available: seat_ids.len(),
+            });
+        }
+        Amount::All if seat_ids.is_empty() => return Err(UseCaseError::NoTransferableSeats),
+        _ => {}
+    }
+    let moved = repo::seats::move_to_course(&mut *tx, &seat_ids, target.id).await?;
+    tx.commit().await?;
+    metrics::counter!("vlab_seats_transferred_total").increment(moved.len() as u64);
+    tracing::info!(source_course_id = %source_id, target_course_id = %target_id, seats = moved.len(), "seats transferred");
+    Ok(moved)
+}
+
+/// Checks 2–5 of api.md §4.6.5, in order.
+fn check_courses(
+    source: &Course,
+    target: &Course,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), UseCaseError> {
+    if source.institution_id != target.institution_id {
+        return Err(UseCaseError::TransferInstitutionMismatch);
+    }
+    if source.status != status::ACTIVE || target.status != status::ACTIVE {
+        return Err(UseCaseError::TransferCoursesNotActive);
+    }
+    if !source.last_drop_date.is_some_and(|d| now > d) {
+        return Err(UseCaseError::TransferSourceInDropWindow);
+    }
+    if !target.last_drop_date.is_some_and(|d| now <= d) {
+        return Err(UseCaseError::TransferTargetPastDropDate);
+    }
+    Ok(())
+}

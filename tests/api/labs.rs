@@ -1,0 +1,1238 @@
+//! `/virtual-labs` (api.md §4.1, rules.md §4.1 and §4.3).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vlab_emulators::{Fault, FaultAction};
+
+use crate::fixtures::{create_course_lab, make_lab_admin};
+use crate::helpers::{TestApp, TestUser, assert_error_body, json};
+
+fn lab_body(name: &str) -> Value {
+    json!({"name": name, "description": "A lab", "entity": "EPFL"})
+}
+
+async fn create_lab(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {
+    json(app.post("/virtual-labs", Some(token), body).await).await
+}
+
+/// Creates a regular lab owned by `user` and returns its id.
+async fn lab_of(app: &TestApp, user: &TestUser, name: &str) -> Uuid {
+    let (status, body) = create_lab(app, &app.token(user), &lab_body(name)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    uuid_of(&body["id"])
+}
+
+fn uuid_of(value: &Value) -> Uuid {
+    value.as_str().expect("uuid string").parse().expect("uuid")
+}
+
+/// Groups whose name starts with `vlab/` (every lab group the service made).
+fn lab_groups(app: &TestApp) -> Vec<String> {
+    app.keycloak
+        .groups()
+        .into_iter()
+        .filter(|g| g.name.starts_with("vlab/"))
+        .map(|g| g.name)
+        .collect()
+}
+
+async fn lab_rows(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM virtual_lab")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Makes `user` a member of the lab directly in Keycloak.
+fn make_lab_member(app: &TestApp, vlab_id: Uuid, user: &TestUser) {
+    let group = app
+        .keycloak
+        .group_by_name(&format!("vlab/{vlab_id}/member"))
+        .expect("member group");
+    app.keycloak.add_user_to_group(user.id, &group.id);
+}
+
+/// A draft course on the lab, through the API (as the service admin).
+async fn create_course(app: &TestApp, vlab_id: Uuid, template_project_id: Uuid) -> Uuid {
+    let institution: Uuid =
+        sqlx::query_scalar("SELECT id FROM institution WHERE name = 'Open Brain Institute'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let (status, body) = json(
+        app.post(
+            "/courses",
+            Some(&app.admin_token()),
+            &json!({"virtual_lab_id": vlab_id, "template_project_id": template_project_id,
+                    "institution_id": institution}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "create course: {body}");
+    uuid_of(&body["data"]["id"])
+}
+
+// ---- POST /virtual-labs ------------------------------------------------------------------
+
+#[sqlx::test]
+async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let student = app.users.students[0].clone();
+    let (status, body) = create_lab(
+        &app,
+        &app.token(&student),
+        &json!({"name": "  My Lab ", "description": "", "entity": " EPFL "}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "description",
+            "reference_email",
+            "email_verified",
+            "entity",
+            "compute_cell",
+            "is_course",
+            "created_at",
+            "updated_at",
+            "projects_count",
+            "course"
+        ]
+    );
+    assert_eq!(body["name"], "My Lab");
+    assert_eq!(body["description"], "");
+    assert_eq!(body["entity"], "EPFL");
+    assert_eq!(body["reference_email"], student.email.as_str());
+    assert_eq!(body["email_verified"], false);
+    assert_eq!(body["compute_cell"], "cell_a");
+    assert_eq!(body["is_course"], false);
+    assert_eq!(body["projects_count"], Value::Null);
+    assert_eq!(body["course"], Value::Null);
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    let id = uuid_of(&body["id"]);
+
+    let (owner, admin_group, member_group): (Uuid, String, String) = sqlx::query_as(
+        "SELECT owner_id, admin_group_id, member_group_id FROM virtual_lab WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(owner, student.id);
+    let admin = app
+        .keycloak
+        .group_by_name(&format!("vlab/{id}/admin"))
+        .unwrap();
+    let member = app
+        .keycloak
+        .group_by_name(&format!("vlab/{id}/member"))
+        .unwrap();
+    assert_eq!(admin.id, admin_group);
+    assert_eq!(member.id, member_group);
+    assert_eq!(admin.path, format!("/vlab/{id}/admin"));
+    assert_eq!(admin.members, vec![student.id]);
+    assert!(member.members.is_empty());
+    assert!(app.accounting.account_exists(id));
+    assert_eq!(app.accounting.balance(id), Some(Decimal::ZERO));
+}
+
+#[sqlx::test]
+async fn optional_fields_are_applied_and_email_verified_is_ignored(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let (status, body) = create_lab(
+        &app,
+        &app.faculty_token(),
+        &json!({"name": "Lab", "description": "d", "entity": "e", "compute_cell": "cell_b",
+                "reference_email": " Contact@EXAMPLE.ORG ", "email_verified": true,
+                "is_course": false}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["compute_cell"], "cell_b");
+    assert_eq!(body["reference_email"], "Contact@example.org");
+    assert_eq!(body["email_verified"], false);
+    let stored: (String, bool) =
+        sqlx::query_as("SELECT reference_email, email_verified FROM virtual_lab")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored, ("Contact@example.org".to_owned(), false));
+}
+
+#[sqlx::test]
+async fn invalid_create_bodies_are_422(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let token = app.faculty_token();
+    for (body, field, message) in [
+        (
+            json!({"description": "", "entity": "e"}),
+            "name",
+            "Field required",
+        ),
+        (
+            json!({"name": null, "description": "", "entity": "e"}),
+            "name",
+            "Must not be null",
+        ),
+        (
+            json!({"name": "  ", "description": "", "entity": "e"}),
+            "name",
+            "Must not be empty",
+        ),
+        (
+            json!({"name": "x".repeat(251), "description": "", "entity": "e"}),
+            "name",
+            "Must be at most 250 characters",
+        ),
+        (
+            json!({"name": "n", "entity": "e"}),
+            "description",
+            "Field required",
+        ),
+        (
+            json!({"name": "n", "description": 3, "entity": "e"}),
+            "description",
+            "Must be a string",
+        ),
+        (
+            json!({"name": "n", "description": ""}),
+            "entity",
+            "Field required",
+        ),
+        (
+            json!({"name": "n", "description": "", "entity": "e", "reference_email": "nope"}),
+            "reference_email",
+            "Must be a valid e-mail address",
+        ),
+        (
+            json!({"name": "n", "description": "", "entity": "e", "compute_cell": "cell_c"}),
+            "compute_cell",
+            "Must be one of: cell_a, cell_b",
+        ),
+        (
+            json!({"name": "n", "description": "", "entity": "e", "is_course": "yes"}),
+            "is_course",
+            "Must be a boolean",
+        ),
+        (
+            json!({"name": "n", "description": "", "entity": "e", "email_verified": 1}),
+            "email_verified",
+            "Must be a boolean",
+        ),
+    ] {
+        let (status, err) = create_lab(&app, &token, &body).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(err["message"], "Validation error");
+        assert_eq!(err["details"][field], message, "{body}");
+        assert_eq!(err["data"], Value::Null);
+    }
+    let response = app
+        .client
+        .post(app.url("/virtual-labs"))
+        .bearer_auth(&token)
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    let (status, err) = json(response).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(err["details"]["body"], "Request body is not valid JSON");
+    assert_eq!(lab_rows(&db).await, 0);
+    assert_eq!(app.keycloak.call_count("kc_create_group"), 0);
+}
+
+#[sqlx::test]
+async fn creating_a_lab_needs_a_token(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (status, err) = json(app.post("/virtual-labs", None, &lab_body("Lab")).await).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::UNAUTHORIZED,
+        "AUTHORIZATION_ERROR",
+    );
+}
+
+#[sqlx::test]
+async fn only_service_admins_and_the_owner_user_create_course_labs(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let mut body = lab_body("Course Lab");
+    body["is_course"] = json!(true);
+    let (status, err) = create_lab(&app, &app.faculty_token(), &body).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(
+        err["message"],
+        "Only service administrators can create course virtual labs."
+    );
+    assert_eq!(err["details"], Value::Null);
+    assert_eq!(err["data"], Value::Null);
+    assert_eq!(app.keycloak.call_count("kc_create_group"), 0);
+
+    let (status, admin_lab) = create_lab(&app, &app.admin_token(), &body).await;
+    assert_eq!(status, StatusCode::OK, "{admin_lab}");
+    assert_eq!(admin_lab["is_course"], true);
+    body["name"] = json!("Owner Course Lab");
+    let (status, owner_lab) = create_lab(&app, &app.token(&app.users.owner), &body).await;
+    assert_eq!(status, StatusCode::OK, "{owner_lab}");
+    assert_eq!(owner_lab["is_course"], true);
+    assert_eq!(lab_rows(&db).await, 2);
+}
+
+#[sqlx::test]
+async fn a_regular_owner_may_hold_only_one_regular_lab(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let first = lab_of(&app, &faculty, "First").await;
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Second")).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "FORBIDDEN_OPERATION");
+    assert_eq!(
+        err["message"],
+        "The user already owns a virtual lab and cannot create another."
+    );
+    assert_eq!(err["details"], format!("owner_id={}", faculty.id));
+    assert_eq!(err["data"], json!({"owner_id": faculty.id.to_string()}));
+
+    // A deleted lab no longer counts.
+    let response = app
+        .request(
+            Method::DELETE,
+            &format!("/virtual-labs/{first}"),
+            Some(&app.faculty_token()),
+            None,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let (status, body) = create_lab(&app, &app.faculty_token(), &lab_body("Second")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[sqlx::test]
+async fn the_owner_user_and_course_labs_are_exempt_from_the_one_lab_rule(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let owner = app.users.owner.clone();
+    lab_of(&app, &owner, "Owner 1").await;
+    lab_of(&app, &owner, "Owner 2").await;
+    // The service admin owns a course lab; it does not count towards the limit.
+    create_course_lab(&app, "Admin course").await;
+    let admin = app.users.admin.clone();
+    lab_of(&app, &admin, "Admin regular").await;
+    assert_eq!(lab_rows(&db).await, 4);
+}
+
+#[sqlx::test]
+async fn a_lab_name_is_unique_case_insensitively_among_non_deleted_labs(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    lab_of(&app, &app.users.students[0].clone(), "Neuro Lab").await;
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("  neuro LAB ")).await;
+    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
+    assert_eq!(
+        err["message"],
+        "A virtual lab with this name already exists."
+    );
+    assert_eq!(err["details"], "name=neuro LAB");
+    assert_eq!(err["data"], json!({"name": "neuro LAB"}));
+    assert_eq!(lab_groups(&app).len(), 2);
+    assert_eq!(lab_rows(&db).await, 1);
+}
+
+// ---- provisioning failures: nothing may be left behind -------------------------------------
+
+/// Asserts that a failed creation left no lab group, membership, row (and, unless the account
+/// step was uncertain, no lab account).
+async fn assert_nothing_left(app: &TestApp, user: &TestUser) {
+    assert_eq!(lab_groups(app), Vec::<String>::new(), "leftover groups");
+    assert!(
+        app.keycloak
+            .user_group_paths(user.id)
+            .iter()
+            .all(|p| !p.starts_with("/vlab/")),
+        "leftover membership"
+    );
+    assert_eq!(lab_rows(&app.db).await, 0, "leftover row");
+}
+
+fn lab_accounts(app: &TestApp) -> usize {
+    app.accounting.accounts().len()
+}
+
+#[sqlx::test]
+async fn a_failed_group_creation_is_502_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let faculty = app.users.faculty.clone();
+    // The first and then the second of the two concurrent creations fails.
+    for skip in [0, 1] {
+        app.keycloak
+            .inject(Fault::new("kc_create_group", FaultAction::Status(500)).skip(skip));
+        let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::BAD_GATEWAY,
+            "EXTERNAL_SERVICE_ERROR",
+        );
+        assert_eq!(
+            err["message"],
+            "Failed to create the admin/member groups in the auth provider."
+        );
+        assert_eq!(err["details"], Value::Null);
+        assert_nothing_left(&app, &faculty).await;
+        assert_eq!(lab_accounts(&app), 0);
+        app.keycloak.clear_faults();
+    }
+    assert_eq!(app.keycloak.call_count("kc_add_member"), 0);
+}
+
+#[sqlx::test]
+async fn a_group_created_but_unanswered_is_found_by_name_and_deleted(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let faculty = app.users.faculty.clone();
+    // Performed, then the connection closes without an answer: an uncertain outcome.
+    app.keycloak.inject(Fault::new(
+        "kc_create_group",
+        FaultAction::TimeoutAfter(Duration::from_millis(50)),
+    ));
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Failed to create the admin/member groups in the auth provider."
+    );
+    assert!(app.keycloak.call_count("kc_find_group") >= 1);
+    assert_nothing_left(&app, &faculty).await;
+    assert_eq!(lab_accounts(&app), 0);
+}
+
+#[sqlx::test]
+async fn a_group_creation_retried_after_a_timeout_resolves_the_existing_group(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    // Each creation is performed, then stalls past HTTP_TIMEOUT_SECONDS; the retry gets 409
+    // and resolves the group by name (integrations.md §2.6).
+    app.keycloak.inject(
+        Fault::new(
+            "kc_create_group",
+            FaultAction::TimeoutAfter(Duration::from_secs(3)),
+        )
+        .times(2),
+    );
+    let (status, body) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = uuid_of(&body["id"]);
+    assert_eq!(lab_groups(&app).len(), 2);
+    let (admin_group,): (String,) =
+        sqlx::query_as("SELECT admin_group_id FROM virtual_lab WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let admin = app
+        .keycloak
+        .group_by_name(&format!("vlab/{id}/admin"))
+        .unwrap();
+    assert_eq!(admin.id, admin_group);
+    assert_eq!(admin.members, vec![app.users.faculty.id]);
+}
+
+#[sqlx::test]
+async fn a_failed_owner_membership_is_502_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let faculty = app.users.faculty.clone();
+    app.keycloak
+        .inject(Fault::new("kc_add_member", FaultAction::Status(500)));
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Failed to attach the owner to the admin group."
+    );
+    assert_eq!(err["details"], Value::Null);
+    assert_eq!(app.keycloak.call_count("kc_create_group"), 2);
+    assert_nothing_left(&app, &faculty).await;
+    assert_eq!(lab_accounts(&app), 0);
+}
+
+#[sqlx::test]
+async fn a_failed_lab_account_is_502_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let faculty = app.users.faculty.clone();
+    app.accounting.inject(Fault::new(
+        "acc_create_vlab_account",
+        FaultAction::Status(500),
+    ));
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Failed to create the accounting account for the virtual lab."
+    );
+    assert_nothing_left(&app, &faculty).await;
+    assert_eq!(lab_accounts(&app), 0);
+}
+
+#[sqlx::test]
+async fn an_unanswered_lab_account_is_502_and_leaves_only_the_logged_orphan(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let faculty = app.users.faculty.clone();
+    app.accounting.inject(Fault::new(
+        "acc_create_vlab_account",
+        FaultAction::TimeoutAfter(Duration::from_millis(50)),
+    ));
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Failed to create the accounting account for the virtual lab."
+    );
+    assert_nothing_left(&app, &faculty).await;
+    // The accounting service cannot delete accounts: the orphan stays (and is logged).
+    assert_eq!(lab_accounts(&app), 1);
+    assert_eq!(app.accounting.call_count("acc_create_vlab_account"), 1);
+}
+
+#[sqlx::test]
+async fn a_failed_insert_is_400_and_compensates_every_external_step(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    // A database failure at insert that is not a name clash.
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_lab_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
+         CREATE TRIGGER fail_lab_insert BEFORE INSERT ON virtual_lab
+             FOR EACH ROW EXECUTE FUNCTION fail_lab_insert();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
+    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "DATABASE_ERROR");
+    assert_eq!(
+        err["message"],
+        "The virtual lab could not be saved to the database."
+    );
+    assert_eq!(err["details"], Value::Null);
+    assert_nothing_left(&app, &faculty).await;
+}
+
+#[sqlx::test]
+async fn two_concurrent_creations_of_one_name_give_one_lab_and_one_409(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    // Slow group creation, so both requests pass the name pre-check before either inserts.
+    app.keycloak
+        .set_operation_latency("kc_create_group", Duration::from_millis(300));
+    let (a, b) = (app.users.students[0].clone(), app.users.students[1].clone());
+    let (ta, tb) = (app.token(&a), app.token(&b));
+    let (body_a, body_b) = (lab_body("Same Name"), lab_body("same name"));
+    let (first, second) = tokio::join!(
+        create_lab(&app, &ta, &body_a),
+        create_lab(&app, &tb, &body_b),
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let (winner, loser) = if first.0 == StatusCode::OK {
+        (first.1, second.1)
+    } else {
+        (second.1, first.1)
+    };
+    assert_error_body(
+        &loser,
+        StatusCode::CONFLICT,
+        StatusCode::CONFLICT,
+        "ENTITY_ALREADY_EXISTS",
+    );
+    assert_eq!(
+        loser["message"],
+        "A virtual lab with this name was created concurrently."
+    );
+    assert_eq!(lab_rows(&db).await, 1);
+    let id = uuid_of(&winner["id"]);
+    let mut groups = lab_groups(&app);
+    groups.sort();
+    let mut expected = vec![format!("vlab/{id}/admin"), format!("vlab/{id}/member")];
+    expected.sort();
+    assert_eq!(groups, expected, "the loser's groups are deleted");
+}
+
+// ---- GET /virtual-labs ---------------------------------------------------------------------
+
+async fn list(app: &TestApp, token: &str, query: &str) -> (StatusCode, Value) {
+    json(app.get(&format!("/virtual-labs{query}"), Some(token)).await).await
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|lab| lab["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[sqlx::test]
+async fn the_listing_shows_owned_labs_and_labs_of_the_callers_groups(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let own = lab_of(&app, &faculty, "Own").await;
+    let admin_of = create_course_lab(&app, "Admin of").await;
+    make_lab_admin(&app, admin_of.vlab_id, &faculty);
+    let member_of = lab_of(&app, &app.users.students[0].clone(), "Member of").await;
+    make_lab_member(&app, member_of, &faculty);
+    lab_of(&app, &app.users.students[1].clone(), "Unrelated").await;
+    let deleted = lab_of(&app, &app.users.students[2].clone(), "Deleted").await;
+    make_lab_member(&app, deleted, &faculty);
+    sqlx::query("UPDATE virtual_lab SET deleted = true WHERE id = $1")
+        .bind(deleted)
+        .execute(&db)
+        .await
+        .unwrap();
+    let token = app.faculty_token();
+
+    let (status, page) = list(&app, &token, "?order_by=name&order_direction=asc").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(names(&page), ["Admin of", "Member of", "Own"]);
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 1, "page_size": 3, "total_items": 3})
+    );
+    let admin_lab = &page["data"][0];
+    assert_eq!(admin_lab["projects_count"], 1);
+    assert_eq!(admin_lab["course"], Value::Null);
+    assert_eq!(admin_lab["is_course"], true);
+    assert_eq!(page["data"][2]["id"], own.to_string());
+
+    let (_, page) = list(&app, &token, "?scope=self").await;
+    assert_eq!(names(&page), ["Own"]);
+    let (_, page) = list(&app, &token, "?scope=external&order_by=name").await;
+    assert_eq!(names(&page), ["Member of", "Admin of"]);
+    let (_, page) = list(&app, &token, "?admin_access_only=TRUE&order_by=name").await;
+    assert_eq!(names(&page), ["Own", "Admin of"]);
+    let (_, page) = list(&app, &token, "?admin_access_only=1&scope=external").await;
+    assert_eq!(names(&page), ["Admin of"]);
+    let (_, page) = list(&app, &token, "?query=%20MEMBER%20").await;
+    assert_eq!(names(&page), ["Member of"]);
+}
+
+#[sqlx::test]
+async fn the_listing_pages_orders_and_breaks_ties_by_id(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let owner = app.users.owner.clone();
+    let mut ids = Vec::new();
+    for name in ["b 50%", "a", "c", "d"] {
+        ids.push(lab_of(&app, &owner, name).await);
+    }
+    // The same timestamps for every lab: only the id breaks the tie, ascending either way.
+    sqlx::query("UPDATE virtual_lab SET created_at = now() - interval '1 day', updated_at = now() - interval '1 day'")
+        .execute(&db)
+        .await
+        .unwrap();
+    ids.sort();
+    let token = app.token(&owner);
+    for direction in ["asc", "desc"] {
+        let (_, page) = list(
+            &app,
+            &token,
+            &format!("?order_by=created_at&order_direction={direction}"),
+        )
+        .await;
+        let got: Vec<Uuid> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| uuid_of(&l["id"]))
+            .collect();
+        assert_eq!(got, ids, "{direction}");
+    }
+    let (_, page) = list(
+        &app,
+        &token,
+        "?order_by=name&order_direction=desc&page=2&page_size=3",
+    )
+    .await;
+    assert_eq!(names(&page), ["a"]);
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 2, "page_size": 1, "total_items": 4})
+    );
+    let (_, page) = list(&app, &token, "?page=3&page_size=3").await;
+    assert_eq!(names(&page), Vec::<String>::new());
+    assert_eq!(page["pagination"]["total_items"], 4);
+    // The search is literal: `%` matches only itself.
+    let (_, page) = list(&app, &token, "?query=0%25").await;
+    assert_eq!(names(&page), ["b 50%"]);
+    let (_, page) = list(&app, &token, "?query=_").await;
+    assert_eq!(names(&page), Vec::<String>::new());
+    // Default order: updated_at descending.
+    sqlx::query("UPDATE virtual_lab SET updated_at = now() WHERE name = 'c'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (_, page) = list(&app, &token, "").await;
+    assert_eq!(names(&page)[0], "c");
+}
+
+#[sqlx::test]
+async fn invalid_listing_queries_are_422(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let token = app.faculty_token();
+    for (query, field, message) in [
+        ("?page=0", "page", "Must be at least 1"),
+        ("?page=x", "page", "Must be an integer"),
+        ("?page_size=0", "page_size", "Must be between 1 and 100"),
+        ("?page_size=101", "page_size", "Must be between 1 and 100"),
+        (
+            "?scope=mine",
+            "scope",
+            "Must be one of: all, self, external",
+        ),
+        (
+            "?admin_access_only=maybe",
+            "admin_access_only",
+            "Must be a boolean",
+        ),
+        (
+            "?order_by=id",
+            "order_by",
+            "Must be one of: created_at, updated_at, name, owner",
+        ),
+        (
+            "?order_direction=up",
+            "order_direction",
+            "Must be one of: asc, desc",
+        ),
+        ("?query=%20", "query", "Must not be empty"),
+    ] {
+        let (status, err) = list(&app, &token, query).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(err["details"][field], message, "{query}");
+    }
+    let (status, _) = json(app.get("/virtual-labs", None).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+// ---- GET /virtual-labs/{id} ----------------------------------------------------------------
+
+#[sqlx::test]
+async fn a_lab_member_reads_the_lab_with_its_admins_and_owner(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let faculty = app.users.faculty.clone();
+    let student = app.users.students[0].clone();
+    make_lab_admin(&app, lab.vlab_id, &faculty);
+    make_lab_member(&app, lab.vlab_id, &student);
+    let token = app.token(&student);
+    let path = format!("/virtual-labs/{}", lab.vlab_id);
+
+    let (status, body) = json(app.get(&path, Some(&token)).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["projects_count"], 1);
+    assert_eq!(body["created_by"], app.users.admin.id.to_string());
+    assert!(body.get("admins").is_none());
+    assert!(body.get("owner").is_none());
+
+    let mut admins = vec![app.users.admin.id.to_string(), faculty.id.to_string()];
+    admins.sort();
+    for query in ["?expand=admins,owner", "?expand=admins&expand=owner"] {
+        let (status, body) = json(app.get(&format!("{path}{query}"), Some(&token)).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["admins"], json!(admins));
+        let owner = &body["owner"];
+        assert_eq!(owner["id"], app.users.admin.id.to_string());
+        assert_eq!(owner["username"], "obi-admin");
+        assert_eq!(owner["email"], "obi-admin@example.org");
+        assert_eq!(owner["first_name"], "obi-admin");
+        assert_eq!(owner["last_name"], "Test");
+        assert_eq!(owner["name"], "obi-admin Test");
+        assert!(owner["created_at"].as_str().unwrap().ends_with('Z'));
+        let keys: Vec<&str> = owner
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "username",
+                "email",
+                "created_at",
+                "first_name",
+                "last_name",
+                "name"
+            ]
+        );
+    }
+    let (_, body) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
+    assert!(body.get("admins").is_none());
+    assert!(body.get("owner").is_some());
+}
+
+#[sqlx::test]
+async fn the_course_summary_is_shown_on_the_lab(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
+    let (status, body) = json(
+        app.get(
+            &format!("/virtual-labs/{}", lab.vlab_id),
+            Some(&app.admin_token()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let course = &body["course"];
+    assert_eq!(course["id"], course_id.to_string());
+    assert_eq!(course["virtual_lab_id"], lab.vlab_id.to_string());
+    assert_eq!(
+        course["template_project_id"],
+        lab.template_project_id.to_string()
+    );
+    assert_eq!(course["status"], "draft");
+    assert_eq!(course["credits_per_seat"], 200);
+    assert_eq!(course["start_date"], Value::Null);
+    let (_, page) = list(&app, &app.admin_token(), "").await;
+    assert_eq!(page["data"][0]["course"]["id"], course_id.to_string());
+}
+
+#[sqlx::test]
+async fn reading_a_lab_checks_the_tier_the_expand_values_and_existence(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
+    let path = format!("/virtual-labs/{lab}");
+
+    let (status, err) = json(app.get(&path, Some(&app.student_token(0))).await).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["message"], "Not authorized to perform this action");
+    assert_eq!(err["details"], format!("vlab:any on {lab}"));
+    let (status, err) = json(
+        app.get("/virtual-labs/not-a-uuid", Some(&app.faculty_token()))
+            .await,
+    )
+    .await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+
+    let token = app.faculty_token();
+    let (status, err) = json(
+        app.get(&format!("{path}?expand=admins,projects"), Some(&token))
+            .await,
+    )
+    .await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(err["details"]["expand"], "Must be one of: admins, owner");
+
+    app.keycloak
+        .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
+    let (status, err) = json(
+        app.get(&format!("{path}?expand=admins"), Some(&token))
+            .await,
+    )
+    .await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Could not load user details from the identity provider."
+    );
+    app.keycloak
+        .inject(Fault::new("kc_get_user", FaultAction::Status(500)));
+    let (status, err) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+
+    sqlx::query("UPDATE virtual_lab SET deleted = true")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) = json(app.get(&path, Some(&token)).await).await;
+    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
+    assert_eq!(err["message"], "No virtual lab with this id found");
+}
+
+#[sqlx::test]
+async fn an_owner_unknown_to_keycloak_has_null_details(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
+    let ghost = Uuid::new_v4();
+    sqlx::query("UPDATE virtual_lab SET owner_id = $1")
+        .bind(ghost)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = json(
+        app.get(
+            &format!("/virtual-labs/{lab}?expand=owner"),
+            Some(&app.faculty_token()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["owner"],
+        json!({"id": ghost.to_string(), "username": null, "email": null, "created_at": null,
+               "first_name": null, "last_name": null, "name": null})
+    );
+}
+
+// ---- PATCH /virtual-labs/{id} --------------------------------------------------------------
+
+/// Keycloak calls other than the caller's authentication.
+fn admin_calls(app: &TestApp) -> usize {
+    app.keycloak
+        .calls()
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c.operation.as_str(),
+                "kc_userinfo" | "kc_jwks" | "kc_token" | "kc_discovery"
+            )
+        })
+        .count()
+}
+
+async fn patch(app: &TestApp, token: &str, id: Uuid, body: &Value) -> (StatusCode, Value) {
+    json(
+        app.request(
+            Method::PATCH,
+            &format!("/virtual-labs/{id}"),
+            Some(token),
+            Some(body),
+        )
+        .await,
+    )
+    .await
+}
+
+#[sqlx::test]
+async fn a_lab_admin_updates_only_the_keys_sent(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let id = lab_of(&app, &faculty, "Lab").await;
+    let token = app.faculty_token();
+    let kc_calls = admin_calls(&app);
+    let acc_calls = app.accounting.calls().len();
+
+    let (status, body) = patch(
+        &app,
+        &token,
+        id,
+        &json!({"name": " Renamed ", "reference_email": "X@EXAMPLE.org"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Updated virtual lab");
+    let lab = &body["data"]["virtual_lab"];
+    assert_eq!(lab["name"], "Renamed");
+    assert_eq!(lab["reference_email"], "X@example.org");
+    assert_eq!(lab["description"], "A lab");
+    assert_eq!(lab["entity"], "EPFL");
+    assert_eq!(lab["projects_count"], Value::Null);
+
+    let (status, body) = patch(
+        &app,
+        &token,
+        id,
+        &json!({"reference_email": null, "description": "new", "entity": " OBI "}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let lab = &body["data"]["virtual_lab"];
+    assert_eq!(lab["reference_email"], Value::Null);
+    assert_eq!(lab["description"], "new");
+    assert_eq!(lab["entity"], "OBI");
+    assert_eq!(lab["name"], "Renamed");
+
+    let (status, body) = patch(&app, &token, id, &json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["virtual_lab"]["name"], "Renamed");
+
+    // Renaming to the same name in another case is not a clash with itself.
+    let (status, body) = patch(&app, &token, id, &json!({"name": "RENAMED"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let row: (String, Option<String>, String, String) = sqlx::query_as(
+        "SELECT name, reference_email, description, entity FROM virtual_lab WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(row, ("RENAMED".into(), None, "new".into(), "OBI".into()));
+    assert_eq!(admin_calls(&app), kc_calls, "no Keycloak admin calls");
+    assert_eq!(app.accounting.calls().len(), acc_calls);
+}
+
+#[sqlx::test]
+async fn patch_errors(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let id = lab_of(&app, &faculty, "Lab").await;
+    lab_of(&app, &app.users.students[0].clone(), "Taken").await;
+    let token = app.faculty_token();
+
+    let (status, err) = patch(&app, &token, id, &json!({"name": "TAKEN"})).await;
+    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
+    assert_eq!(
+        err["message"],
+        "Another virtual lab with same name already exists"
+    );
+    assert_eq!(err["details"], Value::Null);
+
+    for (body, field, message) in [
+        (json!({"name": null}), "name", "Must not be null"),
+        (json!({"name": ""}), "name", "Must not be empty"),
+        (
+            json!({"description": null}),
+            "description",
+            "Must not be null",
+        ),
+        (json!({"entity": null}), "entity", "Must not be null"),
+        (
+            json!({"reference_email": "x"}),
+            "reference_email",
+            "Must be a valid e-mail address",
+        ),
+    ] {
+        let (status, err) = patch(&app, &token, id, &body).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(err["details"][field], message, "{body}");
+    }
+
+    // A member is not an admin: 403 before any validation.
+    let student = app.users.students[1].clone();
+    make_lab_member(&app, id, &student);
+    let (status, err) = patch(&app, &app.token(&student), id, &json!({"name": null})).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["details"], format!("vlab:admin on {id}"));
+
+    sqlx::query("UPDATE virtual_lab SET deleted = true WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) = patch(&app, &token, id, &json!({"name": "x"})).await;
+    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
+    assert_eq!(err["message"], "No virtual lab with this id found");
+}
+
+// ---- DELETE /virtual-labs/{id} -------------------------------------------------------------
+
+async fn delete(app: &TestApp, token: &str, id: Uuid) -> (StatusCode, Value) {
+    json(
+        app.request(
+            Method::DELETE,
+            &format!("/virtual-labs/{id}"),
+            Some(token),
+            None,
+        )
+        .await,
+    )
+    .await
+}
+
+#[sqlx::test]
+async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
+    let token = app.admin_token();
+
+    let (status, body) = delete(&app, &token, lab.vlab_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["message"], "Deleted virtual lab");
+    assert_eq!(body["data"]["virtual_lab"]["id"], lab.vlab_id.to_string());
+    assert_eq!(body["data"]["virtual_lab"]["projects_count"], Value::Null);
+    assert_eq!(
+        body["data"]["virtual_lab"]["course"]["id"],
+        course_id.to_string()
+    );
+
+    let (deleted, at, by): (bool, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) =
+        sqlx::query_as("SELECT deleted, deleted_at, deleted_by FROM virtual_lab WHERE id = $1")
+            .bind(lab.vlab_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(deleted && at.is_some());
+    assert_eq!(by, Some(app.users.admin.id));
+    let project: (bool, Option<Uuid>) =
+        sqlx::query_as("SELECT deleted, deleted_by FROM project WHERE id = $1")
+            .bind(lab.template_project_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(project, (true, Some(app.users.admin.id)));
+    // Keycloak groups, the account and the draft course stay.
+    assert!(
+        app.keycloak
+            .group_by_name(&format!("vlab/{}/admin", lab.vlab_id))
+            .is_some()
+    );
+    assert!(app.accounting.account_exists(lab.vlab_id));
+    let status: String = sqlx::query_scalar("SELECT status FROM course WHERE id = $1")
+        .bind(course_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(status, "draft");
+
+    let (status, err) = delete(&app, &token, lab.vlab_id).await;
+    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
+    assert_eq!(err["message"], "No virtual lab with this id found");
+}
+
+#[sqlx::test]
+async fn a_lab_with_an_active_course_cannot_be_deleted(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
+    sqlx::query("UPDATE course SET status = 'active' WHERE id = $1")
+        .bind(course_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) = delete(&app, &app.admin_token(), lab.vlab_id).await;
+    assert_error_body(&err, status, StatusCode::CONFLICT, "FORBIDDEN_OPERATION");
+    assert_eq!(
+        err["message"],
+        "A virtual lab with an active course cannot be deleted. Void the course first."
+    );
+    let deleted: bool = sqlx::query_scalar("SELECT deleted FROM virtual_lab WHERE id = $1")
+        .bind(lab.vlab_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(!deleted);
+    // A voided course no longer blocks it.
+    sqlx::query("UPDATE course SET status = 'voided' WHERE id = $1")
+        .bind(course_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, body) = delete(&app, &app.admin_token(), lab.vlab_id).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[sqlx::test]
+async fn only_lab_admins_delete(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let id = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
+    let student = app.users.students[0].clone();
+    make_lab_member(&app, id, &student);
+    let (status, err) = delete(&app, &app.token(&student), id).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["details"], format!("vlab:admin on {id}"));
+    let (status, _) = json(
+        app.request(
+            Method::DELETE,
+            "/virtual-labs/xyz",
+            Some(&app.faculty_token()),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[sqlx::test]
+async fn the_openapi_document_lists_the_lab_project_and_invite_routes(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (status, doc) = json(app.get("/openapi.json", None).await).await;
+    assert_eq!(status, StatusCode::OK);
+    for (path, methods) in [
+        ("/virtual-labs", &["get", "post"][..]),
+        (
+            "/virtual-labs/{virtual_lab_id}",
+            &["get", "patch", "delete"][..],
+        ),
+        (
+            "/virtual-labs/{virtual_lab_id}/projects",
+            &["get", "post"][..],
+        ),
+        (
+            "/virtual-labs/{virtual_lab_id}/projects/{project_id}",
+            &["get"][..],
+        ),
+        ("/virtual-labs/{virtual_lab_id}/invites", &["post"][..]),
+        (
+            "/virtual-labs/{virtual_lab_id}/invites/cancel",
+            &["post"][..],
+        ),
+        ("/invites", &["get", "post"][..]),
+    ] {
+        for method in methods {
+            let op = &doc["paths"][path][method];
+            assert!(op.is_object(), "{method} {path} missing");
+            assert!(op["security"].is_array(), "{method} {path} has no security");
+        }
+    }
+}

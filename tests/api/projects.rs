@@ -1,0 +1,780 @@
+//! `/virtual-labs/{id}/projects` (api.md §4.2, rules.md §4.2).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vlab_emulators::{Fault, FaultAction};
+
+use crate::fixtures::{create_course_lab, make_lab_admin};
+use crate::helpers::{TestApp, TestUser, assert_error_body, json};
+
+fn uuid_of(value: &Value) -> Uuid {
+    value.as_str().expect("uuid string").parse().expect("uuid")
+}
+
+/// A regular lab owned by `user`.
+async fn regular_lab(app: &TestApp, user: &TestUser, name: &str) -> Uuid {
+    let (status, body) = json(
+        app.post(
+            "/virtual-labs",
+            Some(&app.token(user)),
+            &json!({"name": name, "description": "", "entity": "EPFL"}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    uuid_of(&body["id"])
+}
+
+async fn create_project(
+    app: &TestApp,
+    token: &str,
+    vlab_id: Uuid,
+    query: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    json(
+        app.post(
+            &format!("/virtual-labs/{vlab_id}/projects{query}"),
+            Some(token),
+            body,
+        )
+        .await,
+    )
+    .await
+}
+
+fn project_groups(app: &TestApp, vlab_id: Uuid) -> Vec<String> {
+    let prefix = format!("proj/{vlab_id}/");
+    app.keycloak
+        .groups()
+        .into_iter()
+        .filter(|g| g.name.starts_with(&prefix))
+        .map(|g| g.name)
+        .collect()
+}
+
+async fn project_rows(db: &PgPool, vlab_id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM project WHERE virtual_lab_id = $1")
+        .bind(vlab_id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+fn make_member(app: &TestApp, group_name: &str, user: &TestUser) {
+    let group = app.keycloak.group_by_name(group_name).expect("group");
+    app.keycloak.add_user_to_group(user.id, &group.id);
+}
+
+// ---- POST ------------------------------------------------------------------------------------
+
+#[sqlx::test]
+async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let vlab = regular_lab(&app, &faculty, "Lab").await;
+    let co_admin = app.users.students[0].clone();
+    make_lab_admin(&app, vlab, &co_admin);
+
+    let (status, body) = create_project(
+        &app,
+        &app.token(&faculty),
+        vlab,
+        "",
+        &json!({"name": " Project A "}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    // `description` is null, so it is omitted; `virtual_lab` is not expanded.
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "name",
+            "created_at",
+            "updated_at",
+            "virtual_lab_id",
+            "user_count",
+            "admins"
+        ]
+    );
+    assert_eq!(body["name"], "Project A");
+    assert_eq!(body["virtual_lab_id"], vlab.to_string());
+    let mut admins = vec![faculty.id.to_string(), co_admin.id.to_string()];
+    admins.sort();
+    assert_eq!(body["admins"], json!(admins));
+    assert_eq!(body["user_count"], 2);
+    let id = uuid_of(&body["id"]);
+
+    let row: (String, Option<String>, Uuid, String, String) = sqlx::query_as(
+        "SELECT name, description, owner_id, admin_group_id, member_group_id FROM project WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(row.0, "Project A");
+    assert_eq!(row.1, None);
+    assert_eq!(row.2, faculty.id);
+    let admin = app
+        .keycloak
+        .group_by_name(&format!("proj/{vlab}/{id}/admin"))
+        .unwrap();
+    let member = app
+        .keycloak
+        .group_by_name(&format!("proj/{vlab}/{id}/member"))
+        .unwrap();
+    assert_eq!((admin.id.clone(), member.id.clone()), (row.3, row.4));
+    let mut members = admin.members.clone();
+    members.sort();
+    let mut expected = vec![faculty.id, co_admin.id];
+    expected.sort();
+    assert_eq!(members, expected);
+    assert!(member.members.is_empty());
+    assert!(app.accounting.account_exists(id));
+    let account = app
+        .accounting
+        .accounts()
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap();
+    assert_eq!(account.kind, "project");
+    assert_eq!(account.name, "Project A");
+    assert_eq!(account.vlab_id, Some(vlab));
+}
+
+#[sqlx::test]
+async fn the_description_and_the_expanded_lab_are_returned(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let (status, body) = create_project(
+        &app,
+        &app.admin_token(),
+        lab.vlab_id,
+        "?expand=virtual_lab,balance&seed_budget=false",
+        &json!({"name": "P", "description": "about"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["description"], "about");
+    assert_eq!(body["virtual_lab"]["id"], lab.vlab_id.to_string());
+    assert_eq!(body["virtual_lab"]["name"], "Course");
+    assert_eq!(body["virtual_lab"]["projects_count"], 2);
+    assert_eq!(body["admins"], json!([app.users.admin.id.to_string()]));
+    assert_eq!(body["user_count"], 1);
+}
+
+#[sqlx::test]
+async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
+    let token = app.faculty_token();
+    for (query, body, field, message) in [
+        ("", json!({}), "name", "Field required"),
+        ("", json!({"name": " "}), "name", "Must not be empty"),
+        (
+            "",
+            json!({"name": "x".repeat(251)}),
+            "name",
+            "Must be at most 250 characters",
+        ),
+        (
+            "",
+            json!({"name": "p", "description": 1}),
+            "description",
+            "Must be a string",
+        ),
+        (
+            "?expand=admins",
+            json!({"name": "p"}),
+            "expand",
+            "Must be one of: virtual_lab, balance",
+        ),
+        (
+            "?seed_budget=maybe",
+            json!({"name": "p"}),
+            "seed_budget",
+            "Must be a boolean",
+        ),
+    ] {
+        let (status, err) = create_project(&app, &token, vlab, query, &body).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(err["details"][field], message, "{query} {body}");
+    }
+    // Query and body problems are reported together.
+    let (status, err) = create_project(&app, &token, vlab, "?expand=x", &json!({})).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(
+        err["details"]["expand"],
+        "Must be one of: virtual_lab, balance"
+    );
+    assert_eq!(err["details"]["name"], "Field required");
+
+    // A member gets 403 whatever the body.
+    let student = app.users.students[0].clone();
+    make_member(&app, &format!("vlab/{vlab}/member"), &student);
+    let (status, err) = create_project(&app, &app.token(&student), vlab, "", &json!({})).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["details"], format!("vlab:admin on {vlab}"));
+    let (status, err) = json(
+        app.post(
+            "/virtual-labs/nope/projects",
+            Some(&token),
+            &json!({"name": "p"}),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["details"], "vlab:admin on nope");
+    assert_eq!(project_rows(&db, vlab).await, 0);
+}
+
+#[sqlx::test]
+async fn a_deleted_lab_is_400_virtual_lab_not_found(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
+    sqlx::query("UPDATE virtual_lab SET deleted = true")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) =
+        create_project(&app, &app.faculty_token(), vlab, "", &json!({"name": "p"})).await;
+    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "ENTITY_NOT_FOUND");
+    assert_eq!(err["message"], "Virtual lab not found");
+    assert_eq!(app.keycloak.call_count("kc_create_group"), 2);
+}
+
+#[sqlx::test]
+async fn regular_labs_refuse_a_name_used_before_even_by_a_deleted_project(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
+    let token = app.faculty_token();
+    let (status, _) = create_project(&app, &token, vlab, "", &json!({"name": "Alpha"})).await;
+    assert_eq!(status, StatusCode::OK);
+    sqlx::query("UPDATE project SET deleted = true")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) = create_project(&app, &token, vlab, "", &json!({"name": "ALPHA"})).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_REQUEST,
+        "ENTITY_ALREADY_EXISTS",
+    );
+    assert_eq!(
+        err["message"],
+        "Another project with the same name already exists"
+    );
+    assert_eq!(project_groups(&app, vlab).len(), 2);
+}
+
+#[sqlx::test]
+async fn course_labs_skip_the_name_pre_check_but_the_unique_index_still_holds(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let token = app.admin_token();
+    let (status, body) =
+        create_project(&app, &token, lab.vlab_id, "", &json!({"name": "template"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Exactly "Template" again: the index answers, after compensation.
+    let (status, err) =
+        create_project(&app, &token, lab.vlab_id, "", &json!({"name": "Template"})).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_REQUEST,
+        "ENTITY_ALREADY_EXISTS",
+    );
+    assert_eq!(err["message"], "Project already exists");
+    assert_eq!(project_rows(&db, lab.vlab_id).await, 2);
+    assert_eq!(
+        project_groups(&app, lab.vlab_id).len(),
+        4,
+        "the loser's groups are deleted"
+    );
+    let paths = app.keycloak.user_group_paths(app.users.admin.id);
+    assert_eq!(paths.iter().filter(|p| p.starts_with("/proj/")).count(), 2);
+}
+
+#[sqlx::test]
+async fn a_regular_lab_owner_is_limited_to_20_projects(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let vlab = regular_lab(&app, &faculty, "Lab").await;
+    let token = app.faculty_token();
+    for i in 0..20 {
+        let (status, body) =
+            create_project(&app, &token, vlab, "", &json!({"name": format!("p{i}")})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, err) = create_project(&app, &token, vlab, "", &json!({"name": "p20"})).await;
+    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED");
+    assert_eq!(
+        err["message"],
+        "You have reached the maximum limit of 20 projects"
+    );
+    // Course labs do not apply the limit.
+    let course = create_course_lab(&app, "Course").await;
+    make_lab_admin(&app, course.vlab_id, &faculty);
+    let (status, body) = create_project(
+        &app,
+        &app.faculty_token(),
+        course.vlab_id,
+        "",
+        &json!({"name": "p20"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+// ---- provisioning failures ------------------------------------------------------------------
+
+/// Fails one step of a project creation and checks the error and that nothing was left.
+async fn assert_failure_leaves_nothing(
+    app: &TestApp,
+    vlab: Uuid,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) {
+    let (got, err) = create_project(
+        app,
+        &app.faculty_token(),
+        vlab,
+        "",
+        &json!({"name": "Doomed"}),
+    )
+    .await;
+    assert_error_body(&err, got, status, code);
+    assert_eq!(err["message"], message);
+    assert_eq!(err["details"], Value::Null);
+    assert_eq!(
+        project_groups(app, vlab),
+        Vec::<String>::new(),
+        "leftover groups"
+    );
+    for user in [&app.users.faculty, &app.users.students[0]] {
+        assert!(
+            app.keycloak
+                .user_group_paths(user.id)
+                .iter()
+                .all(|p| !p.starts_with("/proj/")),
+            "leftover membership"
+        );
+    }
+    assert_eq!(project_rows(&app.db, vlab).await, 0, "leftover row");
+    app.keycloak.clear_faults();
+    app.accounting.clear_faults();
+}
+
+/// A regular lab of the faculty with a second lab admin.
+async fn lab_with_two_admins(app: &TestApp) -> Uuid {
+    let vlab = regular_lab(app, &app.users.faculty.clone(), "Lab").await;
+    make_lab_admin(app, vlab, &app.users.students[0].clone());
+    vlab
+}
+
+const KC_FAILED: &str = "KC Group creation/attaching failed";
+
+#[sqlx::test]
+async fn failed_group_creations_are_400_and_leave_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let vlab = lab_with_two_admins(&app).await;
+    for skip in [0, 1] {
+        // The first, or the second, of the two concurrent project group creations fails.
+        app.keycloak
+            .inject(Fault::new("kc_create_group", FaultAction::Status(500)).skip(skip));
+        assert_failure_leaves_nothing(
+            &app,
+            vlab,
+            StatusCode::BAD_REQUEST,
+            "EXTERNAL_SERVICE_ERROR",
+            KC_FAILED,
+        )
+        .await;
+    }
+    // Performed but unanswered: the undo finds the group by name.
+    app.keycloak.inject(
+        Fault::new(
+            "kc_create_group",
+            FaultAction::TimeoutAfter(Duration::from_millis(50)),
+        )
+        .skip(1),
+    );
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_REQUEST,
+        "EXTERNAL_SERVICE_ERROR",
+        KC_FAILED,
+    )
+    .await;
+    assert_eq!(app.accounting.call_count("acc_create_project_account"), 0);
+}
+
+#[sqlx::test]
+async fn a_failed_admin_listing_or_membership_is_400_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let vlab = lab_with_two_admins(&app).await;
+    app.keycloak
+        .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_REQUEST,
+        "EXTERNAL_SERVICE_ERROR",
+        KC_FAILED,
+    )
+    .await;
+    // One of the two project admin memberships fails (the other one succeeds).
+    app.keycloak
+        .inject(Fault::new("kc_add_member", FaultAction::Status(500)).skip(1));
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_REQUEST,
+        "EXTERNAL_SERVICE_ERROR",
+        KC_FAILED,
+    )
+    .await;
+    assert_eq!(app.accounting.call_count("acc_create_project_account"), 0);
+}
+
+#[sqlx::test]
+async fn a_failed_project_account_is_502_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let vlab = lab_with_two_admins(&app).await;
+    app.accounting.inject(Fault::new(
+        "acc_create_project_account",
+        FaultAction::Status(500),
+    ));
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+        "Project account creation failed",
+    )
+    .await;
+    assert_eq!(app.accounting.accounts().len(), 1, "only the lab account");
+    // Performed but unanswered: the same answer; the orphan account is only logged.
+    app.accounting.inject(Fault::new(
+        "acc_create_project_account",
+        FaultAction::TimeoutAfter(Duration::from_millis(50)),
+    ));
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+        "Project account creation failed",
+    )
+    .await;
+    assert_eq!(app.accounting.accounts().len(), 2, "the orphan stays");
+}
+
+#[sqlx::test]
+async fn a_failed_project_insert_is_400_and_leaves_nothing(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let vlab = lab_with_two_admins(&app).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_project_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
+         CREATE TRIGGER fail_project_insert BEFORE INSERT ON project
+             FOR EACH ROW EXECUTE FUNCTION fail_project_insert();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert_failure_leaves_nothing(
+        &app,
+        vlab,
+        StatusCode::BAD_REQUEST,
+        "DATABASE_ERROR",
+        "Project creation failed",
+    )
+    .await;
+}
+
+// ---- GET list --------------------------------------------------------------------------------
+
+async fn list(app: &TestApp, token: &str, vlab: Uuid, query: &str) -> (StatusCode, Value) {
+    json(
+        app.get(
+            &format!("/virtual-labs/{vlab}/projects{query}"),
+            Some(token),
+        )
+        .await,
+    )
+    .await
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[sqlx::test]
+async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let faculty = app.users.faculty.clone();
+    let vlab = regular_lab(&app, &faculty, "Lab").await;
+    let token = app.faculty_token();
+    let mut ids = Vec::new();
+    for (name, description) in [
+        ("Beta", json!("about neurons")),
+        ("alpha", json!(null)),
+        ("Gamma", json!("x")),
+    ] {
+        let (status, body) = create_project(
+            &app,
+            &token,
+            vlab,
+            "",
+            &json!({"name": name, "description": description}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        ids.push(uuid_of(&body["id"]));
+    }
+    sqlx::query("UPDATE project SET deleted = true WHERE name = 'Gamma'")
+        .execute(&db)
+        .await
+        .unwrap();
+
+    let (status, page) = list(&app, &token, vlab, "?order_by=name&order_direction=asc").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(names(&page), ["Beta", "alpha"]);
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 1, "page_size": 2, "total_items": 2})
+    );
+    let item = &page["data"][1];
+    let keys: Vec<&str> = item
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["id", "name", "description", "created_at", "updated_at"]
+    );
+    assert_eq!(item["description"], Value::Null);
+
+    let (_, page) = list(&app, &token, vlab, "?query=NEURON").await;
+    assert_eq!(names(&page), ["Beta"]);
+    let (_, page) = list(&app, &token, vlab, "?query=ALP").await;
+    assert_eq!(names(&page), ["alpha"]);
+    let (_, page) = list(
+        &app,
+        &token,
+        vlab,
+        "?page=2&page_size=1&order_by=created_at&order_direction=asc",
+    )
+    .await;
+    assert_eq!(names(&page), ["alpha"]);
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 2, "page_size": 1, "total_items": 2})
+    );
+
+    // A lab member sees only the projects of their own project groups.
+    let student = app.users.students[0].clone();
+    make_member(&app, &format!("vlab/{vlab}/member"), &student);
+    make_member(&app, &format!("proj/{vlab}/{}/member", ids[1]), &student);
+    let (status, page) = list(&app, &app.token(&student), vlab, "").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(names(&page), ["alpha"]);
+    assert_eq!(page["pagination"]["total_items"], 1);
+}
+
+#[sqlx::test]
+async fn listing_projects_checks_the_tier_and_the_query(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
+    let (status, err) = list(&app, &app.student_token(0), vlab, "").await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(err["details"], format!("vlab:any on {vlab}"));
+    let token = app.faculty_token();
+    for (query, field, message) in [
+        ("?page=0", "page", "Must be at least 1"),
+        ("?page_size=500", "page_size", "Must be between 1 and 100"),
+        (
+            "?order_by=size",
+            "order_by",
+            "Must be one of: created_at, updated_at, name, owner",
+        ),
+        (
+            "?order_direction=sideways",
+            "order_direction",
+            "Must be one of: asc, desc",
+        ),
+        ("?query=", "query", "Must not be empty"),
+    ] {
+        let (status, err) = list(&app, &token, vlab, query).await;
+        assert_error_body(
+            &err,
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_REQUEST",
+        );
+        assert_eq!(err["details"][field], message, "{query}");
+    }
+}
+
+// ---- GET one ---------------------------------------------------------------------------------
+
+#[sqlx::test]
+async fn a_project_is_read_by_its_members_and_the_lab_admins(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let path = format!(
+        "/virtual-labs/{}/projects/{}",
+        lab.vlab_id, lab.template_project_id
+    );
+    let (status, body) = json(app.get(&path, Some(&app.admin_token())).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["id", "name", "created_at", "updated_at", "virtual_lab_id"]
+    );
+    assert_eq!(body["name"], "Template");
+
+    let student = app.users.students[0].clone();
+    make_member(
+        &app,
+        &format!("proj/{}/{}/member", lab.vlab_id, lab.template_project_id),
+        &student,
+    );
+    make_lab_admin(&app, lab.vlab_id, &app.users.faculty.clone());
+    let (status, body) = json(
+        app.get(
+            &format!("{path}?expand=admins,virtual_lab"),
+            Some(&app.token(&student)),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The project admin group: only the creator (faculty joined the lab afterwards).
+    assert_eq!(body["admins"], json!([app.users.admin.id.to_string()]));
+    assert_eq!(body["virtual_lab"]["id"], lab.vlab_id.to_string());
+    assert_eq!(body["virtual_lab"]["projects_count"], 1);
+    let (status, _) = json(app.get(&path, Some(&app.faculty_token())).await).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn reading_a_project_checks_access_existence_and_expand(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let lab = create_course_lab(&app, "Course").await;
+    let other = create_course_lab(&app, "Other").await;
+    let token = app.admin_token();
+    let path = format!(
+        "/virtual-labs/{}/projects/{}",
+        lab.vlab_id, lab.template_project_id
+    );
+
+    let (status, err) = json(app.get(&path, Some(&app.student_token(0))).await).await;
+    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    assert_eq!(
+        err["details"],
+        format!("project:any:+vlab_admin on {}", lab.template_project_id)
+    );
+    let (status, _) = json(
+        app.get(
+            &format!("/virtual-labs/{}/projects/xyz", lab.vlab_id),
+            Some(&token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A project of another lab.
+    let (status, err) = json(
+        app.get(
+            &format!(
+                "/virtual-labs/{}/projects/{}",
+                lab.vlab_id, other.template_project_id
+            ),
+            Some(&token),
+        )
+        .await,
+    )
+    .await;
+    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+    assert_eq!(err["message"], "Project not found");
+
+    let (status, err) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_REQUEST",
+    );
+    assert_eq!(
+        err["details"]["expand"],
+        "Must be one of: admins, virtual_lab"
+    );
+
+    app.keycloak
+        .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
+    let (status, err) = json(
+        app.get(&format!("{path}?expand=admins"), Some(&token))
+            .await,
+    )
+    .await;
+    assert_error_body(
+        &err,
+        status,
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+    );
+    assert_eq!(
+        err["message"],
+        "Could not load user details from the identity provider."
+    );
+
+    sqlx::query("UPDATE project SET deleted = true WHERE id = $1")
+        .bind(lab.template_project_id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, err) = json(app.get(&path, Some(&token)).await).await;
+    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+}
