@@ -43,6 +43,15 @@ fn project_groups(app: &TestApp, vlab_id: Uuid) -> usize {
         .count()
 }
 
+/// The accounting accounts of the lab's projects (the template's included).
+fn project_accounts(app: &TestApp, vlab_id: Uuid) -> usize {
+    app.accounting
+        .accounts()
+        .iter()
+        .filter(|a| a.kind == "project" && a.vlab_id == Some(vlab_id))
+        .count()
+}
+
 /// Nothing of a failed student is left: no project row, enrolment or e-mail, no credits on
 /// any account of that name, and its seat is available again.
 async fn assert_nothing_left(
@@ -250,6 +259,14 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
     )
     .await;
     assert_eq!(unused, 1);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    for line in [
+        "vlab_seats_provisioned_total",
+        "vlab_seats_assigned_total",
+        "vlab_emails_total{kind=\"enrolment_claim\",outcome=\"sent\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
 }
 
 #[sqlx::test]
@@ -792,6 +809,7 @@ async fn two_servers_racing_for_too_few_seats_never_over_assign(db: PgPool) {
         4
     );
     assert_eq!(project_groups(&app, course.vlab_id), 2 + 2 * 4);
+    assert_eq!(project_accounts(&app, course.vlab_id), 1 + 4);
 }
 
 #[sqlx::test]
@@ -849,6 +867,7 @@ async fn two_servers_assigning_the_same_student_enrol_it_once(db: PgPool) {
         2
     );
     assert_eq!(project_groups(&app, course.vlab_id), 2 + 2 * 2);
+    assert_eq!(project_accounts(&app, course.vlab_id), 1 + 2);
 }
 
 // ---- timing ---------------------------------------------------------------------------------
@@ -875,16 +894,8 @@ async fn assigning_200_students_with_slow_upstreams(db: PgPool) {
         .await;
     assert_eq!(warm.status(), StatusCode::OK);
     let listings = app.keycloak.call_count("kc_list_members");
-    let kc: u64 = std::env::var("KC_MS")
-        .unwrap_or("20".into())
-        .parse()
-        .unwrap();
-    let acc: u64 = std::env::var("ACC_MS")
-        .unwrap_or("20".into())
-        .parse()
-        .unwrap();
-    app.keycloak.set_latency(Duration::from_millis(kc));
-    app.accounting.set_latency(Duration::from_millis(acc));
+    app.keycloak.set_latency(Duration::from_millis(20));
+    app.accounting.set_latency(Duration::from_millis(20));
 
     let started = Instant::now();
     let (status, body) = json(app.post(&path, Some(&token), &cohort("stu", 200)).await).await;

@@ -2,8 +2,10 @@
 
 mod assign;
 mod authn;
+mod claim_activate;
 mod courses;
 mod drops;
+mod email_outbox;
 mod expiry;
 mod fixtures;
 mod helpers;

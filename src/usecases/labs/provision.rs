@@ -1,13 +1,16 @@
 //! External steps shared by lab and project creation, each registered on the ledger as
 //! rules.md §3 asks: group and account creations have an uncertain outcome, so their undo is
-//! pushed *before* the call and discarded only after a definite failure.
+//! pushed *before* the call. An account creation's undo is discarded after a definite
+//! failure; a group creation's undo never is: group creation is retried after a timeout, so a
+//! final error answer does not prove that an earlier attempt did not create the group, and
+//! the undo (find by exact name, delete, 404 = done) is harmless when there is nothing.
 
 use std::sync::{Arc, OnceLock};
 
 use uuid::Uuid;
 
 use crate::clients::{Accounting, ClientError, KeycloakAdmin};
-use crate::ledger::{Ledger, StepId};
+use crate::ledger::Ledger;
 
 /// Creates these top-level groups concurrently, each with its own undo (so one group is never
 /// orphaned when another fails). Returns the ids in the order of `names`, or the first failure.
@@ -16,7 +19,7 @@ pub async fn create_groups<const N: usize>(
     ledger: &mut Ledger,
     names: [String; N],
 ) -> Result<[String; N], ClientError> {
-    let pending: Vec<(StepId, Arc<OnceLock<String>>)> = names
+    let pending: Vec<Arc<OnceLock<String>>> = names
         .iter()
         .map(|name| push_group_undo(keycloak, ledger, name))
         .collect();
@@ -25,7 +28,7 @@ pub async fn create_groups<const N: usize>(
 
     let mut ids = Vec::with_capacity(N);
     let mut failure = None;
-    for ((result, (step, known_id)), name) in results.into_iter().zip(pending).zip(&names) {
+    for ((result, known_id), name) in results.into_iter().zip(pending).zip(&names) {
         match result {
             Ok(id) => {
                 // The undo now deletes by id instead of searching by name.
@@ -34,9 +37,6 @@ pub async fn create_groups<const N: usize>(
             }
             Err(err) => {
                 tracing::warn!(group = %name, error = %err, uncertain = err.is_uncertain(), "group creation failed");
-                if !err.is_uncertain() {
-                    ledger.discard(step);
-                }
                 failure.get_or_insert(err);
             }
         }
@@ -56,10 +56,10 @@ fn push_group_undo(
     keycloak: &Arc<dyn KeycloakAdmin>,
     ledger: &mut Ledger,
     name: &str,
-) -> (StepId, Arc<OnceLock<String>>) {
+) -> Arc<OnceLock<String>> {
     let known_id: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let (kc, id_cell, name) = (keycloak.clone(), known_id.clone(), name.to_owned());
-    let step = ledger.push("kc_create_group", move || async move {
+    ledger.push("kc_create_group", move || async move {
         let id = match id_cell.get() {
             Some(id) => Some(id.clone()),
             None => kc.find_group(&name).await?,
@@ -70,7 +70,7 @@ fn push_group_undo(
         }
         Ok(())
     });
-    (step, known_id)
+    known_id
 }
 
 /// Which kind of account an orphan log line names.

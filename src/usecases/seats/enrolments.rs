@@ -1,6 +1,8 @@
 //! `GET /courses/{course_id}/enrolments` (api.md §4.5.10): every enrolment, dropped ones
 //! included, with its seat and drop state. Read-only.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use crate::app::Services;
@@ -14,14 +16,16 @@ pub async fn list_course_enrolments(
 ) -> Result<Vec<(EnrolmentWithDrop, Option<Seat>)>, UseCaseError> {
     let enrolments = repo::enrolments::list_by_course(&services.db, course_id).await?;
     let ids: Vec<Uuid> = enrolments.iter().map(|e| e.enrolment.id).collect();
-    let seats = repo::seats::find_by_enrolments(&services.db, &ids).await?;
+    // `seat.enrolment_id` is unique, so each enrolment has at most one seat.
+    let mut seats: HashMap<Uuid, Seat> = repo::seats::find_by_enrolments(&services.db, &ids)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.enrolment_id.map(|id| (id, s)))
+        .collect();
     Ok(enrolments
         .into_iter()
         .map(|e| {
-            let seat = seats
-                .iter()
-                .find(|s| s.enrolment_id == Some(e.enrolment.id))
-                .cloned();
+            let seat = seats.remove(&e.enrolment.id);
             (e, seat)
         })
         .collect())

@@ -74,10 +74,11 @@ fn check_courses(
     if source.status != status::ACTIVE || target.status != status::ACTIVE {
         return Err(UseCaseError::TransferCoursesNotActive);
     }
-    if !source.last_drop_date.is_some_and(|d| now > d) {
+    // Null, or not yet past: the source is still in its drop window.
+    if source.last_drop_date.is_none_or(|d| now <= d) {
         return Err(UseCaseError::TransferSourceInDropWindow);
     }
-    if !target.last_drop_date.is_some_and(|d| now <= d) {
+    if target.last_drop_date.is_none_or(|d| now > d) {
         return Err(UseCaseError::TransferTargetPastDropDate);
     }
     Ok(())

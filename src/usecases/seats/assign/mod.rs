@@ -4,6 +4,7 @@
 
 mod admins;
 mod failure;
+mod lanes;
 mod reserve;
 mod student;
 mod student_tx;
@@ -11,7 +12,6 @@ mod student_tx;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use uuid::Uuid;
 
 pub use failure::StudentFailure;
@@ -88,46 +88,7 @@ pub async fn assign(
                 now,
                 admins,
             });
-            Ok(provision_all(ctx, students, reservation.seats).await)
+            Ok(lanes::provision_all(ctx, students, reservation.seats).await)
         })
         .await?
-}
-
-/// Student *i* on seat *i*; each student in its own task, at most `EXTERNAL_CONCURRENCY` at
-/// once; results back in request order.
-async fn provision_all(
-    ctx: Arc<AssignRun>,
-    students: Vec<Student>,
-    seats: Vec<Uuid>,
-) -> Vec<StudentResult> {
-    let concurrency = ctx.services.config.external_concurrency.max(1);
-    let tasks = ctx.services.tasks.clone();
-    let mut results: Vec<(usize, StudentResult)> =
-        futures::stream::iter(students.into_iter().zip(seats).enumerate())
-            .map(|(index, (student, seat_id))| {
-                let ctx = ctx.clone();
-                let tasks = tasks.clone();
-                async move {
-                    let task_student = student.clone();
-                    let outcome = tasks
-                        .run("assign_student", async move {
-                            student::provision(&ctx, &task_student, seat_id).await
-                        })
-                        .await
-                        .unwrap_or(Err(StudentFailure::NotSaved));
-                    (
-                        index,
-                        StudentResult {
-                            student,
-                            seat_id,
-                            outcome,
-                        },
-                    )
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    results.sort_by_key(|(index, _)| *index);
-    results.into_iter().map(|(_, result)| result).collect()
 }

@@ -5,19 +5,28 @@
 use uuid::Uuid;
 
 use super::student_tx::{self, ProjectGroups};
-use super::{AssignRun, Enrolled, Student, StudentFailure};
+use super::{AssignRun, Student, StudentFailure};
 use crate::domain::groups;
 use crate::ledger::Ledger;
 use crate::repo;
+use crate::repo::email_outbox::LeasedEmail;
 use crate::usecases::email_outbox::{self, Delivery};
 use crate::usecases::labs::provision::{AccountKind, create_account, create_groups};
+
+/// A committed student whose claim e-mail still awaits its first attempt.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub enrolment_id: Uuid,
+    pub project_id: Uuid,
+    pub email: LeasedEmail,
+}
 
 /// Provisions one student on `seat_id`; the reservation is released whenever this fails.
 pub async fn provision(
     ctx: &AssignRun,
     student: &Student,
     seat_id: Uuid,
-) -> Result<Enrolled, StudentFailure> {
+) -> Result<Provisioned, StudentFailure> {
     let result = enrol(ctx, student, seat_id).await;
     match &result {
         Ok(enrolled) => {
@@ -38,7 +47,7 @@ async fn enrol(
     ctx: &AssignRun,
     student: &Student,
     seat_id: Uuid,
-) -> Result<Enrolled, StudentFailure> {
+) -> Result<Provisioned, StudentFailure> {
     match repo::enrolments::project_name_taken(&ctx.services.db, ctx.lab.id, &student.student_id)
         .await
     {
@@ -71,19 +80,17 @@ async fn enrol(
         }
     };
     ledger.commit();
-
-    // First attempt, under the lease the transaction took; the outbox retries a failure.
-    let delivery = if std::env::var("NO_MAIL").is_ok() {
-        Delivery::Sent
-    } else {
-        email_outbox::deliver(&ctx.services, &committed.email, ctx.run, ctx.now).await
-    };
-    Ok(Enrolled {
+    Ok(Provisioned {
         enrolment_id: committed.enrolment_id,
         project_id,
-        credits: ctx.course.credits_per_seat,
-        email_sent: delivery == Delivery::Sent,
+        email: committed.email,
     })
+}
+
+/// The first attempt of the student's claim e-mail, under the lease the student transaction
+/// took; the outbox retries a failure. True when SMTP accepted it.
+pub async fn send_claim_email(ctx: &AssignRun, email: &LeasedEmail) -> bool {
+    email_outbox::deliver(&ctx.services, email, ctx.run, ctx.now).await == Delivery::Sent
 }
 
 /// Steps B.3–B.6: project groups (with the shared admin listing), memberships, the account
@@ -175,7 +182,7 @@ async fn grant(
 }
 
 /// Gives the seat back if this run still holds it; otherwise it lapses after 30 min.
-async fn release(ctx: &AssignRun, seat_id: Uuid) {
+pub async fn release(ctx: &AssignRun, seat_id: Uuid) {
     match repo::seats::release(&ctx.services.db, seat_id, ctx.run).await {
         Ok(_) => {}
         Err(err) => {

@@ -51,7 +51,7 @@ pub async fn enrol(
     let course = repo::courses::find_for_share(&mut *tx, ctx.course.id)
         .await
         .map_err(not_saved)?;
-    if !course.is_some_and(|c| c.status == status::ACTIVE) {
+    if course.is_none_or(|c| c.status != status::ACTIVE) {
         return Err(StudentFailure::CourseInactive);
     }
     let seat = repo::seats::find_for_update(&mut *tx, seat_id)
