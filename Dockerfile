@@ -12,11 +12,13 @@ ENV CARGO_TERM_COLOR=never SQLX_OFFLINE=true
 COPY Cargo.toml Cargo.lock ./
 COPY crates/vlab-emulators/Cargo.toml crates/vlab-emulators/Cargo.toml
 COPY crates/vlab-dev/Cargo.toml crates/vlab-dev/Cargo.toml
-RUN mkdir -p src/bin crates/vlab-emulators/src crates/vlab-dev/src \
+COPY crates/vlab-bench/Cargo.toml crates/vlab-bench/Cargo.toml
+RUN mkdir -p src/bin crates/vlab-emulators/src crates/vlab-dev/src crates/vlab-bench/src \
  && echo 'fn main() {}' > src/bin/vlab-courses.rs \
  && echo 'fn main() {}' > src/bin/expire-courses.rs \
  && touch src/lib.rs crates/vlab-emulators/src/lib.rs \
  && echo 'fn main() {}' > crates/vlab-dev/src/main.rs \
+ && echo 'fn main() {}' > crates/vlab-bench/src/main.rs \
  && cargo build --release --locked -p vlab-courses || true
 COPY . .
 # Make sure cargo sees the real sources as newer than the dummy ones.
@@ -37,7 +39,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/vlab-courses /usr/local/bin/vlab-courses
 COPY --from=build /src/target/release/expire-courses /usr/local/bin/expire-courses
 USER 10001:10001
-ENV BIND_ADDR=0.0.0.0:8000 LOG_FORMAT=json
+# Two malloc arenas keep the server's resident memory low under concurrent load (BENCHMARKS.md).
+ENV BIND_ADDR=0.0.0.0:8000 LOG_FORMAT=json MALLOC_ARENA_MAX=2
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/vlab-courses"]

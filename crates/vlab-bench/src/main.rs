@@ -110,6 +110,11 @@ impl MemorySampler {
     fn peak_mib(&self) -> f64 {
         self.peak_kib.load(Ordering::Relaxed) as f64 / 1024.0
     }
+
+    /// The peak since the last call, then starts over.
+    fn take_peak_mib(&self) -> f64 {
+        self.peak_kib.swap(0, Ordering::Relaxed) as f64 / 1024.0
+    }
 }
 
 impl Drop for MemorySampler {
@@ -129,6 +134,12 @@ async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
     let l = latency.as_secs_f64();
     let mut rows = Vec::new();
     let sampler = MemorySampler::start(stack.server_pid());
+    let mut overall_peak: f64 = 0.0;
+    let mut phase_peak = |phase: &str, sampler: &MemorySampler| {
+        let peak = sampler.take_peak_mib();
+        overall_peak = overall_peak.max(peak);
+        eprintln!("peak RSS during {phase}: {peak:.1} MiB");
+    };
 
     // Assign: per student 4 round trips on the critical path (groups, memberships, account,
     // grant), `concurrency` students at once; plus one lab-admin listing.
@@ -141,6 +152,9 @@ async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
         let took = started.elapsed();
         stack.set_latency(Duration::ZERO);
         let after = stack.server_memory().map(|m| m.0).unwrap_or(0.0);
+        if n == 200 {
+            print_call_profile(&api).await;
+        }
         if ok != n {
             bail!("assign {n}: only {ok} students succeeded");
         }
@@ -158,6 +172,7 @@ async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
             ),
             met: Some(took.as_secs_f64() <= target),
         });
+        phase_peak(&format!("assign {n}"), &sampler);
         if n == 1000 {
             rows.push(Row {
                 scenario: "  memory across the 1000-student assign".to_owned(),
@@ -190,9 +205,34 @@ async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
     }
 
     rows.extend(expiry(cli, stack, &api, latency).await?);
+    phase_peak("expiry (set-up and run)", &sampler);
     rows.extend(reads(cli, stack, &api).await?);
+    phase_peak("reads", &sampler);
+    if let Some(pid) = stack.server_pid()
+        && let Ok(rollup) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+    {
+        let wanted = [
+            "Rss:",
+            "Anonymous:",
+            "Shared_Clean:",
+            "Private_Clean:",
+            "Private_Dirty:",
+        ];
+        let parts: Vec<&str> = rollup
+            .lines()
+            .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+            .collect();
+        eprintln!(
+            "server memory at the end: {}",
+            parts
+                .join(" | ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 
-    let peak = sampler.peak_mib();
+    let peak = overall_peak.max(sampler.peak_mib());
     let hwm = stack.server_memory().map(|m| m.1).unwrap_or(0.0);
     rows.push(Row {
         scenario: "peak RSS of the server during the runs".to_owned(),
@@ -326,6 +366,46 @@ async fn reads(cli: &Cli, stack: &Stack, api: &Api<'_>) -> anyhow::Result<Vec<Ro
         });
     }
     Ok(rows)
+}
+
+/// Mean duration per attempt of each outbound operation and of the assign request, from the
+/// server's own /metrics: where the time goes.
+async fn print_call_profile(api: &Api<'_>) {
+    let Ok(response) = api
+        .client
+        .get(format!("{}/metrics", api.stack.api))
+        .send()
+        .await
+    else {
+        return;
+    };
+    let text = response.text().await.unwrap_or_default();
+    let mut sums = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in text.lines() {
+        for (metric, slot) in [
+            ("vlab_external_call_duration_seconds_sum{", 0),
+            ("vlab_external_call_duration_seconds_count{", 1),
+        ] {
+            if let Some(rest) = line.strip_prefix(metric)
+                && let Some((labels, value)) = rest.rsplit_once(' ')
+                && let Ok(v) = value.parse::<f64>()
+            {
+                let entry = sums
+                    .entry(labels.trim_end_matches('}').to_owned())
+                    .or_default();
+                if slot == 0 { entry.0 = v } else { entry.1 = v }
+            }
+        }
+    }
+    eprintln!("outbound calls so far (mean per attempt, as the server saw them):");
+    for (labels, (sum, count)) in sums {
+        if count > 0.0 {
+            eprintln!(
+                "  {labels:<60} {count:>6} calls  {:>7.2} ms",
+                sum / count * 1000.0
+            );
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {

@@ -89,6 +89,11 @@ impl Stack {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        // The allocator setting of the production image (Dockerfile), unless overridden.
+        .chain(std::iter::once((
+            "MALLOC_ARENA_MAX".to_owned(),
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".to_owned()),
+        )))
         .collect();
 
         let server = Command::new(sibling_binary("vlab-courses")?)

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod demo;
+
 use clap::Parser;
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
@@ -51,6 +53,10 @@ struct Cli {
     /// Drop every table of the schema and wipe the state directory first.
     #[arg(long)]
     reset: bool,
+    /// Create demo data: a course lab, an active course with 10 seats, an accepted faculty
+    /// invite.
+    #[arg(long)]
+    seed_demo: bool,
     /// Allow a DATABASE_URL whose host is not localhost.
     #[arg(long)]
     allow_remote_db: bool,
@@ -201,7 +207,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let application = Application::build(config.clone(), pool, listener).await?;
 
     print_banner(&api, &cli, &keycloak, &accounting, &smtp, &config);
-    application.run_until(app::shutdown_signal()).await?;
+    let serving = tokio::spawn(application.run_until(app::shutdown_signal()));
+    if cli.seed_demo {
+        let users = dev_users();
+        match demo::seed(&api, &keycloak, &smtp, users[0].id, users[2].id).await {
+            Ok(Some(d)) => print_demo(&api, &d, &keycloak, &smtp),
+            Ok(None) => println!(
+                "--seed-demo: \"{}\" already exists (use --reset to start over)",
+                demo::LAB_NAME
+            ),
+            Err(err) => eprintln!("--seed-demo failed: {err:#}"),
+        }
+    }
+    serving.await??;
     keycloak.shutdown().await;
     accounting.shutdown().await;
     smtp.shutdown().await;
@@ -320,6 +338,37 @@ fn print_banner(
     println!(
         "Fault injection: curl -X POST {}/_dev/faults -H 'content-type: application/json' -d '{{\"operation\":\"kc_create_group\",\"mode\":\"error\",\"times\":1}}'",
         keycloak.base_url()
+    );
+    println!();
+}
+
+fn print_demo(api: &str, demo: &demo::Demo, keycloak: &KeycloakEmulator, smtp: &SmtpCapture) {
+    let faculty = keycloak.mint_token(dev_users()[2].id, TOKEN_TTL);
+    let student = keycloak.mint_token(dev_users()[3].id, TOKEN_TTL);
+    let mailbox = smtp.http_base_url().unwrap_or_default();
+    println!();
+    println!(
+        "Demo data: lab {} \"{}\", course {} (active, 10 seats); faculty is a lab admin.",
+        demo.lab_id,
+        demo::LAB_NAME,
+        demo.course_id
+    );
+    println!("Next:");
+    println!("  FACULTY={faculty}");
+    println!("  STUDENT={student}");
+    println!("  # 1. assign a student (as faculty)");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $FACULTY\" -H 'content-type: application/json' -d '{{\"students\":[{{\"student_id\":\"stu-001\",\"email\":\"student-1@example.org\"}}]}}' {api}/seats/courses/{}/assign",
+        demo.course_id
+    );
+    println!("  # 2. read the claim link (enrolment_id=...) in the mailbox");
+    println!("  curl -s {mailbox}/messages");
+    println!("  # 3. claim and activate (as student-1)");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $STUDENT\" -H 'content-type: application/json' -d '{{\"enrolment_id\":\"<id from the link>\"}}' {api}/courses/claim"
+    );
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $STUDENT\" {api}/courses/activate-enrolments"
     );
     println!();
 }

@@ -33,6 +33,7 @@ async fn the_dev_stack_starts_and_its_printed_tokens_work() {
         .args(["--accounting-port", &free_port().to_string()])
         .args(["--smtp-port", &free_port().to_string()])
         .args(["--mail-http-port", &free_port().to_string()])
+        .arg("--seed-demo")
         .arg("--state-dir")
         .arg(&state_dir)
         .env("DATABASE_URL", &database_url)
@@ -43,22 +44,41 @@ async fn the_dev_stack_starts_and_its_printed_tokens_work() {
         .spawn()
         .expect("start vlab-dev");
 
-    // Read the banner until the obi-admin token line (the line after the user's row).
+    // Read the banner: each user's token is on the line after its row; then the demo line.
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let read_token = async {
-        let mut after_admin = false;
+    let read_banner = async {
+        let mut tokens = std::collections::HashMap::new();
+        let mut user: Option<String> = None;
         while let Some(line) = lines.next_line().await.expect("read") {
-            if after_admin {
-                return line.trim().to_owned();
+            if let Some(name) = user.take() {
+                tokens.insert(name, line.trim().to_owned());
+                continue;
             }
-            after_admin = line.trim_start().starts_with("obi-admin ");
+            let first = line.split_whitespace().next().unwrap_or_default();
+            if ["obi-admin", "faculty"].contains(&first)
+                && line.starts_with("  ")
+                && !line.contains("Bearer")
+            {
+                user = Some(first.to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("Demo data: lab ") {
+                let course = rest
+                    .split("course ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next());
+                return (
+                    tokens,
+                    course.expect("course id in the demo line").to_owned(),
+                );
+            }
         }
-        panic!("vlab-dev exited without printing tokens");
+        panic!("vlab-dev exited before printing the demo data");
     };
-    let token = tokio::time::timeout(Duration::from_secs(120), read_token)
+    let (tokens, course_id) = tokio::time::timeout(Duration::from_secs(120), read_banner)
         .await
-        .expect("vlab-dev printed its banner in time");
+        .expect("vlab-dev printed its banner and demo data in time");
+    let token = tokens["obi-admin"].clone();
 
     let api = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -79,6 +99,27 @@ async fn the_dev_stack_starts_and_its_printed_tokens_work() {
     assert_eq!(ok.status(), 200);
     let body: serde_json::Value = ok.json().await.expect("json");
     assert_eq!(body["data"][0]["name"], "Open Brain Institute");
+
+    // The demo course is active with 10 seats, and the faculty joined its lab by invite.
+    let course: serde_json::Value = client
+        .get(format!("{api}/courses/{course_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("course")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(course["data"]["status"], "active", "{course}");
+    let seats = client
+        .get(format!("{api}/seats/courses/{course_id}"))
+        .bearer_auth(&tokens["faculty"])
+        .send()
+        .await
+        .expect("seats");
+    assert_eq!(seats.status(), 200);
+    let seats: serde_json::Value = seats.json().await.expect("json");
+    assert_eq!(seats["pagination"]["total_items"], 10);
 
     // Flip one character in the middle of the signature.
     let signature_start = token.rfind('.').expect("a JWT") + 1;
