@@ -153,7 +153,7 @@ pub struct LabListing {
     pub scope: Scope,
     /// Case-insensitive literal substring of the name.
     pub query: Option<String>,
-    pub order: LabOrder,
+    pub order: super::ListOrder,
     pub descending: bool,
     pub page: i64,
     pub page_size: i64,
@@ -166,26 +166,6 @@ pub enum Scope {
     Own,
     /// Not owned by the caller.
     External,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LabOrder {
-    CreatedAt,
-    UpdatedAt,
-    Name,
-    Owner,
-}
-
-impl LabOrder {
-    fn column(self) -> &'static str {
-        match self {
-            LabOrder::CreatedAt => "created_at",
-            LabOrder::UpdatedAt => "updated_at",
-            // Byte order, so the listing does not depend on the database's collation.
-            LabOrder::Name => "name COLLATE \"C\"",
-            LabOrder::Owner => "owner_id",
-        }
-    }
 }
 
 const LISTING_WHERE: &str = "NOT deleted

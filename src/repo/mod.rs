@@ -28,6 +28,37 @@ pub fn like_pattern(needle: &str) -> String {
     escaped
 }
 
+/// The sort key of the lab and project listings (api.md §4.1.2, §4.2.2); ties go by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListOrder {
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    Owner,
+}
+
+impl ListOrder {
+    /// `order_by` as the API names it; `updated_at` when absent.
+    pub fn from_param(value: Option<&str>) -> Self {
+        match value {
+            Some("created_at") => ListOrder::CreatedAt,
+            Some("name") => ListOrder::Name,
+            Some("owner") => ListOrder::Owner,
+            _ => ListOrder::UpdatedAt,
+        }
+    }
+
+    pub fn column(self) -> &'static str {
+        match self {
+            ListOrder::CreatedAt => "created_at",
+            ListOrder::UpdatedAt => "updated_at",
+            // Byte order, so the listing does not depend on the database's collation.
+            ListOrder::Name => "name COLLATE \"C\"",
+            ListOrder::Owner => "owner_id",
+        }
+    }
+}
+
 /// The name of the constraint or index a unique violation hit, if that is what `err` is.
 pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
     match err {

@@ -119,30 +119,10 @@ pub struct ProjectListing {
     pub only: Option<Vec<Uuid>>,
     /// Case-insensitive literal substring of the name or description.
     pub query: Option<String>,
-    pub order: ProjectOrder,
+    pub order: super::ListOrder,
     pub descending: bool,
     pub page: i64,
     pub page_size: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProjectOrder {
-    CreatedAt,
-    UpdatedAt,
-    Name,
-    Owner,
-}
-
-impl ProjectOrder {
-    fn column(self) -> &'static str {
-        match self {
-            ProjectOrder::CreatedAt => "created_at",
-            ProjectOrder::UpdatedAt => "updated_at",
-            // Byte order, so the listing does not depend on the database's collation.
-            ProjectOrder::Name => "name COLLATE \"C\"",
-            ProjectOrder::Owner => "owner_id",
-        }
-    }
 }
 
 const LISTING_WHERE: &str = "virtual_lab_id = $1 AND NOT deleted

@@ -17,7 +17,8 @@ use crate::http::extract::{RawBody, RawQuery};
 use crate::http::fields::{self, Fields};
 use crate::http::gates;
 use crate::http::payloads::VirtualLabDetails;
-use crate::repo::projects::{Project, ProjectListing, ProjectOrder};
+use crate::repo::ListOrder;
+use crate::repo::projects::{Project, ProjectListing};
 use crate::usecases::labs::LabView;
 use crate::usecases::projects::{self, NewProjectRequest};
 
@@ -203,12 +204,7 @@ async fn list(
         vlab_id,
         only: (!caller.groups.is_vlab_admin(vlab_id)).then(|| caller.groups.project_ids(vlab_id)),
         query: search,
-        order: match order_by.as_deref() {
-            Some("created_at") => ProjectOrder::CreatedAt,
-            Some("name") => ProjectOrder::Name,
-            Some("owner") => ProjectOrder::Owner,
-            _ => ProjectOrder::UpdatedAt,
-        },
+        order: ListOrder::from_param(order_by.as_deref()),
         descending: direction.as_deref() != Some("asc"),
         page,
         page_size: page_size.unwrap_or(20),

@@ -17,7 +17,8 @@ use crate::http::extract::{RawBody, RawQuery};
 use crate::http::fields::{self, Fields, Patch};
 use crate::http::gates;
 use crate::http::payloads::{Envelope, VirtualLabDetails};
-use crate::repo::labs::{LabChanges, LabListing, LabOrder, Scope};
+use crate::repo::ListOrder;
+use crate::repo::labs::{LabChanges, LabListing, Scope};
 use crate::usecases::labs::{self, LabExpand, NewLabRequest};
 
 pub fn router() -> Router<AppState> {
@@ -262,12 +263,7 @@ async fn list(
             _ => Scope::All,
         },
         query: search,
-        order: match order_by.as_deref() {
-            Some("created_at") => LabOrder::CreatedAt,
-            Some("name") => LabOrder::Name,
-            Some("owner") => LabOrder::Owner,
-            _ => LabOrder::UpdatedAt,
-        },
+        order: ListOrder::from_param(order_by.as_deref()),
         descending: direction.as_deref() != Some("asc"),
         page,
         page_size: page_size.unwrap_or(20),
