@@ -23,23 +23,6 @@ pub const COLUMNS: &str = "id, course_id, project_id, contact_email, student_id,
 /// The index that allows one claimed, non-dropped enrolment per user and course.
 pub const UNIQUE_CLAIMED_BY_INDEX: &str = "uq_enrolment_course_claimed_by";
 
-/// Whether a non-deleted project of the lab is named exactly `name` (the student-id
-/// pre-check of rules.md §4.10 B.1; the unique index on names is case-sensitive).
-pub async fn project_name_taken(
-    db: impl PgExecutor<'_>,
-    vlab_id: Uuid,
-    name: &str,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM project
-         WHERE virtual_lab_id = $1 AND name = $2 AND NOT deleted)",
-    )
-    .bind(vlab_id)
-    .bind(name)
-    .fetch_one(db)
-    .await
-}
-
 /// Enrolments of the course (dropped ones included) whose student id is one of
 /// `student_ids` or whose e-mail, lower-cased, is one of `lower_emails`:
 /// `(student_id, contact_email)`.

@@ -160,3 +160,19 @@ pub async fn list(
     .await?;
     Ok((rows, total))
 }
+
+/// Which of `names` are already taken by a non-deleted project of the lab (exact,
+/// case-sensitive, like `unique_project_name_for_non_deleted`).
+pub async fn taken_names(
+    db: impl PgExecutor<'_>,
+    vlab_id: Uuid,
+    names: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT name FROM project WHERE virtual_lab_id = $1 AND name = ANY($2) AND NOT deleted",
+    )
+    .bind(vlab_id)
+    .bind(names)
+    .fetch_all(db)
+    .await
+}

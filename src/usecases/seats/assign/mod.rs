@@ -9,6 +9,7 @@ mod reserve;
 mod student;
 mod student_tx;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use uuid::Uuid;
 pub use failure::StudentFailure;
 
 use crate::app::Services;
-use crate::repo::{courses::Course, labs::VirtualLab};
+use crate::repo::{self, courses::Course, labs::VirtualLab};
 use crate::usecases::UseCaseError;
 use admins::LabAdmins;
 
@@ -57,6 +58,9 @@ pub(crate) struct AssignRun {
     run: Uuid,
     now: DateTime<Utc>,
     admins: LabAdmins,
+    /// Student ids already used as project names in the lab (step B.1, read once for the
+    /// whole request); `None` when that read failed.
+    taken_names: Option<HashSet<String>>,
 }
 
 /// Reserves a seat per student, then enrols each. The request-level checks (409s) fail the
@@ -79,6 +83,15 @@ pub async fn assign(
                 services.keycloak.clone(),
                 reservation.lab.admin_group_id.clone(),
             );
+            let names: Vec<String> = students.iter().map(|s| s.student_id.clone()).collect();
+            let taken_names =
+                match repo::projects::taken_names(&services.db, reservation.lab.id, &names).await {
+                    Ok(taken) => Some(taken.into_iter().collect()),
+                    Err(err) => {
+                        tracing::error!(error = %err, "assign: the project-name pre-check failed");
+                        None
+                    }
+                };
             let ctx = Arc::new(AssignRun {
                 services,
                 caller,
@@ -87,6 +100,7 @@ pub async fn assign(
                 run,
                 now,
                 admins,
+                taken_names,
             });
             Ok(lanes::provision_all(ctx, students, reservation.seats).await)
         })

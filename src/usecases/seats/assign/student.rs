@@ -48,19 +48,15 @@ async fn enrol(
     student: &Student,
     seat_id: Uuid,
 ) -> Result<Provisioned, StudentFailure> {
-    match repo::enrolments::project_name_taken(&ctx.services.db, ctx.lab.id, &student.student_id)
-        .await
-    {
-        Ok(false) => {}
-        Ok(true) => {
+    // B.1, read once for the request: no external call for a name that is taken.
+    match &ctx.taken_names {
+        None => return Err(StudentFailure::NotSaved),
+        Some(taken) if taken.contains(&student.student_id) => {
             return Err(StudentFailure::ProjectExists {
                 student_id: student.student_id.clone(),
             });
         }
-        Err(err) => {
-            tracing::error!(seat_id = %seat_id, error = %err, "assign: the project-name pre-check failed");
-            return Err(StudentFailure::NotSaved);
-        }
+        Some(_) => {}
     }
     if ctx.admins.failed() {
         return Err(StudentFailure::LabAdminsUnavailable);
