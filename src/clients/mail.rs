@@ -726,7 +726,12 @@ mod tests {
             part_types(&message)[2..],
             ["text/plain", "text/html", "image/png"]
         );
+        assert_eq!(
+            message.header_raw("X-SES-CONFIGURATION-SET").map(str::trim),
+            Some("main-ses-config")
+        );
         assert!(message.body_text(0).unwrap().contains("Course: Neuro 101"));
+        assert!(message.body_html(0).unwrap().contains("Claim your seat"));
         capture.shutdown().await;
     }
 
