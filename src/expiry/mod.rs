@@ -79,12 +79,15 @@ async fn run_locked(
     summary.expired_courses_found = courses.len() as u64;
     tracing::info!(courses = courses.len(), "expire-courses started");
 
+    // The selection uses one `now`; each course then reads the clock when it starts, because
+    // the drop routine derives its 5-minute leases from the instant it is given, and a long
+    // run must not hand out leases that have already lapsed.
     for course in courses {
-        let outcome = process_course(services, &course, now, &mut summary).await;
+        let outcome = process_course(services, &course, Utc::now(), &mut summary).await;
         summary.courses.push(outcome);
     }
 
-    retry_outboxes(services, now, &mut summary).await;
+    retry_outboxes(services, Utc::now(), &mut summary).await;
     summary.access_removals_failed =
         repo::expiry::failed_access_removals_since(&services.db, started_at).await? as u64;
     summary.settle_status();
