@@ -10,13 +10,14 @@ use chrono::Utc;
 use clap::Parser;
 use serde::Serialize;
 use sqlx::Connection;
-use vlab_courses::app::Services;
+use vlab_courses::app::telemetry::{self, LogTarget};
 use vlab_courses::clients::http::Outbound;
+use vlab_courses::clients::request_context;
 use vlab_courses::config::{Binary, Config};
-use vlab_courses::expiry::summary::{ErrorSummary, JOB, JobStatus, SkippedSummary};
-use vlab_courses::expiry::{self, Run};
-use vlab_courses::telemetry::{self, LogTarget};
-use vlab_courses::{db, request_context};
+use vlab_courses::jobs::expiry::summary::{ErrorSummary, JOB, JobStatus, SkippedSummary};
+use vlab_courses::jobs::expiry::{self, Run};
+use vlab_courses::repo::db;
+use vlab_courses::usecases::Services;
 
 #[derive(Parser)]
 #[command(

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
+use vlab_courses::app::telemetry::{self, LogTarget};
 use vlab_courses::app::{self, Application};
 use vlab_courses::config::{Binary, Config};
-use vlab_courses::telemetry::{self, LogTarget};
-use vlab_courses::{db, http};
+use vlab_courses::http;
+use vlab_courses::repo::db;
 
 #[derive(Parser)]
 #[command(

@@ -26,7 +26,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::ClientError;
-use crate::request_context;
+use crate::clients::request_context;
 
 /// Attempts per logical call, the first one included.
 pub const MAX_ATTEMPTS: u32 = 3;

@@ -8,6 +8,7 @@ pub mod accounting;
 pub mod http;
 pub mod keycloak;
 pub mod mail;
+pub mod request_context;
 pub mod service_token;
 
 use async_trait::async_trait;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::fields::FieldErrors;
-use crate::auth::AuthError;
+use crate::http::auth::AuthError;
 use crate::usecases::UseCaseError;
 
 /// The error codes of api.md §2.3.

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::fields;
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
+use crate::http::state::AppState;
 
 /// Tier AU: any valid token. Records the caller on the request span for the access log.
 impl<S> FromRequestParts<S> for Caller

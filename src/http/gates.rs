@@ -5,8 +5,8 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::fields::parse_uuid;
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
+use crate::http::state::AppState;
 use crate::repo::{self, courses::Course};
 
 /// Tier VA: `/vlab/{id}/admin`.

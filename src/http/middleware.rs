@@ -12,7 +12,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::request_context;
+use crate::clients::request_context;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 

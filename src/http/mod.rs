@@ -1,6 +1,7 @@
 //! The HTTP layer: routes (no SQL, no Keycloak calls), extractors and auth gates, the error
 //! body, the middleware stack and the OpenAPI document.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod fields;
@@ -9,6 +10,7 @@ mod middleware;
 pub mod openapi;
 pub mod payloads;
 pub mod routes;
+pub mod state;
 
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::app::AppState;
+use crate::http::state::AppState;
 pub use error::{ApiError, ErrorCode};
 
 /// Request bodies above this get 413 (README §5.1).

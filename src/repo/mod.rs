@@ -2,15 +2,15 @@
 //! transaction) so the use case decides the transaction boundary.
 
 pub mod courses;
+pub mod db;
 pub mod drops;
+pub mod email_outbox;
+pub mod enrolments;
 pub mod expiry;
 pub mod institutions;
 pub mod invites;
 pub mod labs;
 pub mod projects;
-// ---- seats, enrolments, claim e-mails (issue 5, part A)
-pub mod email_outbox;
-pub mod enrolments;
 pub mod seats;
 
 /// A `LIKE`/`ILIKE` pattern matching `needle` literally as a substring (`%`, `_` and `\`

@@ -7,10 +7,10 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::UseCaseError;
-use crate::app::Services;
 use crate::clients::Email;
 use crate::domain::backoff::backoff;
 use crate::repo::{self, email_outbox::FailureRecorded, email_outbox::LeasedEmail};
+use crate::usecases::Services;
 
 /// How long a lease on an outbox row lasts.
 pub const LEASE: Duration = Duration::minutes(2);

@@ -5,7 +5,7 @@
 //! database are logged by the use case and never reach clients. `crate::http::error` maps each
 //! variant to a status and error code.
 
-use crate::tasks::TaskFailed;
+use crate::usecases::tasks::TaskFailed;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UseCaseError {

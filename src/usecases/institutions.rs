@@ -4,8 +4,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::UseCaseError;
-use crate::app::Services;
 use crate::repo::{self, institutions::Institution};
+use crate::usecases::Services;
 
 /// Get-or-create by exact name: an existing institution is returned unchanged.
 pub async fn create(

@@ -1,6 +1,6 @@
 //! Use cases: one module per use case. Each reads like its flow in spec/rules.md — external
-//! steps with their undo pushed on a [`crate::ledger::Ledger`], then one short transaction —
-//! and returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
+//! steps with their undo pushed on a [`ledger::Ledger`], then one short transaction — and
+//! returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
 
 pub mod courses;
 pub mod drops;
@@ -9,7 +9,12 @@ pub mod error;
 pub mod institutions;
 pub mod invites;
 pub mod labs;
+pub mod ledger;
 pub mod projects;
+pub mod provisioning;
 pub mod seats;
+mod services;
+pub mod tasks;
 
 pub use error::UseCaseError;
+pub use services::Services;

@@ -7,14 +7,14 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::UseCaseError;
-use super::labs::provision::{self, AccountKind};
-use crate::app::Services;
-use crate::auth::Caller;
+use super::provisioning::{self, AccountKind};
+use crate::domain::caller::Caller;
 use crate::domain::groups;
-use crate::ledger::Ledger;
 use crate::repo::labs::VirtualLab;
 use crate::repo::projects::{NewProject, Project, ProjectListing};
 use crate::repo::{self};
+use crate::usecases::Services;
+use crate::usecases::ledger::Ledger;
 
 /// The regular-lab limit of non-deleted projects per owner (api.md §4.2.1).
 pub const MAX_OWNED_PROJECTS: i64 = 20;
@@ -82,7 +82,7 @@ async fn provision_project(
         groups::project_member(lab.id, id),
     ];
     let (created, lab_admins) = futures::join!(
-        provision::create_groups(kc, &mut ledger, names),
+        provisioning::create_groups(kc, &mut ledger, names),
         kc.list_members(&lab.admin_group_id),
     );
     let lab_admins = match lab_admins {
@@ -118,7 +118,7 @@ async fn provision_project(
         return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
     }
 
-    let account = provision::create_account(
+    let account = provisioning::create_account(
         &services.accounting,
         &mut ledger,
         AccountKind::Project { vlab_id: lab.id },

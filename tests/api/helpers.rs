@@ -53,7 +53,7 @@ pub struct TestApp {
     pub config: Config,
     /// The configuration variables the server was started with (reused by `spawn_process`).
     pub vars: HashMap<String, String>,
-    services: vlab_courses::app::Services,
+    services: vlab_courses::usecases::Services,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -172,7 +172,7 @@ impl TestApp {
     }
 
     /// The server's use-case dependencies, to drive worker passes and job steps directly.
-    pub fn services(&self) -> vlab_courses::app::Services {
+    pub fn services(&self) -> vlab_courses::usecases::Services {
         self.services.clone()
     }
 

@@ -13,9 +13,9 @@ mod demo;
 use clap::Parser;
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
+use vlab_courses::app::telemetry::{self, LogTarget};
 use vlab_courses::app::{self, Application};
 use vlab_courses::config::{Binary, Config};
-use vlab_courses::telemetry::{self, LogTarget};
 use vlab_emulators::{
     AccountingEmulator, AccountingOptions, KeycloakEmulator, KeycloakOptions, SmtpCapture,
     SmtpOptions, UserSpec,

@@ -7,11 +7,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ServiceAdmin;
 use crate::http::fields::parse_uuid;
 use crate::http::payloads::{CourseOut, Envelope};
+use crate::http::state::AppState;
 use crate::usecases::courses::void::{VoidSummary, Voided};
 use crate::usecases::courses::{delete as delete_course, void as void_course};
 

@@ -10,11 +10,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::institutions::path_uuid;
-use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery, ServiceAdmin};
 use crate::http::fields::{self, Fields, Patch};
 use crate::http::payloads::{CourseDetailOut, CourseOut, Envelope};
+use crate::http::state::AppState;
 use crate::repo::courses::DraftChanges;
 use crate::usecases::courses::{self, CourseRequest};
 

@@ -10,14 +10,14 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
 use crate::http::extract::RawBody;
 use crate::http::fields::{self, Fields};
 use crate::http::gates;
 use crate::http::payloads::{EnrolmentOut, Envelope};
+use crate::http::state::AppState;
 use crate::usecases::seats::activate::{self, Activation};
 use crate::usecases::seats::claim::{self, Claimed};
 use crate::usecases::seats::enrolments;

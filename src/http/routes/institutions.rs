@@ -6,11 +6,11 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery, ServiceAdmin};
 use crate::http::fields::{self, Fields};
 use crate::http::payloads::{Envelope, InstitutionOut};
+use crate::http::state::AppState;
 use crate::usecases::institutions;
 
 pub fn router() -> Router<AppState> {

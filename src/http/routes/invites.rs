@@ -9,13 +9,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery};
 use crate::http::fields::{self, Fields};
 use crate::http::gates;
 use crate::http::payloads::Envelope;
+use crate::http::state::AppState;
 use crate::usecases::invites;
 
 pub fn router() -> Router<AppState> {

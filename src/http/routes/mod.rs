@@ -13,7 +13,7 @@ pub mod virtual_labs;
 
 use axum::Router;
 
-use crate::app::AppState;
+use crate::http::state::AppState;
 
 /// Every route of api.md, relative to `BASE_PATH`.
 pub fn api_router(base_path: &str) -> Router<AppState> {

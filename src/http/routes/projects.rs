@@ -9,14 +9,14 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::virtual_labs::{Page, both_valid, expand_values};
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery};
 use crate::http::fields::{self, Fields};
 use crate::http::gates;
 use crate::http::payloads::VirtualLabDetails;
+use crate::http::state::AppState;
 use crate::repo::ListOrder;
 use crate::repo::projects::{Project, ProjectListing};
 use crate::usecases::labs::LabView;

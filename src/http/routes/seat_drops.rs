@@ -10,13 +10,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::RawBody;
 use crate::http::fields::{Fields, parse_uuid};
 use crate::http::gates;
 use crate::http::payloads::SeatDropResult;
+use crate::http::state::AppState;
 use crate::usecases::drops::faculty;
 
 /// At most this many seats per request.

@@ -10,8 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::institutions::path_uuid;
-use crate::app::AppState;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery, ServiceAdmin};
 use crate::http::fields::{self, Fields};
@@ -20,6 +19,7 @@ use crate::http::payloads::{
     EnrolmentSummary, Envelope, InstitutionOut, SeatBatchCourseOut, SeatBatchOut,
     SeatBatchSearchResponse, SeatDetailOut, SeatOut,
 };
+use crate::http::state::AppState;
 use crate::repo::seats::SeatSearch;
 use crate::usecases::seats::assign::{self, Student, StudentResult};
 use crate::usecases::seats::batches::{self, BatchSearch};

@@ -11,9 +11,9 @@ use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
-use crate::db;
 use crate::http::openapi;
+use crate::http::state::AppState;
+use crate::repo::db;
 
 pub fn router(base_path: &str) -> Router<AppState> {
     let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs").config(

@@ -8,15 +8,15 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::auth::Caller;
 use crate::clients::KeycloakUser;
+use crate::domain::caller::Caller;
 use crate::domain::datetime;
 use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery};
 use crate::http::fields::{self, Fields, Patch};
 use crate::http::gates;
 use crate::http::payloads::{Envelope, VirtualLabDetails};
+use crate::http::state::AppState;
 use crate::repo::ListOrder;
 use crate::repo::labs::{LabChanges, LabListing, Scope};
 use crate::usecases::labs::{self, LabExpand, NewLabRequest};

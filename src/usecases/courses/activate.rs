@@ -4,10 +4,10 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::domain::course_dates::{self, CourseDates};
 use crate::repo::courses::{Course, status};
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 pub async fn activate(services: &Services, course_id: Uuid) -> Result<Course, UseCaseError> {

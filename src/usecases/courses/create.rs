@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::app::Services;
-use crate::ledger::Ledger;
 use crate::repo::courses::{Course, CreationLock, NewCourse};
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::ledger::Ledger;
 
 /// The body of `POST /courses`.
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, drops::PurgeBlockers};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::drops::{self, DropReason};
 

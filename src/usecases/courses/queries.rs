@@ -2,8 +2,8 @@
 
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, courses::CourseDetail};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 pub async fn get(services: &Services, course_id: Uuid) -> Result<CourseDetail, UseCaseError> {

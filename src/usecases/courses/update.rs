@@ -3,9 +3,9 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::courses::{Course, DraftChanges, status};
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 pub async fn update(

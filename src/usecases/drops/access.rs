@@ -9,10 +9,10 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::UseCaseError;
-use crate::app::Services;
 use crate::clients::ClientError;
 use crate::domain::backoff::backoff;
 use crate::repo::drops::{self, AccessTarget};
+use crate::usecases::Services;
 
 /// What a batch of access removals did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::UseCaseError;
-use crate::app::Services;
 use crate::repo;
+use crate::usecases::Services;
 
 /// Lab deplete once: if `budget_depleted` is false, ACC deplete the lab; on 2xx set
 /// `budget_depleted = true`. `Ok(true)` when the flag is (now) true.

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{DropOutcome, DropReason};
-use crate::app::Services;
 use crate::repo::drops::{self, DEPLETING, NewDrop};
+use crate::usecases::Services;
 
 /// A drop this run now holds the lease of.
 #[derive(Debug, Clone)]

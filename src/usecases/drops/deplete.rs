@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::DropOutcome;
 use super::claim::LeasedDrop;
-use crate::app::Services;
 use crate::repo::drops;
+use crate::usecases::Services;
 
 pub enum Depleted {
     Amount(Decimal),

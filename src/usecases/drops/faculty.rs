@@ -7,8 +7,8 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{DropOutcome, DropReason, drop_enrolments};
-use crate::app::Services;
 use crate::repo::drops::{self, RequestedSeat};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// The result for one requested seat (api.md §3.13 SeatDropResult).

@@ -18,7 +18,7 @@ pub use access::{AccessSweep, access_removal_pass, remove_pending_access};
 pub use budget::deplete_lab_budget;
 
 use super::UseCaseError;
-use crate::app::Services;
+use crate::usecases::Services;
 use claim::Claimed;
 use deplete::Depleted;
 

@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::DropOutcome;
 use super::claim::LeasedDrop;
-use crate::app::Services;
 use crate::domain::recovery::{self, RecoveryInputs};
 use crate::repo::drops;
+use crate::usecases::Services;
 
 /// Pauses before the retries of a failed settlement.
 const RETRY_DELAYS: [Duration; 3] = [

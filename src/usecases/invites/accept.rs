@@ -6,12 +6,12 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::invite_id_of;
-use crate::app::Services;
-use crate::auth::Caller;
 use crate::clients::ClientError;
+use crate::domain::caller::Caller;
 use crate::repo::invites::Invite;
 use crate::repo::labs::VirtualLab;
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// The outcome of an acceptance.

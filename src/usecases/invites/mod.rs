@@ -10,11 +10,11 @@ pub use accept::{Accepted, accept};
 pub use send::send;
 
 use super::UseCaseError;
-use crate::app::Services;
 use crate::domain::invite_token::{self, InviteTokenError};
 use crate::repo::invites::Invite;
 use crate::repo::labs::VirtualLab;
 use crate::repo::{self};
+use crate::usecases::Services;
 
 /// The two lab roles an invite can grant.
 pub const ROLES: &[&str] = &["admin", "member"];

@@ -4,13 +4,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::app::Services;
-use crate::auth::Caller;
 use crate::clients::Email;
+use crate::domain::caller::Caller;
 use crate::domain::invite_token;
 use crate::repo::invites::{Invite, Inviter};
 use crate::repo::labs::VirtualLab;
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// The saved row, and what it held before when it was reopened.

@@ -3,13 +3,13 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::provision::{self, AccountKind};
-use crate::app::Services;
-use crate::auth::Caller;
+use crate::domain::caller::Caller;
 use crate::domain::groups;
-use crate::ledger::Ledger;
 use crate::repo::{self, labs::NewLab, labs::VirtualLab};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::ledger::Ledger;
+use crate::usecases::provisioning::{self, AccountKind};
 
 /// The validated body of `POST /virtual-labs`.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ async fn provision_lab(
 
     let group_names = [groups::lab_admin(id), groups::lab_member(id)];
     let [admin_group_id, member_group_id] =
-        match provision::create_groups(&services.keycloak, &mut ledger, group_names).await {
+        match provisioning::create_groups(&services.keycloak, &mut ledger, group_names).await {
             Ok(ids) => ids,
             Err(_) => return fail(&mut ledger, UseCaseError::LabGroupsFailed).await,
         };
@@ -80,7 +80,7 @@ async fn provision_lab(
         return fail(&mut ledger, UseCaseError::LabOwnerAttachFailed).await;
     }
 
-    let account = provision::create_account(
+    let account = provisioning::create_account(
         &services.accounting,
         &mut ledger,
         AccountKind::VirtualLab,

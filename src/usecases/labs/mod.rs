@@ -1,7 +1,6 @@
 //! Virtual labs (api.md §4.1, rules.md §4.1 and §4.3).
 
 pub mod create;
-pub mod provision;
 pub mod view;
 
 pub use create::{NewLabRequest, create};

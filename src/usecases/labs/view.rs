@@ -4,11 +4,11 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::clients::KeycloakUser;
 use crate::repo::courses::Course;
 use crate::repo::labs::{LabChanges, LabListing, VirtualLab};
 use crate::repo::{self};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// A lab with what its payloads show besides its own columns.

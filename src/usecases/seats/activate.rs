@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, courses::status, enrolments::ActivationCandidate};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// Why one enrolment was not activated (api.md §4.5.9 per-item errors).

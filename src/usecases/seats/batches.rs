@@ -3,10 +3,10 @@
 
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{
     self, institutions::Institution, seats::BatchCourse, seats::Seat, seats::SeatSearch,
 };
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// Seats grouped by `batch_id`, with the header of api.md §3.12.

@@ -3,8 +3,8 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, courses::status, enrolments::ClaimCourse, enrolments::Enrolment};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// The claimed enrolment and the course part of the response.

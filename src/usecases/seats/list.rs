@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, enrolments::Enrolment, seats::Seat};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// Seats by `created_at`, then id, each with the enrolment it points to.

@@ -3,8 +3,8 @@
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, courses::status, seats::NewBatch, seats::Seat};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// Inserts `n` seats of one new batch into the active course; returns them by id.

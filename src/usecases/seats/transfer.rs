@@ -4,8 +4,8 @@
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::app::Services;
 use crate::repo::{self, courses::Course, courses::status, seats::Seat};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// How many seats to move.

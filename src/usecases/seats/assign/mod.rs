@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 pub use failure::StudentFailure;
 
-use crate::app::Services;
 use crate::repo::{self, courses::Course, labs::VirtualLab};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use admins::LabAdmins;
 

@@ -5,9 +5,9 @@ use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
 use super::Student;
-use crate::app::Services;
 use crate::repo::seats::SeatReservation;
 use crate::repo::{self, courses::Course, courses::status, labs::VirtualLab};
+use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// How long a reservation holds a seat.

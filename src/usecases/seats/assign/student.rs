@@ -7,11 +7,11 @@ use uuid::Uuid;
 use super::student_tx::{self, ProjectGroups};
 use super::{AssignRun, Student, StudentFailure};
 use crate::domain::groups;
-use crate::ledger::Ledger;
 use crate::repo;
 use crate::repo::email_outbox::LeasedEmail;
 use crate::usecases::email_outbox::{self, Delivery};
-use crate::usecases::labs::provision::{AccountKind, create_account, create_groups};
+use crate::usecases::ledger::Ledger;
+use crate::usecases::provisioning::{AccountKind, create_account, create_groups};
 
 /// A committed student whose claim e-mail still awaits its first attempt.
 #[derive(Debug, Clone)]

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::AuthError;
-use super::groups::parse_uuid;
+use crate::domain::roles::parse_uuid;
 
 /// Clock-skew allowance for `exp` and `nbf`.
 pub(crate) const LEEWAY_SECONDS: u64 = 60;

@@ -64,27 +64,21 @@ pub const INVITATION_SUBJECT: &str = "Invitation to OBI virtual lab";
 const INVITATION_ORIGIN: &str = "virtual lab";
 
 /// The inline logo, referred to as `cid:logo` by the HTML templates.
-const LOGO_PNG: &[u8] = include_bytes!("../assets/logo.png");
+const LOGO_PNG: &[u8] = include_bytes!("assets/logo.png");
 const LOGO_CONTENT_ID: &str = "logo";
 const LOGO_FILENAME: &str = "logo.png";
 
 const TEMPLATES: [(&str, &str); 4] = [
     (
         "course_enrolment_claim.txt",
-        include_str!("../templates/course_enrolment_claim.txt"),
+        include_str!("templates/course_enrolment_claim.txt"),
     ),
     (
         "course_enrolment_claim.html",
-        include_str!("../templates/course_enrolment_claim.html"),
+        include_str!("templates/course_enrolment_claim.html"),
     ),
-    (
-        "invitation.txt",
-        include_str!("../templates/invitation.txt"),
-    ),
-    (
-        "invitation.html",
-        include_str!("../templates/invitation.html"),
-    ),
+    ("invitation.txt", include_str!("templates/invitation.txt")),
+    ("invitation.html", include_str!("templates/invitation.html")),
 ];
 
 /// The template environment, built once. A template syntax error is kept and reported by every

@@ -9,8 +9,8 @@ pub mod summary;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use crate::app::Services;
 use crate::repo::{self, expiry::ExpiringCourse};
+use crate::usecases::Services;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use summary::{CourseSummary, RunSummary};

@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::app::Services;
-use crate::request_context;
+use crate::clients::request_context;
+use crate::usecases::Services;
 use crate::usecases::{drops, email_outbox};
 
 /// Rows of each kind leased per pass.

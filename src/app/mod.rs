@@ -3,85 +3,23 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::auth::{AuthConfig, Authenticator};
-use crate::clients::accounting::AccountingClient;
 use crate::clients::http::Outbound;
-use crate::clients::keycloak::KeycloakClient;
-use crate::clients::mail::SmtpMailer;
-use crate::clients::service_token::ServiceToken;
-use crate::clients::{Accounting, KeycloakAdmin, Mailer};
 use crate::config::Config;
-use crate::db;
-use crate::tasks::UseCaseTasks;
+use crate::http::auth::{AuthConfig, Authenticator};
+use crate::http::state::{AppState, Readiness};
+use crate::repo::db;
+use crate::usecases::Services;
+
+pub mod metrics;
+pub mod telemetry;
 
 /// How long shutdown waits for in-flight requests and use-case tasks.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Everything a use case needs: configuration, database and the outbound clients.
-#[derive(Clone)]
-pub struct Services {
-    pub config: Arc<Config>,
-    pub db: PgPool,
-    pub keycloak: Arc<dyn KeycloakAdmin>,
-    pub accounting: Arc<dyn Accounting>,
-    pub mailer: Arc<dyn Mailer>,
-    pub tasks: UseCaseTasks,
-}
-
-impl Services {
-    /// Builds the real clients from the configuration.
-    pub fn new(config: Arc<Config>, db: PgPool, outbound: &Outbound) -> anyhow::Result<Self> {
-        let token = ServiceToken::new(outbound.clone(), &config.external);
-        let keycloak = KeycloakClient::new(outbound.clone(), token.clone(), &config.external);
-        let accounting = AccountingClient::new(outbound.clone(), token, &config.external);
-        let mailer = SmtpMailer::new(&config.mail, config.external.http_timeout)?;
-        Ok(Self {
-            config,
-            db,
-            keycloak: Arc::new(keycloak),
-            accounting: Arc::new(accounting),
-            mailer: Arc::new(mailer),
-            tasks: UseCaseTasks::new(),
-        })
-    }
-}
-
-/// Whether `/ready` may answer 200.
-#[derive(Debug, Default)]
-pub struct Readiness {
-    shutting_down: AtomicBool,
-}
-
-impl Readiness {
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-}
-
-/// The state shared by every request handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub services: Services,
-    pub auth: Arc<Authenticator>,
-    pub readiness: Arc<Readiness>,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-}
-
-impl AppState {
-    pub fn config(&self) -> &Config {
-        &self.services.config
-    }
-}
 
 /// A built server, bound but not yet serving.
 pub struct Application {
@@ -108,7 +46,7 @@ impl Application {
             services,
             auth,
             readiness: Arc::new(Readiness::default()),
-            metrics: crate::metrics::handle(),
+            metrics: metrics::handle(),
         };
         Ok(Application { listener, state })
     }
@@ -135,7 +73,7 @@ impl Application {
         let readiness = state.readiness.clone();
         let tasks = state.services.tasks.clone();
         let stop_worker = tokio_util::sync::CancellationToken::new();
-        let worker = crate::worker::spawn(state.services.clone(), stop_worker.clone());
+        let worker = crate::jobs::worker::spawn(state.services.clone(), stop_worker.clone());
         let app = crate::http::app(state.clone());
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

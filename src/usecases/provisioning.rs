@@ -1,5 +1,5 @@
-//! External steps shared by lab and project creation, each registered on the ledger as
-//! rules.md §3 asks: group and account creations have an uncertain outcome, so their undo is
+//! External steps shared by lab, project and student-project creation, each registered on the
+//! ledger as rules.md §3 asks: group and account creations have an uncertain outcome, so their undo is
 //! pushed *before* the call. An account creation's undo is discarded after a definite
 //! failure; a group creation's undo never is: group creation is retried after a timeout, so a
 //! final error answer does not prove that an earlier attempt did not create the group, and
@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 use crate::clients::{Accounting, ClientError, KeycloakAdmin};
-use crate::ledger::Ledger;
+use crate::usecases::ledger::Ledger;
 
 /// Creates these top-level groups concurrently, each with its own undo (so one group is never
 /// orphaned when another fails). Returns the ids in the order of `names`, or the first failure.

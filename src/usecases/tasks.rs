@@ -7,7 +7,7 @@ use std::future::Future;
 
 use tokio_util::task::TaskTracker;
 
-use crate::request_context;
+use crate::clients::request_context;
 
 /// The tracker of every detached use-case task of this process.
 #[derive(Clone, Default)]
@@ -68,7 +68,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ledger::Ledger;
+    use crate::usecases::ledger::Ledger;
 
     /// The disconnect case: the handler future is dropped midway (as axum does when the client
     /// goes away), yet the use case fails later and its compensation still runs.

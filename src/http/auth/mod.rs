@@ -7,7 +7,6 @@
 //! token for `AUTH_GROUPS_CACHE_SECONDS`. Tokens are never logged; the cache is keyed by their
 //! SHA-256.
 
-mod groups;
 mod groups_cache;
 mod jwks;
 mod verify;
@@ -19,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Validation;
-use uuid::Uuid;
 
-pub use groups::Groups;
+pub use crate::domain::caller::{Caller, TokenKey};
+pub use crate::domain::roles::Groups;
 
 use crate::clients::http::{self, Call, Outbound, RetryPolicy, Service};
-use groups_cache::{GroupsCache, TokenKey};
+use groups_cache::GroupsCache;
 use jwks::Jwks;
 
 /// What authentication needs from the configuration.
@@ -97,43 +96,6 @@ pub enum AuthError {
     IdentityProviderUnavailable,
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub sub: Uuid,
-    pub email: String,
-    pub preferred_username: String,
-    pub name: Option<String>,
-    pub groups: Arc<Groups>,
-    /// The groups-cache key of the token that authenticated this caller.
-    token_key: Option<TokenKey>,
-}
-
-impl Caller {
-    /// A caller not tied to a token (tests, jobs). [`Authenticator::forget_groups`] ignores it.
-    pub fn new(
-        sub: Uuid,
-        email: String,
-        preferred_username: String,
-        name: Option<String>,
-        groups: Groups,
-    ) -> Self {
-        Self {
-            sub,
-            email,
-            preferred_username,
-            name,
-            groups: Arc::new(groups),
-            token_key: None,
-        }
-    }
-
-    /// `name`, else `preferred_username`.
-    pub fn display_name(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.preferred_username)
-    }
-}
-
 const USERINFO: Call = Call {
     service: Service::Keycloak,
     operation: "kc_userinfo",
@@ -187,20 +149,20 @@ impl Authenticator {
             }
         };
         tracing::debug!(sub = %identity.sub, sid = ?identity.sid, "caller authenticated");
-        Ok(Caller {
-            sub: identity.sub,
-            email: identity.email,
-            preferred_username: identity.preferred_username,
-            name: identity.name,
+        Ok(Caller::authenticated(
+            identity.sub,
+            identity.email,
+            identity.preferred_username,
+            identity.name,
             groups,
-            token_key: Some(token_key),
-        })
+            token_key,
+        ))
     }
 
     /// Drops the cached groups of the caller's token, after the service changed the caller's
     /// own memberships (integrations.md §2.3). Other replicas are not told.
     pub fn forget_groups(&self, caller: &Caller) {
-        if let Some(key) = &caller.token_key {
+        if let Some(key) = caller.token_key() {
             self.groups.remove(key);
         }
     }
