@@ -2,8 +2,6 @@
 //! §4.5.5), with their exact public messages. Dates may lie in the past; only their presence,
 //! their order and the drop window are checked.
 
-use std::fmt;
-
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::datetime::format;
@@ -17,61 +15,36 @@ pub struct CourseDates {
 }
 
 /// Why the dates do not allow activation. `Display` is the public message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActivationDateError {
     /// Names of the unset fields, in the order `start_date, end_date, last_drop_date`.
+    #[error("Cannot activate: the following fields are not set: {}", .0.join(", "))]
     MissingFields(Vec<&'static str>),
     /// `start_date < last_drop_date < end_date` does not hold strictly.
+    #[error(
+        "Cannot activate: dates must satisfy start_date < last_drop_date < end_date, got {} / {} / {}",
+        format(start),
+        format(last_drop),
+        format(end)
+    )]
     NotInOrder {
         start: DateTime<Utc>,
         last_drop: DateTime<Utc>,
         end: DateTime<Utc>,
     },
     /// `last_drop_date > start_date + window_days`.
+    #[error(
+        "Cannot activate: last_drop_date must be within {} of start_date, got {} but max allowed is {}",
+        drop_window_text(*window_days),
+        format(last_drop),
+        format(max)
+    )]
     DropWindowExceeded {
         window_days: u32,
         last_drop: DateTime<Utc>,
         max: DateTime<Utc>,
     },
 }
-
-impl fmt::Display for ActivationDateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::MissingFields(fields) => write!(
-                f,
-                "Cannot activate: the following fields are not set: {}",
-                fields.join(", ")
-            ),
-            Self::NotInOrder {
-                start,
-                last_drop,
-                end,
-            } => write!(
-                f,
-                "Cannot activate: dates must satisfy start_date < last_drop_date < end_date, \
-                 got {} / {} / {}",
-                format(start),
-                format(last_drop),
-                format(end)
-            ),
-            Self::DropWindowExceeded {
-                window_days,
-                last_drop,
-                max,
-            } => write!(
-                f,
-                "Cannot activate: last_drop_date must be within {} of start_date, got {} but \
-                 max allowed is {}",
-                drop_window_text(*window_days),
-                format(last_drop),
-                format(max)
-            ),
-        }
-    }
-}
-
-impl std::error::Error for ActivationDateError {}
 
 /// Checks (b) all dates set, (c) strict order, (d) `last_drop ≤ start + window_days` (the
 /// edge itself is allowed), in that order.

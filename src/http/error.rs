@@ -13,26 +13,8 @@ use serde_json::{Map, Value};
 use super::fields::FieldErrors;
 use crate::http::auth::AuthError;
 use crate::usecases::UseCaseError;
-
-/// The error codes of api.md §2.3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    AuthorizationError,
-    NotAllowedOp,
-    ForbiddenOperation,
-    EntityNotFound,
-    EntityAlreadyExists,
-    EntityAlreadyUpdated,
-    InvalidRequest,
-    InvalidParameter,
-    TokenExpired,
-    DataConflict,
-    LimitExceeded,
-    ExternalServiceError,
-    DatabaseError,
-    ServerError,
-}
+use crate::usecases::error::Chain;
+pub use crate::usecases::error::ErrorCode;
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq)]
@@ -233,123 +215,22 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// The one place where use-case errors become HTTP answers (status, code, context).
+/// The one place where use-case errors become HTTP answers: the error's own [`Answer`]
+/// (status, code, shown context) with its public message. Unexpected causes are logged with
+/// their whole chain and never shown.
+///
+/// [`Answer`]: crate::usecases::error::Answer
 impl From<UseCaseError> for ApiError {
     fn from(err: UseCaseError) -> Self {
-        use ErrorCode as C;
-        use StatusCode as S;
-        let message = err.to_string();
-        let plain = |status, code| ApiError::new(status, code, message.clone());
-        match &err {
-            UseCaseError::InstitutionNotFound => plain(S::NOT_FOUND, C::EntityNotFound),
-            UseCaseError::NoFieldsToUpdate => plain(S::BAD_REQUEST, C::InvalidRequest),
-            UseCaseError::InstitutionNameTaken => plain(S::CONFLICT, C::EntityAlreadyExists),
-            // ---- virtual labs, projects, invites (issue 3)
-            UseCaseError::CourseLabNotAllowed => plain(S::FORBIDDEN, C::NotAllowedOp),
-            UseCaseError::AlreadyOwnsLab { owner_id } => plain(S::FORBIDDEN, C::ForbiddenOperation)
-                .with_context([("owner_id", owner_id.to_string())]),
-            UseCaseError::LabNameTaken { name } | UseCaseError::LabNameRace { name } => {
-                plain(S::CONFLICT, C::EntityAlreadyExists).with_context([("name", name.clone())])
-            }
-            UseCaseError::LabGroupsFailed
-            | UseCaseError::LabOwnerAttachFailed
-            | UseCaseError::LabAccountFailed
-            | UseCaseError::UserDetailsUnavailable
-            | UseCaseError::ProjectAccountFailed
-            | UseCaseError::InviteAttachFailed => plain(S::BAD_GATEWAY, C::ExternalServiceError),
-            UseCaseError::LabNotSaved | UseCaseError::ProjectNotSaved => {
-                plain(S::BAD_REQUEST, C::DatabaseError)
-            }
-            UseCaseError::LabNotFound => plain(S::NOT_FOUND, C::DatabaseError),
-            UseCaseError::LabRenameTaken => plain(S::CONFLICT, C::EntityAlreadyExists),
-            UseCaseError::LabHasActiveCourse => plain(S::CONFLICT, C::ForbiddenOperation),
-            UseCaseError::ProjectLabNotFound => plain(S::BAD_REQUEST, C::EntityNotFound),
-            UseCaseError::ProjectNameTaken | UseCaseError::ProjectNameRace => {
-                plain(S::BAD_REQUEST, C::EntityAlreadyExists)
-            }
-            UseCaseError::ProjectLimitReached => plain(S::BAD_REQUEST, C::LimitExceeded),
-            UseCaseError::ProjectGroupsFailed => plain(S::BAD_REQUEST, C::ExternalServiceError),
-            UseCaseError::ProjectNotFound | UseCaseError::InviteNotFound => {
-                plain(S::NOT_FOUND, C::EntityNotFound)
-            }
-            UseCaseError::InviteEmailFailed { .. } => {
-                plain(S::INTERNAL_SERVER_ERROR, C::ExternalServiceError)
-            }
-            UseCaseError::InviteNotSaved => plain(S::INTERNAL_SERVER_ERROR, C::DatabaseError),
-            UseCaseError::InviteTokenInvalid => plain(S::BAD_REQUEST, C::InvalidParameter)
-                .with_details("Invitation token is malformed"),
-            UseCaseError::InviteTokenExpired => {
-                plain(S::BAD_REQUEST, C::TokenExpired).with_details("Ask for a new invitation")
-            }
-            UseCaseError::InviteLinkNotFound => plain(S::NOT_FOUND, C::InvalidRequest)
-                .with_details("The invite link is either malformed or the invite is deleted"),
-            UseCaseError::InviteeOwnsLab => {
-                plain(S::BAD_REQUEST, C::DataConflict).with_details("Invitation is forbidden")
-            }
-            UseCaseError::InviteAlreadyAccepted => {
-                plain(S::UNPROCESSABLE_ENTITY, C::EntityAlreadyUpdated)
-            }
-
-            // ---- courses (issue 4)
-            UseCaseError::CourseNotFound(_)
-            | UseCaseError::CourseLabNotFound(_)
-            | UseCaseError::TemplateProjectNotFound { .. }
-            | UseCaseError::CourseInstitutionNotFound(_) => plain(S::NOT_FOUND, C::EntityNotFound),
-            UseCaseError::CourseNotDraft | UseCaseError::CourseDatesInvalid(_) => {
-                plain(S::CONFLICT, C::NotAllowedOp)
-            }
-            UseCaseError::NotACourseLab => plain(S::FORBIDDEN, C::NotAllowedOp),
-            UseCaseError::CourseConflict => plain(S::CONFLICT, C::EntityAlreadyExists),
-            UseCaseError::TemplateFundingFailed(_) => {
-                plain(S::BAD_GATEWAY, C::ExternalServiceError)
-            }
-            UseCaseError::CourseNotSaved => plain(S::INTERNAL_SERVER_ERROR, C::DatabaseError),
-
-            // ---- seats, enrolments, drops (issue 5)
-            // ---- seats, assignment, claim, activation (issue 5 part A)
-            UseCaseError::ProvisionCourseNotFound(_)
-            | UseCaseError::SeatBatchNotFound(_)
-            | UseCaseError::NoSeatBatchesFound
-            | UseCaseError::TransferCoursesNotFound
-            | UseCaseError::EnrolmentNotFound => plain(S::NOT_FOUND, C::EntityNotFound),
-            UseCaseError::ProvisionCourseNotActive { .. }
-            | UseCaseError::TransferInstitutionMismatch
-            | UseCaseError::TransferCoursesNotActive
-            | UseCaseError::TransferSourceInDropWindow
-            | UseCaseError::TransferTargetPastDropDate
-            | UseCaseError::TransferNotEnoughSeats { .. }
-            | UseCaseError::NoTransferableSeats
-            | UseCaseError::AssignCourseNotActive { .. }
-            | UseCaseError::AssignAfterLastDropDate
-            | UseCaseError::AssignLabDeleted
-            | UseCaseError::EnrolmentDropped
-            | UseCaseError::EnrolmentAlreadyClaimed
-            | UseCaseError::ClaimCourseNotActive { .. }
-            | UseCaseError::ClaimCourseEnded
-            | UseCaseError::ClaimedAnotherEnrolment => plain(S::CONFLICT, C::InvalidRequest),
-            UseCaseError::StudentsAlreadyEnrolled { .. } => {
-                plain(S::CONFLICT, C::EntityAlreadyExists)
-            }
-            UseCaseError::NotEnoughSeats { .. } => plain(S::CONFLICT, C::EntityNotFound),
-
-            // ---- drops, void, delete (issue 5 part B)
-            UseCaseError::ActiveCourseNotDeletable => plain(S::CONFLICT, C::ForbiddenOperation),
-            UseCaseError::DeleteDropsFailed { .. }
-            | UseCaseError::DeleteAccessPending { .. }
-            | UseCaseError::DeleteBudgetNotDepleted(_) => {
-                plain(S::BAD_GATEWAY, C::ExternalServiceError)
-            }
-
-            // ---- any use case
-            UseCaseError::Database(cause) => {
-                tracing::error!(error = %cause, "database error");
-                ApiError::database()
-            }
-            UseCaseError::Internal(cause) => {
-                tracing::error!(error = %format!("{cause:#}"), "unexpected error");
-                ApiError::internal()
-            }
+        let answer = err.answer();
+        if err.is_unexpected() {
+            tracing::error!(error = %Chain(&err), "request failed");
         }
+        let mut api = ApiError::new(answer.status, answer.code, err.to_string());
+        if let Some(details) = answer.details {
+            api = api.with_details(details);
+        }
+        api.with_context(answer.context)
     }
 }
 

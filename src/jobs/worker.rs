@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::clients::request_context;
 use crate::usecases::Services;
+use crate::usecases::error::Chain;
 use crate::usecases::{drops, email_outbox};
 
 /// Rows of each kind leased per pass.
@@ -46,7 +47,7 @@ pub async fn run_pass(services: &Services) {
                 "access removals retried"
             ),
             Ok(_) => {}
-            Err(err) => tracing::error!(error = %err, "access-removal pass failed"),
+            Err(err) => tracing::error!(error = %Chain(&err), "access-removal pass failed"),
         }
         match email_outbox::run_pass(services, now, BATCH).await {
             Ok(summary) if summary.sent + summary.failed + summary.cancelled > 0 => tracing::info!(
@@ -57,7 +58,7 @@ pub async fn run_pass(services: &Services) {
                 "claim e-mails retried"
             ),
             Ok(_) => {}
-            Err(err) => tracing::error!(error = %err, "e-mail outbox pass failed"),
+            Err(err) => tracing::error!(error = %Chain(&err), "e-mail outbox pass failed"),
         }
     })
     .await;

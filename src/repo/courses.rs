@@ -5,6 +5,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
 use uuid::Uuid;
 
+/// The unique index that gives a lab at most one course.
+pub const UNIQUE_LAB_INDEX: &str = "ix_course_virtual_lab_id";
+/// The unique index that gives a template project at most one course.
+pub const UNIQUE_TEMPLATE_INDEX: &str = "ix_course_template_project_id";
+
 /// The values of `course.status`.
 pub mod status {
     pub const DRAFT: &str = "draft";

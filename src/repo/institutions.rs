@@ -6,6 +6,9 @@ use uuid::Uuid;
 
 use super::like_pattern;
 
+/// The name of the unique index on `institution.name`.
+pub const UNIQUE_NAME_INDEX: &str = "ix_institution_name";
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Institution {
     pub id: Uuid,

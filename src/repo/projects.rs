@@ -6,6 +6,9 @@ use uuid::Uuid;
 
 use super::like_pattern;
 
+/// The name of the unique index on `(virtual_lab_id, name)` among non-deleted projects.
+pub const UNIQUE_NAME_INDEX: &str = "unique_project_name_for_non_deleted";
+
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Project {
     pub id: Uuid,

@@ -1,177 +1,97 @@
-//! The one error type of the use-case layer.
+//! The one error type of the use-case layer, and how each error is answered.
 //!
-//! Each variant has a fixed public message (its `Display`, as api.md words it) and carries only
-//! the context api.md allows to be shown; causes from Keycloak, accounting, SMTP or the
-//! database are logged by the use case and never reach clients. `crate::http::error` maps each
-//! variant to a status and error code.
+//! Each feature has its own error enum next to its use cases (`LabError`, `CourseError`, …);
+//! every variant has a fixed public message (its `Display`, as api.md words it) and, right below
+//! the enum, its status, error code and the context api.md lets clients see (an [`Answer`]).
+//! Causes from Keycloak, accounting, SMTP or the database are logged, never shown. The HTTP layer
+//! renders an [`Answer`] as the error body in one place.
 
-use crate::usecases::tasks::TaskFailed;
+use std::error::Error as StdError;
+use std::fmt;
+
+pub use http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::courses::CourseError;
+use super::institutions::InstitutionError;
+use super::invites::InviteError;
+use super::labs::LabError;
+use super::projects::ProjectError;
+use super::seats::{AssignError, ClaimError, SeatError};
+use super::tasks::TaskFailed;
+
+/// The error codes of api.md §2.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    AuthorizationError,
+    NotAllowedOp,
+    ForbiddenOperation,
+    EntityNotFound,
+    EntityAlreadyExists,
+    EntityAlreadyUpdated,
+    InvalidRequest,
+    InvalidParameter,
+    TokenExpired,
+    DataConflict,
+    LimitExceeded,
+    ExternalServiceError,
+    DatabaseError,
+    ServerError,
+}
+
+/// How an error is answered: status, code and the context clients may see (api.md §2 and the
+/// error translation of rules.md §3). The message is the error's `Display`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    /// A fixed `details` text given by api.md.
+    pub details: Option<&'static str>,
+    /// Whitelisted context, shown as `details = "k=v, …"` and `data = {k: v}`.
+    pub context: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    pub fn new(status: StatusCode, code: ErrorCode) -> Self {
+        Self {
+            status,
+            code,
+            details: None,
+            context: Vec::new(),
+        }
+    }
+
+    pub fn details(mut self, details: &'static str) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn context(mut self, key: &'static str, value: impl ToString) -> Self {
+        self.context.push((key, value.to_string()));
+        self
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum UseCaseError {
-    // ---- institutions
-    #[error("Institution not found")]
-    InstitutionNotFound,
-    #[error("No fields to update")]
-    NoFieldsToUpdate,
-    #[error("Another institution with the same name already exists")]
-    InstitutionNameTaken,
-
-    // ---- virtual labs, projects, invites (issue 3)
-    #[error("Only service administrators can create course virtual labs.")]
-    CourseLabNotAllowed,
-    #[error("The user already owns a virtual lab and cannot create another.")]
-    AlreadyOwnsLab { owner_id: uuid::Uuid },
-    #[error("A virtual lab with this name already exists.")]
-    LabNameTaken { name: String },
-    #[error("A virtual lab with this name was created concurrently.")]
-    LabNameRace { name: String },
-    #[error("Failed to create the admin/member groups in the auth provider.")]
-    LabGroupsFailed,
-    #[error("Failed to attach the owner to the admin group.")]
-    LabOwnerAttachFailed,
-    #[error("Failed to create the accounting account for the virtual lab.")]
-    LabAccountFailed,
-    #[error("The virtual lab could not be saved to the database.")]
-    LabNotSaved,
-    #[error("No virtual lab with this id found")]
-    LabNotFound,
-    #[error("Another virtual lab with same name already exists")]
-    LabRenameTaken,
-    #[error("A virtual lab with an active course cannot be deleted. Void the course first.")]
-    LabHasActiveCourse,
-    #[error("Could not load user details from the identity provider.")]
-    UserDetailsUnavailable,
-    #[error("Virtual lab not found")]
-    ProjectLabNotFound,
-    #[error("Another project with the same name already exists")]
-    ProjectNameTaken,
-    #[error("You have reached the maximum limit of 20 projects")]
-    ProjectLimitReached,
-    #[error("KC Group creation/attaching failed")]
-    ProjectGroupsFailed,
-    #[error("Project account creation failed")]
-    ProjectAccountFailed,
-    #[error("Project already exists")]
-    ProjectNameRace,
-    #[error("Project creation failed")]
-    ProjectNotSaved,
-    #[error("Project not found")]
-    ProjectNotFound,
-    #[error(
-        "There was an error while emailing virtual lab invite to {email}. Please try sending the invite again."
-    )]
-    InviteEmailFailed { email: String },
-    #[error("Invite to user could not be sent due to an error in database.")]
-    InviteNotSaved,
-    #[error("Invite Token is not valid")]
-    InviteTokenInvalid,
-    #[error("Invite Token has expired")]
-    InviteTokenExpired,
-    #[error("No invite was found for this link")]
-    InviteLinkNotFound,
-    #[error("Inviter user is the same as invitee user")]
-    InviteeOwnsLab,
-    #[error("Could not attach user to group")]
-    InviteAttachFailed,
-    #[error("Invite not found")]
-    InviteNotFound,
-    #[error("Invite has already been accepted")]
-    InviteAlreadyAccepted,
-
-    // ---- courses (issue 4)
-    #[error("Course {0} not found")]
-    CourseNotFound(uuid::Uuid),
-    #[error("Only draft courses can be modified")]
-    CourseNotDraft,
-    /// One of the activation date rules (its `Display` is the public message).
-    #[error("{0}")]
-    CourseDatesInvalid(crate::domain::course_dates::ActivationDateError),
-    #[error("Virtual lab {0} not found")]
-    CourseLabNotFound(uuid::Uuid),
-    #[error("Virtual lab is not a course lab")]
-    NotACourseLab,
-    #[error("Project {project_id} not found in virtual lab {vlab_id}")]
-    TemplateProjectNotFound {
-        project_id: uuid::Uuid,
-        vlab_id: uuid::Uuid,
-    },
-    #[error("Institution {0} not found")]
-    CourseInstitutionNotFound(uuid::Uuid),
-    #[error("Course creation failed due to a conflict (virtual lab may already have a course)")]
-    CourseConflict,
-    #[error("Failed to fund the template project {0}")]
-    TemplateFundingFailed(uuid::Uuid),
-    #[error("Course creation failed")]
-    CourseNotSaved,
-
-    // ---- seats, enrolments, drops (issue 5)
-    // ---- seats, assignment, claim, activation (issue 5 part A)
-    #[error("Course {0} not found. Cannot provision seats without a valid course.")]
-    ProvisionCourseNotFound(uuid::Uuid),
-    #[error(
-        "Course {course_id} is in '{status}' status. Seats can only be provisioned for active courses."
-    )]
-    ProvisionCourseNotActive {
-        course_id: uuid::Uuid,
-        status: String,
-    },
-    #[error("Seat batch {0} not found")]
-    SeatBatchNotFound(uuid::Uuid),
-    #[error("No seat batches found matching the given filters")]
-    NoSeatBatchesFound,
-    #[error("One or both courses were not found")]
-    TransferCoursesNotFound,
-    #[error("Both courses must belong to the same institution")]
-    TransferInstitutionMismatch,
-    #[error("Both courses must be active")]
-    TransferCoursesNotActive,
-    #[error("Source course must be past its last drop date")]
-    TransferSourceInDropWindow,
-    #[error("Target course must be before its last drop date")]
-    TransferTargetPastDropDate,
-    #[error("Requested {requested} seats but only {available} available")]
-    TransferNotEnoughSeats { requested: i64, available: usize },
-    #[error("No transferable seats available")]
-    NoTransferableSeats,
-    #[error("Cannot assign seats: course is in '{status}' status")]
-    AssignCourseNotActive { status: String },
-    #[error("Cannot assign seats after the course last drop date")]
-    AssignAfterLastDropDate,
-    #[error("Cannot assign seats: the course's virtual lab has been deleted")]
-    AssignLabDeleted,
-    #[error("Students already enrolled in this course: {entries}")]
-    StudentsAlreadyEnrolled { entries: String },
-    #[error("Not enough available seats: requested {requested}, found {found}")]
-    NotEnoughSeats { requested: usize, found: usize },
-    #[error("Enrolment not found")]
-    EnrolmentNotFound,
-    #[error("This enrolment has been dropped")]
-    EnrolmentDropped,
-    #[error("This enrolment has already been claimed")]
-    EnrolmentAlreadyClaimed,
-    #[error("Cannot claim enrolment: course is in '{status}' status")]
-    ClaimCourseNotActive { status: String },
-    #[error("Cannot claim enrolment: course has ended")]
-    ClaimCourseEnded,
-    #[error("You have already claimed another enrolment in this course")]
-    ClaimedAnotherEnrolment,
-
-    // ---- drops, void, delete (issue 5 part B)
-    #[error("Active courses cannot be deleted. Void the course first.")]
-    ActiveCourseNotDeletable,
-    #[error(
-        "Failed to drop {failed} enrolment(s) of course {course_id}; the course was voided but not deleted. Retry the delete."
-    )]
-    DeleteDropsFailed { failed: u64, course_id: uuid::Uuid },
-    #[error(
-        "Failed to remove access for {pending} dropped enrolment(s) of course {course_id}; the course was voided but not deleted. Retry the delete."
-    )]
-    DeleteAccessPending { pending: u64, course_id: uuid::Uuid },
-    #[error("Failed to deplete vlab budget for course {0}")]
-    DeleteBudgetNotDepleted(uuid::Uuid),
-
-    // ---- any use case
+    #[error(transparent)]
+    Institution(#[from] InstitutionError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Invite(#[from] InviteError),
+    #[error(transparent)]
+    Course(#[from] CourseError),
+    #[error(transparent)]
+    Seat(#[from] SeatError),
+    #[error(transparent)]
+    Assign(#[from] AssignError),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -180,8 +100,72 @@ pub enum UseCaseError {
     Internal(#[source] anyhow::Error),
 }
 
+impl UseCaseError {
+    pub fn answer(&self) -> Answer {
+        match self {
+            Self::Institution(e) => e.answer(),
+            Self::Lab(e) => e.answer(),
+            Self::Project(e) => e.answer(),
+            Self::Invite(e) => e.answer(),
+            Self::Course(e) => e.answer(),
+            Self::Seat(e) => e.answer(),
+            Self::Assign(e) => e.answer(),
+            Self::Claim(e) => e.answer(),
+            Self::Database(_) => {
+                Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
+            }
+            Self::Internal(_) => {
+                Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::ServerError)
+            }
+        }
+    }
+
+    /// Whether the cause is ours to investigate (logged at error level with its chain).
+    pub fn is_unexpected(&self) -> bool {
+        matches!(self, Self::Database(_) | Self::Internal(_))
+    }
+}
+
 impl From<TaskFailed> for UseCaseError {
     fn from(err: TaskFailed) -> Self {
         UseCaseError::Internal(err.into())
+    }
+}
+
+/// Shows an error with every cause below it (`outer: cause: root cause`), for logs: the public
+/// message of a use-case error alone would hide the database's or peer's reason.
+pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_shows_every_cause() {
+        let err = UseCaseError::Database(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            Chain(&err).to_string(),
+            "A database error occurred: pool timed out while waiting for an open connection"
+        );
+    }
+
+    #[test]
+    fn unexpected_errors_answer_500() {
+        let answer = UseCaseError::Internal(anyhow::anyhow!("boom")).answer();
+        assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(answer.code, ErrorCode::ServerError);
+        assert!(answer.context.is_empty());
     }
 }

@@ -4,8 +4,31 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::UseCaseError;
+use super::error::{Answer, ErrorCode, StatusCode};
 use crate::repo::{self, institutions::Institution};
 use crate::usecases::Services;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstitutionError {
+    #[error("Institution not found")]
+    NotFound,
+    #[error("No fields to update")]
+    NoFieldsToUpdate,
+    #[error("Another institution with the same name already exists")]
+    NameTaken,
+}
+
+impl InstitutionError {
+    pub fn answer(&self) -> Answer {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            Self::NotFound => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            Self::NoFieldsToUpdate => Answer::new(S::BAD_REQUEST, C::InvalidRequest),
+            Self::NameTaken => Answer::new(S::CONFLICT, C::EntityAlreadyExists),
+        }
+    }
+}
 
 /// Get-or-create by exact name: an existing institution is returned unchanged.
 pub async fn create(
@@ -29,7 +52,7 @@ pub async fn create(
 pub async fn get(services: &Services, id: Uuid) -> Result<Institution, UseCaseError> {
     repo::institutions::find(&services.db, id)
         .await?
-        .ok_or(UseCaseError::InstitutionNotFound)
+        .ok_or(InstitutionError::NotFound.into())
 }
 
 pub async fn update(
@@ -44,16 +67,18 @@ pub async fn update(
         .await?
         .is_none()
     {
-        return Err(UseCaseError::InstitutionNotFound);
+        return Err(InstitutionError::NotFound.into());
     }
     if name.is_none() && contact_email.is_none() {
-        return Err(UseCaseError::NoFieldsToUpdate);
+        return Err(InstitutionError::NoFieldsToUpdate.into());
     }
     let updated = repo::institutions::update(&mut *tx, id, name, contact_email, now)
         .await
-        .map_err(|err| match repo::unique_violation(&err) {
-            Some(_) => UseCaseError::InstitutionNameTaken,
-            None => err.into(),
+        .map_err(|err| match repo::unique_violation(&err).as_deref() {
+            Some(repo::institutions::UNIQUE_NAME_INDEX) => {
+                UseCaseError::from(InstitutionError::NameTaken)
+            }
+            _ => err.into(),
         })?;
     tx.commit().await?;
     Ok(updated)

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::UseCaseError;
+use super::error::{Answer, ErrorCode, StatusCode};
 use super::provisioning::{self, AccountKind};
 use crate::domain::caller::Caller;
 use crate::domain::groups;
@@ -14,7 +15,45 @@ use crate::repo::labs::VirtualLab;
 use crate::repo::projects::{NewProject, Project, ProjectListing};
 use crate::repo::{self};
 use crate::usecases::Services;
+use crate::usecases::labs::LabError;
 use crate::usecases::ledger::Ledger;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("Virtual lab not found")]
+    LabNotFound,
+    #[error("Another project with the same name already exists")]
+    NameTaken,
+    #[error("You have reached the maximum limit of 20 projects")]
+    LimitReached,
+    #[error("KC Group creation/attaching failed")]
+    GroupsFailed,
+    #[error("Project account creation failed")]
+    AccountFailed,
+    #[error("Project already exists")]
+    NameRace,
+    #[error("Project creation failed")]
+    NotSaved,
+    #[error("Project not found")]
+    NotFound,
+}
+
+impl ProjectError {
+    pub fn answer(&self) -> Answer {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            // Upstream's statuses for project creation are 400s, kept for the frontend.
+            Self::LabNotFound => Answer::new(S::BAD_REQUEST, C::EntityNotFound),
+            Self::NameTaken | Self::NameRace => Answer::new(S::BAD_REQUEST, C::EntityAlreadyExists),
+            Self::LimitReached => Answer::new(S::BAD_REQUEST, C::LimitExceeded),
+            Self::GroupsFailed => Answer::new(S::BAD_REQUEST, C::ExternalServiceError),
+            Self::AccountFailed => Answer::new(S::BAD_GATEWAY, C::ExternalServiceError),
+            Self::NotSaved => Answer::new(S::BAD_REQUEST, C::DatabaseError),
+            Self::NotFound => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+        }
+    }
+}
 
 /// The regular-lab limit of non-deleted projects per owner (api.md §4.2.1).
 pub const MAX_OWNED_PROJECTS: i64 = 20;
@@ -47,13 +86,13 @@ pub async fn create(
 ) -> Result<CreatedProject, UseCaseError> {
     let lab = repo::labs::find_active(&services.db, vlab_id)
         .await?
-        .ok_or(UseCaseError::ProjectLabNotFound)?;
+        .ok_or(ProjectError::LabNotFound)?;
     if !is_course_lab(services, &lab) {
         if repo::projects::name_used_in_lab(&services.db, vlab_id, &request.name).await? {
-            return Err(UseCaseError::ProjectNameTaken);
+            return Err(ProjectError::NameTaken.into());
         }
         if repo::projects::count_owned(&services.db, caller.sub).await? >= MAX_OWNED_PROJECTS {
-            return Err(UseCaseError::ProjectLimitReached);
+            return Err(ProjectError::LimitReached.into());
         }
     }
     let task_services = services.clone();
@@ -89,11 +128,11 @@ async fn provision_project(
         Ok(members) => members,
         Err(err) => {
             tracing::warn!(virtual_lab_id = %lab.id, error = %err, "could not list the lab admins");
-            return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+            return fail(&mut ledger, ProjectError::GroupsFailed).await;
         }
     };
     let Ok([admin_group_id, member_group_id]) = created else {
-        return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+        return fail(&mut ledger, ProjectError::GroupsFailed).await;
     };
 
     let admins: Vec<Uuid> = lab_admins
@@ -115,7 +154,7 @@ async fn provision_project(
         .await;
     if let Some((user, err)) = failures.first() {
         tracing::warn!(project_id = %id, user_id = %user, error = %err, "could not add a project admin");
-        return fail(&mut ledger, UseCaseError::ProjectGroupsFailed).await;
+        return fail(&mut ledger, ProjectError::GroupsFailed).await;
     }
 
     let account = provisioning::create_account(
@@ -127,7 +166,7 @@ async fn provision_project(
     )
     .await;
     if account.is_err() {
-        return fail(&mut ledger, UseCaseError::ProjectAccountFailed).await;
+        return fail(&mut ledger, ProjectError::AccountFailed).await;
     }
 
     let new_project = NewProject {
@@ -142,11 +181,13 @@ async fn provision_project(
     let project = match repo::projects::insert(&services.db, &new_project, Utc::now()).await {
         Ok(project) => project,
         Err(err) => {
-            let error = if repo::unique_violation(&err).is_some() {
-                UseCaseError::ProjectNameRace
+            let error = if repo::unique_violation(&err).as_deref()
+                == Some(repo::projects::UNIQUE_NAME_INDEX)
+            {
+                ProjectError::NameRace
             } else {
                 tracing::error!(project_id = %id, error = %err, "could not insert the project");
-                UseCaseError::ProjectNotSaved
+                ProjectError::NotSaved
             };
             return fail(&mut ledger, error).await;
         }
@@ -160,7 +201,8 @@ async fn provision_project(
     })
 }
 
-async fn fail<T>(ledger: &mut Ledger, error: UseCaseError) -> Result<T, UseCaseError> {
+async fn fail<T>(ledger: &mut Ledger, error: impl Into<UseCaseError>) -> Result<T, UseCaseError> {
+    let error = error.into();
     ledger.compensate(&error.to_string()).await;
     Err(error)
 }
@@ -192,11 +234,11 @@ pub async fn get(
 ) -> Result<ProjectDetail, UseCaseError> {
     let project = repo::projects::find_active_in_lab(&services.db, vlab_id, project_id)
         .await?
-        .ok_or(UseCaseError::ProjectNotFound)?;
+        .ok_or(ProjectError::NotFound)?;
     let lab = if expand_lab {
         let lab = repo::labs::find_active(&services.db, vlab_id)
             .await?
-            .ok_or(UseCaseError::ProjectNotFound)?;
+            .ok_or(ProjectError::NotFound)?;
         Some(super::labs::load_view(services, lab).await?)
     } else {
         None
@@ -208,7 +250,7 @@ pub async fn get(
             .await
             .map_err(|err| {
                 tracing::warn!(project_id = %project.id, error = %err, "could not list the project admins");
-                UseCaseError::UserDetailsUnavailable
+                LabError::UserDetailsUnavailable
             })?;
         let ids: BTreeSet<Uuid> = members.into_iter().map(|m| m.id).collect();
         Some(ids.into_iter().collect())

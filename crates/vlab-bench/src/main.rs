@@ -1,4 +1,4 @@
-//! `vlab-bench`: the figures of issue 7 — assign, drop, expiry and read throughput, and the
+//! `vlab-bench`: the benchmark figures — assign, drop, expiry and read throughput, and the
 //! server's peak memory — measured against the release build with latency-injected emulators.
 //!
 //! Run from the repository root (it builds the release binaries first):

@@ -13,6 +13,7 @@ use crate::repo::{self, expiry::ExpiringCourse};
 use crate::usecases::Services;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
+use crate::usecases::error::Chain;
 use summary::{CourseSummary, RunSummary};
 
 /// Rows of each outbox retried per run at most (rules.md §8 step 6).
@@ -64,7 +65,7 @@ pub async fn run(
     let result = run_locked(services, started_at).await;
     if let Err(err) = repo::expiry::unlock(lock_conn).await {
         // Closing the connection releases it anyway.
-        tracing::warn!(error = %err, "could not release the advisory lock");
+        tracing::warn!(error = %Chain(&err), "could not release the advisory lock");
     }
     result.map(Run::Done)
 }
@@ -113,8 +114,8 @@ async fn process_course(
         vlab_depleted: course.budget_depleted,
         error: None,
     };
-    let fail = |out: &mut CourseSummary, step: &str, err: &dyn std::fmt::Display| {
-        tracing::error!(course_id = %course.id, step, error = %err, "expiry step failed");
+    let fail = |out: &mut CourseSummary, step: &str, err: &(dyn std::error::Error + 'static)| {
+        tracing::error!(course_id = %course.id, step, error = %Chain(err), "expiry step failed");
         out.error.get_or_insert_with(|| {
             format!(
                 "The course could not be processed ({step}); it will be retried on the next run"
@@ -182,7 +183,7 @@ async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut R
             }
             Ok(_) => break,
             Err(err) => {
-                tracing::error!(error = %err, "access-removal pass failed");
+                tracing::error!(error = %Chain(&err), "access-removal pass failed");
                 break;
             }
         }
@@ -197,7 +198,7 @@ async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut R
             }
             Ok(_) => break,
             Err(err) => {
-                tracing::error!(error = %err, "e-mail outbox pass failed");
+                tracing::error!(error = %Chain(&err), "e-mail outbox pass failed");
                 break;
             }
         }

@@ -9,15 +9,16 @@ use crate::repo::courses::{Course, status};
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 
 pub async fn activate(services: &Services, course_id: Uuid) -> Result<Course, UseCaseError> {
     let now = Utc::now();
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status != status::DRAFT {
-        return Err(UseCaseError::CourseNotDraft);
+        return Err(CourseError::NotDraft.into());
     }
     let dates = CourseDates {
         start_date: course.start_date,
@@ -25,7 +26,7 @@ pub async fn activate(services: &Services, course_id: Uuid) -> Result<Course, Us
         end_date: course.end_date,
     };
     course_dates::check_activation(&dates, services.config.drop_window_max_days)
-        .map_err(UseCaseError::CourseDatesInvalid)?;
+        .map_err(CourseError::DatesInvalid)?;
     let activated = repo::courses::set_status(&mut *tx, course_id, status::ACTIVE, now).await?;
     tx.commit().await?;
     tracing::info!(course_id = %course_id, "course activated");

@@ -8,6 +8,7 @@ use crate::repo::courses::{Course, CreationLock, NewCourse};
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 use crate::usecases::ledger::Ledger;
 
 /// The body of `POST /courses`.
@@ -39,28 +40,27 @@ async fn check(services: &Services, request: &CourseRequest) -> Result<(), UseCa
     let vlab_id = request.virtual_lab_id;
     let lab = repo::labs::find_active(db, vlab_id)
         .await?
-        .ok_or(UseCaseError::CourseLabNotFound(vlab_id))?;
+        .ok_or(CourseError::LabNotFound(vlab_id))?;
     let owned_by_obi = services.config.multiple_vlabs_allowed_user_id == Some(lab.owner_id);
     if !lab.is_course && !owned_by_obi {
-        return Err(UseCaseError::NotACourseLab);
+        return Err(CourseError::NotACourseLab.into());
     }
     let project_id = request.template_project_id;
     if repo::projects::find_active_in_lab(db, vlab_id, project_id)
         .await?
         .is_none()
     {
-        return Err(UseCaseError::TemplateProjectNotFound {
+        return Err(CourseError::TemplateProjectNotFound {
             project_id,
             vlab_id,
-        });
+        }
+        .into());
     }
     if !repo::institutions::exists(db, request.institution_id).await? {
-        return Err(UseCaseError::CourseInstitutionNotFound(
-            request.institution_id,
-        ));
+        return Err(CourseError::InstitutionNotFound(request.institution_id).into());
     }
     if repo::courses::lab_or_template_taken(db, vlab_id, project_id).await? {
-        return Err(UseCaseError::CourseConflict);
+        return Err(CourseError::Conflict.into());
     }
     Ok(())
 }
@@ -86,7 +86,7 @@ async fn fund_and_insert_locked(
     // A creation that held the lock before us may have taken the lab or the template; it must
     // be refused before funding, because compensation would deplete the winner's credits too.
     if repo::courses::lab_or_template_taken(lock.conn()?, request.virtual_lab_id, template).await? {
-        return Err(UseCaseError::CourseConflict);
+        return Err(CourseError::Conflict.into());
     }
 
     let credits_per_seat = services.config.credits_per_seat;
@@ -128,9 +128,11 @@ async fn fund_and_insert_locked(
                 );
             }
             ledger.compensate("course insert failed").await;
-            Err(match conflict {
-                Some(_) => UseCaseError::CourseConflict,
-                None => UseCaseError::CourseNotSaved,
+            Err(match conflict.as_deref() {
+                Some(repo::courses::UNIQUE_LAB_INDEX | repo::courses::UNIQUE_TEMPLATE_INDEX) => {
+                    CourseError::Conflict.into()
+                }
+                _ => CourseError::NotSaved.into(),
             })
         }
     }
@@ -168,5 +170,5 @@ async fn fund_template(
     } else {
         ledger.discard(undo_grant);
     }
-    Err(UseCaseError::TemplateFundingFailed(template))
+    Err(CourseError::TemplateFundingFailed(template).into())
 }

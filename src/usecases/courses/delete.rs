@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::repo::{self, drops::PurgeBlockers};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
 
 pub async fn delete(
@@ -29,9 +30,9 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), U
     let now = Utc::now();
     let course = repo::courses::find(&services.db, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status == "active" {
-        return Err(UseCaseError::ActiveCourseNotDeletable);
+        return Err(CourseError::ActiveNotDeletable.into());
     }
     void_unless_active(services, course_id, now).await?;
 
@@ -40,17 +41,18 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), U
         drops::drop_enrolments(services, &enrolments, DropReason::Delete, Some(caller), now).await;
     let (_, failed) = drops::tally(&outcomes);
     if failed > 0 {
-        return Err(UseCaseError::DeleteDropsFailed { failed, course_id });
+        return Err(CourseError::DeleteDropsFailed { failed, course_id }.into());
     }
     let sweep = drops::remove_pending_access(services, course_id, now).await?;
     if sweep.still_revoking > 0 {
-        return Err(UseCaseError::DeleteAccessPending {
+        return Err(CourseError::DeleteAccessPending {
             pending: sweep.still_revoking,
             course_id,
-        });
+        }
+        .into());
     }
     if !drops::deplete_lab_budget(services, course_id).await? {
-        return Err(UseCaseError::DeleteBudgetNotDepleted(course_id));
+        return Err(CourseError::DeleteBudgetNotDepleted(course_id).into());
     }
     purge(services, course_id).await?;
     tracing::info!(%course_id, "course deleted");
@@ -67,9 +69,9 @@ async fn void_unless_active(
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status == "active" {
-        return Err(UseCaseError::ActiveCourseNotDeletable);
+        return Err(CourseError::ActiveNotDeletable.into());
     }
     repo::drops::set_voided(&mut *tx, course_id, now).await?;
     tx.commit().await?;
@@ -82,9 +84,9 @@ async fn purge(services: &Services, course_id: Uuid) -> Result<(), UseCaseError>
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status == "active" {
-        return Err(UseCaseError::ActiveCourseNotDeletable);
+        return Err(CourseError::ActiveNotDeletable.into());
     }
     let PurgeBlockers {
         undropped,
@@ -93,11 +95,11 @@ async fn purge(services: &Services, course_id: Uuid) -> Result<(), UseCaseError>
     } = repo::drops::purge_blockers(&mut *tx, course_id).await?;
     if undropped > 0 || depleting > 0 {
         let failed = u64::try_from(undropped.max(depleting)).unwrap_or(0);
-        return Err(UseCaseError::DeleteDropsFailed { failed, course_id });
+        return Err(CourseError::DeleteDropsFailed { failed, course_id }.into());
     }
     if revoking > 0 {
         let pending = u64::try_from(revoking).unwrap_or(0);
-        return Err(UseCaseError::DeleteAccessPending { pending, course_id });
+        return Err(CourseError::DeleteAccessPending { pending, course_id }.into());
     }
     repo::drops::purge_course(&mut tx, course_id).await?;
     tx.commit().await?;

@@ -3,6 +3,7 @@
 
 mod activate;
 mod create;
+mod error;
 mod queries;
 mod update;
 
@@ -11,5 +12,6 @@ pub mod void;
 
 pub use activate::activate;
 pub use create::{CourseRequest, create};
+pub use error::CourseError;
 pub use queries::{get, search};
 pub use update::update;

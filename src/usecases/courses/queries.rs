@@ -5,11 +5,12 @@ use uuid::Uuid;
 use crate::repo::{self, courses::CourseDetail};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 
 pub async fn get(services: &Services, course_id: Uuid) -> Result<CourseDetail, UseCaseError> {
     repo::courses::find_detail(&services.db, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))
+        .ok_or(CourseError::NotFound(course_id).into())
 }
 
 /// Courses whose lab name contains `vlab_name` (literal, case-insensitive), deleted labs

@@ -7,6 +7,7 @@ use crate::repo::courses::{Course, DraftChanges, status};
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 
 pub async fn update(
     services: &Services,
@@ -17,14 +18,14 @@ pub async fn update(
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status != status::DRAFT {
-        return Err(UseCaseError::CourseNotDraft);
+        return Err(CourseError::NotDraft.into());
     }
     if let Some(institution_id) = changes.institution_id
         && !repo::institutions::exists(&mut *tx, institution_id).await?
     {
-        return Err(UseCaseError::CourseInstitutionNotFound(institution_id));
+        return Err(CourseError::InstitutionNotFound(institution_id).into());
     }
     if changes.is_empty() {
         return Ok(course);

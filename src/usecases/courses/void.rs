@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::repo::{self, courses::Course};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
 
 /// `void_summary` of api.md §4.5.6.
@@ -50,7 +51,7 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<Voide
     let mut tx = services.db.begin().await?;
     repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     repo::drops::set_voided(&mut *tx, course_id, now).await?;
     tx.commit().await?;
     tracing::info!(%course_id, "course voided");
@@ -64,7 +65,7 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<Voide
 
     let course = repo::courses::find(&services.db, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     Ok(Voided {
         course,
         summary: VoidSummary {

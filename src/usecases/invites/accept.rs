@@ -13,6 +13,7 @@ use crate::repo::labs::VirtualLab;
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::invites::InviteError;
 
 /// The outcome of an acceptance.
 #[derive(Debug, Clone)]
@@ -31,15 +32,15 @@ pub async fn accept(
     let invite_id = invite_id_of(services, token, Utc::now())?;
     let invite = repo::invites::find(&services.db, invite_id)
         .await?
-        .ok_or(UseCaseError::InviteLinkNotFound)?;
+        .ok_or(InviteError::LinkNotFound)?;
     if invite.accepted {
         return Ok(already(&invite));
     }
     let lab = repo::labs::find_active(&services.db, invite.virtual_lab_id)
         .await?
-        .ok_or(UseCaseError::InviteLinkNotFound)?;
+        .ok_or(InviteError::LinkNotFound)?;
     if lab.owner_id == caller.sub {
-        return Err(UseCaseError::InviteeOwnsLab);
+        return Err(InviteError::InviteeOwnsLab.into());
     }
     let task_services = services.clone();
     let user = caller.sub;
@@ -73,7 +74,7 @@ async fn join_lab(
     };
     if let Err(err) = attach(services, user, is_admin, lab, project_groups).await {
         tracing::warn!(invite_id = %invite.id, user_id = %user, error = %err, "could not attach the invitee");
-        return Err(UseCaseError::InviteAttachFailed);
+        return Err(InviteError::AttachFailed.into());
     }
     let now = Utc::now();
     if !repo::invites::mark_accepted(&services.db, invite.id, user, now).await? {

@@ -1,12 +1,14 @@
 //! Lab invites (api.md §4.3, rules.md §4.4 and §4.5).
 
 pub mod accept;
+mod error;
 pub mod send;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use accept::{Accepted, accept};
+pub use error::InviteError;
 pub use send::send;
 
 use super::UseCaseError;
@@ -25,11 +27,15 @@ fn invite_id_of(
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<Uuid, UseCaseError> {
-    invite_token::verify(&services.config.invite_jwt_secret, token, now).map_err(|err| match err {
-        InviteTokenError::Malformed => UseCaseError::InviteTokenInvalid,
-        InviteTokenError::Expired => UseCaseError::InviteTokenExpired,
-        InviteTokenError::NotLab => UseCaseError::InviteLinkNotFound,
-    })
+    let id =
+        invite_token::verify(&services.config.invite_jwt_secret, token, now).map_err(|err| {
+            match err {
+                InviteTokenError::Malformed => InviteError::TokenInvalid,
+                InviteTokenError::Expired => InviteError::TokenExpired,
+                InviteTokenError::NotLab => InviteError::LinkNotFound,
+            }
+        })?;
+    Ok(id)
 }
 
 /// An invite and its lab, as `GET /invites` shows them.
@@ -44,10 +50,10 @@ pub async fn show(services: &Services, token: &str) -> Result<InviteView, UseCas
     let invite_id = invite_id_of(services, token, Utc::now())?;
     let invite = repo::invites::find(&services.db, invite_id)
         .await?
-        .ok_or(UseCaseError::InviteLinkNotFound)?;
+        .ok_or(InviteError::LinkNotFound)?;
     let lab = repo::labs::find_active(&services.db, invite.virtual_lab_id)
         .await?
-        .ok_or(UseCaseError::InviteLinkNotFound)?;
+        .ok_or(InviteError::LinkNotFound)?;
     Ok(InviteView { invite, lab })
 }
 
@@ -61,9 +67,9 @@ pub async fn cancel(
     let mut tx = services.db.begin().await?;
     let invite = repo::invites::find_by_key_for_update(&mut *tx, vlab_id, email, role)
         .await?
-        .ok_or(UseCaseError::InviteNotFound)?;
+        .ok_or(InviteError::NotFound)?;
     if invite.accepted {
-        return Err(UseCaseError::InviteAlreadyAccepted);
+        return Err(InviteError::AlreadyAccepted.into());
     }
     repo::invites::delete(&mut *tx, invite.id).await?;
     tx.commit().await?;

@@ -12,6 +12,8 @@ use crate::repo::labs::VirtualLab;
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::invites::InviteError;
+use crate::usecases::labs::LabError;
 
 /// The saved row, and what it held before when it was reopened.
 struct Saved {
@@ -29,7 +31,7 @@ pub async fn send(
 ) -> Result<Uuid, UseCaseError> {
     let lab = repo::labs::find_active(&services.db, vlab_id)
         .await?
-        .ok_or(UseCaseError::LabNotFound)?;
+        .ok_or(LabError::NotFound)?;
     let inviter = Inviter {
         id: caller.sub,
         name: caller.display_name().to_owned(),
@@ -55,7 +57,7 @@ async fn deliver(
         Ok(saved) => saved,
         Err(err) => {
             tracing::error!(virtual_lab_id = %lab.id, error = %err, "could not save the invite");
-            return Err(UseCaseError::InviteNotSaved);
+            return Err(InviteError::NotSaved.into());
         }
     };
     let invite_id = saved.invite.id;
@@ -72,9 +74,10 @@ async fn deliver(
             tracing::warn!(invite_id = %invite_id, error = %err, "the invite e-mail could not be sent");
             tracing::debug!(invite_id = %invite_id, email, "invite e-mail recipient");
             undo_save(services, &saved).await;
-            Err(UseCaseError::InviteEmailFailed {
+            Err(InviteError::EmailFailed {
                 email: email.to_owned(),
-            })
+            }
+            .into())
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::domain::groups;
 use crate::repo::{self, labs::NewLab, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::labs::LabError;
 use crate::usecases::ledger::Ledger;
 use crate::usecases::provisioning::{self, AccountKind};
 
@@ -30,18 +31,19 @@ pub async fn create(
 ) -> Result<VirtualLab, UseCaseError> {
     let is_owner_user = services.config.multiple_vlabs_allowed_user_id == Some(caller.sub);
     if request.is_course && !(caller.groups.is_service_admin() || is_owner_user) {
-        return Err(UseCaseError::CourseLabNotAllowed);
+        return Err(LabError::CourseLabNotAllowed.into());
     }
     if !request.is_course
         && !is_owner_user
         && repo::labs::owns_regular_lab(&services.db, caller.sub).await?
     {
-        return Err(UseCaseError::AlreadyOwnsLab {
+        return Err(LabError::AlreadyOwnsLab {
             owner_id: caller.sub,
-        });
+        }
+        .into());
     }
     if repo::labs::active_name_taken(&services.db, &request.name, None).await? {
-        return Err(UseCaseError::LabNameTaken { name: request.name });
+        return Err(LabError::NameTaken { name: request.name }.into());
     }
 
     let task_services = services.clone();
@@ -68,7 +70,7 @@ async fn provision_lab(
     let [admin_group_id, member_group_id] =
         match provisioning::create_groups(&services.keycloak, &mut ledger, group_names).await {
             Ok(ids) => ids,
-            Err(_) => return fail(&mut ledger, UseCaseError::LabGroupsFailed).await,
+            Err(_) => return fail(&mut ledger, LabError::GroupsFailed).await,
         };
 
     if let Err(err) = services
@@ -77,7 +79,7 @@ async fn provision_lab(
         .await
     {
         tracing::warn!(virtual_lab_id = %id, error = %err, "could not add the owner to the lab admin group");
-        return fail(&mut ledger, UseCaseError::LabOwnerAttachFailed).await;
+        return fail(&mut ledger, LabError::OwnerAttachFailed).await;
     }
 
     let account = provisioning::create_account(
@@ -89,7 +91,7 @@ async fn provision_lab(
     )
     .await;
     if account.is_err() {
-        return fail(&mut ledger, UseCaseError::LabAccountFailed).await;
+        return fail(&mut ledger, LabError::AccountFailed).await;
     }
 
     let new_lab = NewLab {
@@ -108,12 +110,12 @@ async fn provision_lab(
         Ok(lab) => lab,
         Err(err) => {
             let error = match repo::unique_violation(&err).as_deref() {
-                Some(repo::labs::UNIQUE_NAME_INDEX) => UseCaseError::LabNameRace {
+                Some(repo::labs::UNIQUE_NAME_INDEX) => LabError::NameRace {
                     name: new_lab.name.clone(),
                 },
                 _ => {
                     tracing::error!(virtual_lab_id = %id, error = %err, "could not insert the lab");
-                    UseCaseError::LabNotSaved
+                    LabError::NotSaved
                 }
             };
             return fail(&mut ledger, error).await;
@@ -124,7 +126,8 @@ async fn provision_lab(
     Ok(lab)
 }
 
-async fn fail<T>(ledger: &mut Ledger, error: UseCaseError) -> Result<T, UseCaseError> {
+async fn fail<T>(ledger: &mut Ledger, error: impl Into<UseCaseError>) -> Result<T, UseCaseError> {
+    let error = error.into();
     ledger.compensate(&error.to_string()).await;
     Err(error)
 }

@@ -10,6 +10,7 @@ use crate::repo::labs::{LabChanges, LabListing, VirtualLab};
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::labs::LabError;
 
 /// A lab with what its payloads show besides its own columns.
 #[derive(Debug, Clone)]
@@ -79,7 +80,7 @@ pub async fn get(
 ) -> Result<LabWithPeople, UseCaseError> {
     let lab = repo::labs::find_active(&services.db, id)
         .await?
-        .ok_or(UseCaseError::LabNotFound)?;
+        .ok_or(LabError::NotFound)?;
     let kc = &services.keycloak;
     let admins = async {
         if !expand.admins {
@@ -107,7 +108,7 @@ pub async fn get(
         (Err(err), _) | (_, Err(err)) => {
             let err: crate::clients::ClientError = err;
             tracing::warn!(virtual_lab_id = %id, error = %err, "could not read the lab's people from keycloak");
-            return Err(UseCaseError::UserDetailsUnavailable);
+            return Err(LabError::UserDetailsUnavailable.into());
         }
     };
     Ok(LabWithPeople {
@@ -127,7 +128,7 @@ pub async fn update(
     let mut tx = services.db.begin().await?;
     let lab = repo::labs::find_active_for_update(&mut *tx, id)
         .await?
-        .ok_or(UseCaseError::LabNotFound)?;
+        .ok_or(LabError::NotFound)?;
     let nothing_to_do = changes.name.is_none()
         && changes.description.is_none()
         && changes.reference_email.is_none()
@@ -138,12 +139,12 @@ pub async fn update(
     if let Some(name) = &changes.name
         && repo::labs::active_name_taken(&mut *tx, name, Some(id)).await?
     {
-        return Err(UseCaseError::LabRenameTaken);
+        return Err(LabError::RenameTaken.into());
     }
     let updated = repo::labs::update(&mut *tx, id, changes, now)
         .await
         .map_err(|err| match repo::unique_violation(&err).as_deref() {
-            Some(repo::labs::UNIQUE_NAME_INDEX) => UseCaseError::LabRenameTaken,
+            Some(repo::labs::UNIQUE_NAME_INDEX) => UseCaseError::from(LabError::RenameTaken),
             _ => err.into(),
         })?;
     tx.commit().await?;
@@ -163,9 +164,9 @@ pub async fn soft_delete(services: &Services, id: Uuid, by: Uuid) -> Result<LabV
     };
     repo::labs::find_active_for_update(&mut *tx, id)
         .await?
-        .ok_or(UseCaseError::LabNotFound)?;
+        .ok_or(LabError::NotFound)?;
     if course.as_ref().is_some_and(|c| c.status == "active") {
-        return Err(UseCaseError::LabHasActiveCourse);
+        return Err(LabError::HasActiveCourse.into());
     }
     let lab = repo::labs::soft_delete(&mut tx, id, by, now).await?;
     tx.commit().await?;

@@ -2,8 +2,6 @@
 //! their claimed enrolments that may start, then re-check under the enrolment lock and take
 //! the access back if a drop got there first.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
@@ -13,27 +11,18 @@ use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 
 /// Why one enrolment was not activated (api.md §4.5.9 per-item errors).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotActivated {
+    #[error("Course is in '{0}' status")]
     CourseStatus(String),
+    #[error("Course has ended")]
     CourseEnded,
+    #[error("Course has not started yet")]
     NotStarted,
+    #[error("Failed to grant access \u{2014} please try again later")]
     GrantFailed,
+    #[error("This enrolment has been dropped")]
     Dropped,
-}
-
-impl fmt::Display for NotActivated {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NotActivated::CourseStatus(status) => write!(f, "Course is in '{status}' status"),
-            NotActivated::CourseEnded => f.write_str("Course has ended"),
-            NotActivated::NotStarted => f.write_str("Course has not started yet"),
-            NotActivated::GrantFailed => {
-                f.write_str("Failed to grant access \u{2014} please try again later")
-            }
-            NotActivated::Dropped => f.write_str("This enrolment has been dropped"),
-        }
-    }
 }
 
 /// The outcome for one enrolment: the project id when activated.

@@ -8,6 +8,7 @@ use crate::repo::{
 };
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::seats::SeatError;
 
 /// Seats grouped by `batch_id`, with the header of api.md §3.12.
 #[derive(Debug, Clone)]
@@ -22,7 +23,7 @@ pub async fn get_batch(services: &Services, batch_id: Uuid) -> Result<BatchSearc
     let seats = repo::seats::list_by_batch(&services.db, batch_id).await?;
     describe(services, seats)
         .await?
-        .ok_or(UseCaseError::SeatBatchNotFound(batch_id))
+        .ok_or(SeatError::BatchNotFound(batch_id).into())
 }
 
 pub async fn search(
@@ -32,7 +33,7 @@ pub async fn search(
     let seats = repo::seats::search(&services.db, filters).await?;
     describe(services, seats)
         .await?
-        .ok_or(UseCaseError::NoSeatBatchesFound)
+        .ok_or(SeatError::NoBatchesFound.into())
 }
 
 /// Groups seats already in (`created_at`, id) order; `None` when there are none.

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use crate::repo::{self, courses::status, enrolments::ClaimCourse, enrolments::Enrolment};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::seats::ClaimError;
 
 /// The claimed enrolment and the course part of the response.
 #[derive(Debug, Clone)]
@@ -23,34 +24,35 @@ pub async fn claim(
     let mut tx = services.db.begin().await?;
     let enrolment = repo::enrolments::find_for_update(&mut *tx, enrolment_id)
         .await?
-        .ok_or(UseCaseError::EnrolmentNotFound)?;
+        .ok_or(ClaimError::EnrolmentNotFound)?;
     if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
-        return Err(UseCaseError::EnrolmentDropped);
+        return Err(ClaimError::EnrolmentDropped.into());
     }
     if enrolment.claimed_by.is_some() {
-        return Err(UseCaseError::EnrolmentAlreadyClaimed);
+        return Err(ClaimError::AlreadyClaimed.into());
     }
     // Read without a lock: the course row comes before the enrolment in the lock order.
     let course = repo::courses::find(&mut *tx, enrolment.course_id)
         .await?
-        .ok_or(UseCaseError::EnrolmentNotFound)?;
+        .ok_or(ClaimError::EnrolmentNotFound)?;
     if course.status != status::ACTIVE {
-        return Err(UseCaseError::ClaimCourseNotActive {
+        return Err(ClaimError::CourseNotActive {
             status: course.status,
-        });
+        }
+        .into());
     }
     if course.end_date.is_some_and(|end| now >= end) {
-        return Err(UseCaseError::ClaimCourseEnded);
+        return Err(ClaimError::CourseEnded.into());
     }
     if repo::enrolments::claimed_elsewhere(&mut *tx, course.id, caller, enrolment_id).await? {
-        return Err(UseCaseError::ClaimedAnotherEnrolment);
+        return Err(ClaimError::ClaimedAnotherEnrolment.into());
     }
     let claimed = repo::enrolments::set_claimed_by(&mut *tx, enrolment_id, caller)
         .await
         .map_err(|err| match repo::unique_violation(&err) {
             // A concurrent claim of another enrolment of this course by the same user won.
             Some(c) if c == repo::enrolments::UNIQUE_CLAIMED_BY_INDEX => {
-                UseCaseError::ClaimedAnotherEnrolment
+                UseCaseError::from(ClaimError::ClaimedAnotherEnrolment)
             }
             _ => err.into(),
         })?;
@@ -60,7 +62,7 @@ pub async fn claim(
 
     let course = repo::enrolments::claim_course(&services.db, claimed.course_id)
         .await?
-        .ok_or(UseCaseError::EnrolmentNotFound)?;
+        .ok_or(ClaimError::EnrolmentNotFound)?;
     Ok(Claimed {
         enrolment: claimed,
         course,

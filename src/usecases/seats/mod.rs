@@ -6,6 +6,9 @@ pub mod assign;
 pub mod batches;
 pub mod claim;
 pub mod enrolments;
+mod error;
 pub mod list;
 pub mod provision;
 pub mod transfer;
+
+pub use error::{AssignError, ClaimError, SeatError};

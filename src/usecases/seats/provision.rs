@@ -6,6 +6,7 @@ use uuid::Uuid;
 use crate::repo::{self, courses::status, seats::NewBatch, seats::Seat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::seats::SeatError;
 
 /// Inserts `n` seats of one new batch into the active course; returns them by id.
 pub async fn provision(
@@ -17,12 +18,13 @@ pub async fn provision(
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_share(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::ProvisionCourseNotFound(course_id))?;
+        .ok_or(SeatError::ProvisionCourseNotFound(course_id))?;
     if course.status != status::ACTIVE {
-        return Err(UseCaseError::ProvisionCourseNotActive {
+        return Err(SeatError::ProvisionCourseNotActive {
             course_id,
             status: course.status,
-        });
+        }
+        .into());
     }
     let batch = NewBatch {
         ids: (0..n).map(|_| Uuid::new_v4()).collect(),

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::repo::{self, courses::Course, courses::status, seats::Seat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::seats::SeatError;
 
 /// How many seats to move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub async fn transfer(
     }
     let find = |id: Uuid| courses.iter().find(|c| c.id == id);
     let (Some(source), Some(target)) = (find(source_id), find(target_id)) else {
-        return Err(UseCaseError::TransferCoursesNotFound);
+        return Err(SeatError::TransferCoursesNotFound.into());
     };
     check_courses(source, target, now)?;
 
@@ -47,12 +48,13 @@ pub async fn transfer(
             .await?;
     match amount {
         Amount::Exactly(n) if (seat_ids.len() as i64) < n => {
-            return Err(UseCaseError::TransferNotEnoughSeats {
+            return Err(SeatError::TransferNotEnoughSeats {
                 requested: n,
                 available: seat_ids.len(),
-            });
+            }
+            .into());
         }
-        Amount::All if seat_ids.is_empty() => return Err(UseCaseError::NoTransferableSeats),
+        Amount::All if seat_ids.is_empty() => return Err(SeatError::NoTransferableSeats.into()),
         _ => {}
     }
     let moved = repo::seats::move_to_course(&mut *tx, &seat_ids, target.id).await?;
@@ -69,17 +71,17 @@ fn check_courses(
     now: chrono::DateTime<Utc>,
 ) -> Result<(), UseCaseError> {
     if source.institution_id != target.institution_id {
-        return Err(UseCaseError::TransferInstitutionMismatch);
+        return Err(SeatError::TransferInstitutionMismatch.into());
     }
     if source.status != status::ACTIVE || target.status != status::ACTIVE {
-        return Err(UseCaseError::TransferCoursesNotActive);
+        return Err(SeatError::TransferCoursesNotActive.into());
     }
     // Null, or not yet past: the source is still in its drop window.
     if source.last_drop_date.is_none_or(|d| now <= d) {
-        return Err(UseCaseError::TransferSourceInDropWindow);
+        return Err(SeatError::TransferSourceInDropWindow.into());
     }
     if target.last_drop_date.is_none_or(|d| now > d) {
-        return Err(UseCaseError::TransferTargetPastDropDate);
+        return Err(SeatError::TransferTargetPastDropDate.into());
     }
     Ok(())
 }

@@ -1,19 +1,27 @@
 //! Why one student of an assign request was not enrolled: the per-student sentences of
 //! api.md §4.6.6 and the `reason` label of `vlab_seat_assignments_failed_total`.
 
-use std::fmt;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StudentFailure {
+    #[error("A project named '{student_id}' already exists in this virtual lab")]
     ProjectExists { student_id: String },
+    #[error("Could not read the virtual lab administrators from the identity provider")]
     LabAdminsUnavailable,
+    #[error("Could not create the student's project groups in the identity provider")]
     GroupsFailed,
+    #[error("Could not give the course administrators access to the student's project")]
     MembershipsFailed,
+    #[error("Could not create the accounting account for the student's project")]
     AccountFailed,
+    #[error("Failed to fund the student's project with {credits} credits")]
     GrantFailed { credits: i32 },
+    #[error("The seat reservation expired before the student could be enrolled")]
     ReservationLost,
+    #[error("The course is no longer active")]
     CourseInactive,
+    #[error("The student is already enrolled in this course")]
     AlreadyEnrolled,
+    #[error("The enrolment could not be saved")]
     NotSaved,
 }
 
@@ -31,41 +39,6 @@ impl StudentFailure {
             StudentFailure::CourseInactive => "course_inactive",
             StudentFailure::AlreadyEnrolled => "duplicate",
             StudentFailure::NotSaved => "db",
-        }
-    }
-}
-
-impl fmt::Display for StudentFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StudentFailure::ProjectExists { student_id } => write!(
-                f,
-                "A project named '{student_id}' already exists in this virtual lab"
-            ),
-            StudentFailure::LabAdminsUnavailable => f.write_str(
-                "Could not read the virtual lab administrators from the identity provider",
-            ),
-            StudentFailure::GroupsFailed => f.write_str(
-                "Could not create the student's project groups in the identity provider",
-            ),
-            StudentFailure::MembershipsFailed => f.write_str(
-                "Could not give the course administrators access to the student's project",
-            ),
-            StudentFailure::AccountFailed => {
-                f.write_str("Could not create the accounting account for the student's project")
-            }
-            StudentFailure::GrantFailed { credits } => write!(
-                f,
-                "Failed to fund the student's project with {credits} credits"
-            ),
-            StudentFailure::ReservationLost => {
-                f.write_str("The seat reservation expired before the student could be enrolled")
-            }
-            StudentFailure::CourseInactive => f.write_str("The course is no longer active"),
-            StudentFailure::AlreadyEnrolled => {
-                f.write_str("The student is already enrolled in this course")
-            }
-            StudentFailure::NotSaved => f.write_str("The enrolment could not be saved"),
         }
     }
 }

@@ -9,6 +9,8 @@ use crate::repo::seats::SeatReservation;
 use crate::repo::{self, courses::Course, courses::status, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::courses::CourseError;
+use crate::usecases::seats::AssignError;
 
 /// How long a reservation holds a seat.
 pub const RESERVATION: Duration = Duration::minutes(30);
@@ -31,18 +33,19 @@ pub async fn reserve(
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
-        .ok_or(UseCaseError::CourseNotFound(course_id))?;
+        .ok_or(CourseError::NotFound(course_id))?;
     if course.status != status::ACTIVE {
-        return Err(UseCaseError::AssignCourseNotActive {
+        return Err(AssignError::CourseNotActive {
             status: course.status,
-        });
+        }
+        .into());
     }
     if course.last_drop_date.is_some_and(|d| now >= d) {
-        return Err(UseCaseError::AssignAfterLastDropDate);
+        return Err(AssignError::AfterLastDropDate.into());
     }
     let lab = repo::labs::find_active(&mut *tx, course.virtual_lab_id)
         .await?
-        .ok_or(UseCaseError::AssignLabDeleted)?;
+        .ok_or(AssignError::LabDeleted)?;
 
     let student_ids: Vec<String> = students.iter().map(|s| s.student_id.clone()).collect();
     let lower_emails: Vec<String> = students.iter().map(|s| s.email.to_lowercase()).collect();
@@ -53,18 +56,20 @@ pub async fn reserve(
             .await?,
     );
     if !existing.is_empty() {
-        return Err(UseCaseError::StudentsAlreadyEnrolled {
+        return Err(AssignError::StudentsAlreadyEnrolled {
             entries: duplicate_entries(existing),
-        });
+        }
+        .into());
     }
 
     let seats =
         repo::seats::lock_available(&mut *tx, course_id, now, students.len() as i64).await?;
     if seats.len() < students.len() {
-        return Err(UseCaseError::NotEnoughSeats {
+        return Err(AssignError::NotEnoughSeats {
             requested: students.len(),
             found: seats.len(),
-        });
+        }
+        .into());
     }
     let pairs: Vec<SeatReservation> = seats
         .iter()

@@ -1,0 +1,118 @@
+//! What seat provisioning, batches, transfers, assignment and claims can refuse.
+
+use uuid::Uuid;
+
+use crate::usecases::error::{Answer, ErrorCode, StatusCode};
+
+/// Provisioning, batches and transfers.
+#[derive(Debug, thiserror::Error)]
+pub enum SeatError {
+    #[error("Course {0} not found. Cannot provision seats without a valid course.")]
+    ProvisionCourseNotFound(Uuid),
+    #[error(
+        "Course {course_id} is in '{status}' status. Seats can only be provisioned for active courses."
+    )]
+    ProvisionCourseNotActive { course_id: Uuid, status: String },
+    #[error("Seat batch {0} not found")]
+    BatchNotFound(Uuid),
+    #[error("No seat batches found matching the given filters")]
+    NoBatchesFound,
+    #[error("One or both courses were not found")]
+    TransferCoursesNotFound,
+    #[error("Both courses must belong to the same institution")]
+    TransferInstitutionMismatch,
+    #[error("Both courses must be active")]
+    TransferCoursesNotActive,
+    #[error("Source course must be past its last drop date")]
+    TransferSourceInDropWindow,
+    #[error("Target course must be before its last drop date")]
+    TransferTargetPastDropDate,
+    #[error("Requested {requested} seats but only {available} available")]
+    TransferNotEnoughSeats { requested: i64, available: usize },
+    #[error("No transferable seats available")]
+    NoTransferableSeats,
+}
+
+impl SeatError {
+    pub fn answer(&self) -> Answer {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            Self::ProvisionCourseNotFound(_)
+            | Self::BatchNotFound(_)
+            | Self::NoBatchesFound
+            | Self::TransferCoursesNotFound => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            Self::ProvisionCourseNotActive { .. }
+            | Self::TransferInstitutionMismatch
+            | Self::TransferCoursesNotActive
+            | Self::TransferSourceInDropWindow
+            | Self::TransferTargetPastDropDate
+            | Self::TransferNotEnoughSeats { .. }
+            | Self::NoTransferableSeats => Answer::new(S::CONFLICT, C::InvalidRequest),
+        }
+    }
+}
+
+/// Why a whole assign request is refused before any student is provisioned.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("Cannot assign seats: course is in '{status}' status")]
+    CourseNotActive { status: String },
+    #[error("Cannot assign seats after the course last drop date")]
+    AfterLastDropDate,
+    #[error("Cannot assign seats: the course's virtual lab has been deleted")]
+    LabDeleted,
+    #[error("Students already enrolled in this course: {entries}")]
+    StudentsAlreadyEnrolled { entries: String },
+    #[error("Not enough available seats: requested {requested}, found {found}")]
+    NotEnoughSeats { requested: usize, found: usize },
+}
+
+impl AssignError {
+    pub fn answer(&self) -> Answer {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            Self::CourseNotActive { .. } | Self::AfterLastDropDate | Self::LabDeleted => {
+                Answer::new(S::CONFLICT, C::InvalidRequest)
+            }
+            Self::StudentsAlreadyEnrolled { .. } => {
+                Answer::new(S::CONFLICT, C::EntityAlreadyExists)
+            }
+            // Upstream's quirk, kept on purpose: a 409 with ENTITY_NOT_FOUND.
+            Self::NotEnoughSeats { .. } => Answer::new(S::CONFLICT, C::EntityNotFound),
+        }
+    }
+}
+
+/// Why a student's claim is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("Enrolment not found")]
+    EnrolmentNotFound,
+    #[error("This enrolment has been dropped")]
+    EnrolmentDropped,
+    #[error("This enrolment has already been claimed")]
+    AlreadyClaimed,
+    #[error("Cannot claim enrolment: course is in '{status}' status")]
+    CourseNotActive { status: String },
+    #[error("Cannot claim enrolment: course has ended")]
+    CourseEnded,
+    #[error("You have already claimed another enrolment in this course")]
+    ClaimedAnotherEnrolment,
+}
+
+impl ClaimError {
+    pub fn answer(&self) -> Answer {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            Self::EnrolmentNotFound => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            Self::EnrolmentDropped
+            | Self::AlreadyClaimed
+            | Self::CourseNotActive { .. }
+            | Self::CourseEnded
+            | Self::ClaimedAnotherEnrolment => Answer::new(S::CONFLICT, C::InvalidRequest),
+        }
+    }
+}
