@@ -1,5 +1,7 @@
 //! Tracing set-up (operations.md §4): `RUST_LOG` filter, JSON or pretty lines.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -33,8 +35,14 @@ pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
             .with_span_list(false)
             .with_writer(std::io::stderr)
             .try_init(),
-        (LogFormat::Pretty, LogTarget::Stdout) => builder.try_init(),
-        (LogFormat::Pretty, LogTarget::Stderr) => builder.with_writer(std::io::stderr).try_init(),
+        // Colour codes only on a terminal: a log written to a file or a pipe stays plain text.
+        (LogFormat::Pretty, LogTarget::Stdout) => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        (LogFormat::Pretty, LogTarget::Stderr) => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     // Already initialised (tests, vlab-dev): keep the first subscriber.
     let _ = result;

@@ -24,6 +24,8 @@ use vlab_emulators::{
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/vlab_dev";
 const SERVICE_ADMIN_GROUP: &str = "/service/virtual-lab-svc/admin";
 const TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Where the web frontend runs in development.
+const FRONTEND_ORIGIN: &str = "http://localhost:3000";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -53,10 +55,17 @@ struct Cli {
     /// Drop every table of the schema and wipe the state directory first.
     #[arg(long)]
     reset: bool,
-    /// Create demo data: a course lab, an active course with 10 seats, an accepted faculty
-    /// invite.
+    /// Create demo data through the API — a course lab, its template project, an active
+    /// course with 10 seats, an accepted faculty invite — and print those calls as a guided
+    /// course: the curl commands with the answers they got, then the student's steps up to
+    /// the drop.
     #[arg(long)]
     seed_demo: bool,
+    /// Write the dev users' access tokens, and the seeded course and lab ids, to this file as
+    /// JSON once the stack is ready: {"tokens": {"<username>": "<jwt>", ...}, "course_id":
+    /// "...", "virtual_lab_id": "..."} (the ids only with --seed-demo).
+    #[arg(long, value_name = "PATH")]
+    tokens_file: Option<PathBuf>,
     /// Allow a DATABASE_URL whose host is not localhost.
     #[arg(long)]
     allow_remote_db: bool,
@@ -121,8 +130,9 @@ fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
-/// The environment (`.env` included, real variables winning) plus the (dev) defaults.
-fn dev_variables(cli: &Cli) -> HashMap<String, String> {
+/// The environment (`.env` included, real variables winning) plus the (dev) defaults, and
+/// whether `CORS_ORIGINS` was given (else the dev default applies).
+fn dev_variables(cli: &Cli) -> (HashMap<String, String>, bool) {
     let mut vars: HashMap<String, String> = HashMap::new();
     if let Ok(iter) = dotenvy::dotenv_iter() {
         vars.extend(iter.flatten());
@@ -155,11 +165,39 @@ fn dev_variables(cli: &Cli) -> HashMap<String, String> {
             vars.insert(key.to_owned(), value);
         }
     }
-    vars
+    let cors_given = vars
+        .get("CORS_ORIGINS")
+        .is_some_and(|v| !v.trim().is_empty());
+    if !cors_given {
+        let base = vars.get("INVITE_LINK_BASE").map(String::as_str);
+        vars.insert(
+            "CORS_ORIGINS".to_owned(),
+            default_cors_origins(base).join(","),
+        );
+    }
+    (vars, cors_given)
+}
+
+/// The web frontend in development (`http://localhost:3000`, where the e-mail links point by
+/// default) and the origin of `INVITE_LINK_BASE`, when `CORS_ORIGINS` says nothing.
+fn default_cors_origins(invite_link_base: Option<&str>) -> Vec<String> {
+    let mut origins = vec![FRONTEND_ORIGIN.to_owned()];
+    let origin = invite_link_base
+        .filter(|b| !b.trim().is_empty())
+        .and_then(|b| url::Url::parse(b.trim()).ok())
+        .map(|u| u.origin())
+        .filter(url::Origin::is_tuple)
+        .map(|o| o.ascii_serialization());
+    if let Some(origin) = origin
+        && !origins.contains(&origin)
+    {
+        origins.push(origin);
+    }
+    origins
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let vars = dev_variables(&cli);
+    let (vars, cors_from_env) = dev_variables(&cli);
     let config = Config::from_map(&vars, Binary::Server).map_err(|e| anyhow::anyhow!("{e}"))?;
     telemetry::init(config.log_format, &config.rust_log, LogTarget::Stdout);
 
@@ -206,18 +244,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let api = format!("http://{}{}", config.bind_addr, config.base_path);
     let application = Application::build(config.clone(), pool, listener).await?;
 
-    print_banner(&api, &cli, &keycloak, &accounting, &smtp, &config);
+    let tokens: Vec<(&'static str, String)> = dev_users()
+        .iter()
+        .map(|u| (u.username, keycloak.mint_token(u.id, TOKEN_TTL)))
+        .collect();
+    let token_of = |name: &str| {
+        tokens
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default()
+    };
+    let banner = Banner {
+        api: &api,
+        cli: &cli,
+        keycloak: &keycloak,
+        accounting: &accounting,
+        smtp: &smtp,
+        config: &config,
+        tokens: &tokens,
+        cors_from_env,
+    };
+    banner.print();
     let serving = tokio::spawn(application.run_until(app::shutdown_signal()));
+    let mut seeded: Option<(String, String)> = None;
     if cli.seed_demo {
-        let users = dev_users();
-        match demo::seed(&api, &keycloak, &smtp, users[0].id, users[2].id).await {
-            Ok(Some(d)) => print_demo(&api, &d, &keycloak, &smtp),
-            Ok(None) => println!(
-                "--seed-demo: \"{}\" already exists (use --reset to start over)",
-                demo::LAB_NAME
-            ),
+        let (admin, faculty) = (token_of("obi-admin"), token_of("faculty"));
+        let tokens = demo::Tokens {
+            admin: &admin,
+            faculty: &faculty,
+        };
+        match demo::seed(&api, &smtp, tokens).await {
+            Ok(Some(d)) => {
+                banner.print_course(&d, &token_of("student-1"));
+                seeded = Some((d.course_id, d.lab_id));
+            }
+            Ok(None) => {
+                println!(
+                    "--seed-demo: \"{}\" already exists (use --reset to start over)",
+                    demo::LAB_NAME
+                );
+                match demo::find_existing(&api, &admin).await {
+                    Ok(ids) => seeded = Some(ids),
+                    Err(err) => eprintln!("--seed-demo: could not read the demo course: {err:#}"),
+                }
+            }
             Err(err) => eprintln!("--seed-demo failed: {err:#}"),
         }
+    }
+    if let Some(path) = &cli.tokens_file {
+        write_tokens_file(path, &tokens, seeded.as_ref())?;
+        println!("Tokens and ids written to {}", path.display());
     }
     serving.await??;
     keycloak.shutdown().await;
@@ -282,93 +359,220 @@ fn seed_users(keycloak: &KeycloakEmulator) {
     keycloak.add_user_to_group(dev_users()[0].id, &admin_group);
 }
 
-fn print_banner(
-    api: &str,
-    cli: &Cli,
-    keycloak: &KeycloakEmulator,
-    accounting: &AccountingEmulator,
-    smtp: &SmtpCapture,
-    config: &Config,
-) {
-    let mailbox = smtp
-        .http_base_url()
-        .map(|u| format!("{u}/messages"))
-        .unwrap_or_default();
-    println!();
-    println!("vlab-dev is up");
-    println!("  API         {api}");
-    println!("  Swagger UI  {api}/docs");
-    println!(
-        "  Mailbox     {mailbox}   (files in {})",
-        cli.state_dir.join("mail").display()
-    );
-    println!("  Balances    {}/_dev/balances", accounting.base_url());
-    println!(
-        "  Keycloak    {}   (issuer {})",
-        keycloak.base_url(),
-        keycloak.issuer()
-    );
-    println!();
-    println!("Users (password `test`), with access tokens valid for 30 days:");
-    for user in dev_users() {
-        println!();
-        println!("  {:<16} {}  {}", user.username, user.id, user.role);
-        println!("  {}", keycloak.mint_token(user.id, TOKEN_TTL));
+/// `--tokens-file`: the users' tokens and the seeded ids as one JSON object, written to a
+/// temporary file first so a reader never sees half of it.
+fn write_tokens_file(
+    path: &Path,
+    tokens: &[(&'static str, String)],
+    seeded: Option<&(String, String)>,
+) -> anyhow::Result<()> {
+    let mut document = serde_json::Map::new();
+    let tokens: serde_json::Map<String, serde_json::Value> = tokens
+        .iter()
+        .map(|(name, token)| ((*name).to_owned(), serde_json::Value::from(token.as_str())))
+        .collect();
+    document.insert("tokens".to_owned(), tokens.into());
+    if let Some((course_id, lab_id)) = seeded {
+        document.insert("course_id".to_owned(), course_id.as_str().into());
+        document.insert("virtual_lab_id".to_owned(), lab_id.as_str().into());
     }
-    let admin = keycloak.mint_token(dev_users()[0].id, TOKEN_TTL);
-    println!();
-    println!("Try it:");
-    println!("  TOKEN={admin}");
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/institutions/_search");
-    println!(
-        "  curl -s -d grant_type=password -d client_id=obpapp -d client_secret=dev-secret -d username=faculty -d password=test -d scope=openid {}/realms/obp-realm/protocol/openid-connect/token",
-        keycloak.base_url()
-    );
-    println!();
-    println!("To run expire-courses against this stack:");
-    println!(
-        "  export DATABASE_URL={} KC_SERVER_URI={}/ KC_CLIENT_SECRET=dev-secret ACCOUNTING_BASE_URL={} MAIL_SERVER=127.0.0.1 MAIL_PORT={}",
-        config.database_url,
-        keycloak.base_url(),
-        accounting.base_url(),
-        cli.smtp_port
-    );
-    println!("  cargo run --bin expire-courses");
-    println!();
-    println!(
-        "Fault injection: curl -X POST {}/_dev/faults -H 'content-type: application/json' -d '{{\"operation\":\"kc_create_group\",\"mode\":\"error\",\"times\":1}}'",
-        keycloak.base_url()
-    );
-    println!();
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(document))?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    std::fs::write(&temporary, text + "\n")
+        .map_err(|e| anyhow::anyhow!("could not write {}: {e}", temporary.display()))?;
+    std::fs::rename(&temporary, path)
+        .map_err(|e| anyhow::anyhow!("could not write {}: {e}", path.display()))?;
+    Ok(())
 }
 
-fn print_demo(api: &str, demo: &demo::Demo, keycloak: &KeycloakEmulator, smtp: &SmtpCapture) {
-    let faculty = keycloak.mint_token(dev_users()[2].id, TOKEN_TTL);
-    let student = keycloak.mint_token(dev_users()[3].id, TOKEN_TTL);
-    let mailbox = smtp.http_base_url().unwrap_or_default();
-    println!();
-    println!(
-        "Demo data: lab {} \"{}\", course {} (active, 10 seats); faculty is a lab admin.",
-        demo.lab_id,
-        demo::LAB_NAME,
-        demo.course_id
-    );
-    println!("Next:");
-    println!("  FACULTY={faculty}");
-    println!("  STUDENT={student}");
-    println!("  # 1. assign a student (as faculty)");
-    println!(
-        "  curl -s -H \"Authorization: Bearer $FACULTY\" -H 'content-type: application/json' -d '{{\"students\":[{{\"student_id\":\"stu-001\",\"email\":\"student-1@example.org\"}}]}}' {api}/seats/courses/{}/assign",
-        demo.course_id
-    );
-    println!("  # 2. read the claim link (enrolment_id=...) in the mailbox");
-    println!("  curl -s {mailbox}/messages");
-    println!("  # 3. claim and activate (as student-1)");
-    println!(
-        "  curl -s -H \"Authorization: Bearer $STUDENT\" -H 'content-type: application/json' -d '{{\"enrolment_id\":\"<id from the link>\"}}' {api}/courses/claim"
-    );
-    println!(
-        "  curl -s -X POST -H \"Authorization: Bearer $STUDENT\" {api}/courses/activate-enrolments"
-    );
-    println!();
+/// What the start-up banner and the guided course print.
+struct Banner<'a> {
+    api: &'a str,
+    cli: &'a Cli,
+    keycloak: &'a KeycloakEmulator,
+    accounting: &'a AccountingEmulator,
+    smtp: &'a SmtpCapture,
+    config: &'a Config,
+    tokens: &'a [(&'static str, String)],
+    /// `CORS_ORIGINS` came from the environment or `.env`, not from the dev default.
+    cors_from_env: bool,
+}
+
+impl Banner<'_> {
+    fn mailbox(&self) -> String {
+        self.smtp.http_base_url().unwrap_or_default()
+    }
+
+    fn token(&self, name: &str) -> &str {
+        self.tokens
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, t)| t.as_str())
+    }
+
+    fn print(&self) {
+        let (api, cli, keycloak, accounting, config) = (
+            self.api,
+            self.cli,
+            self.keycloak,
+            self.accounting,
+            self.config,
+        );
+        println!();
+        println!("vlab-dev is up");
+        println!("  API         {api}");
+        println!("  Swagger UI  {api}/docs");
+        println!(
+            "  Mailbox     {}/   (a page for the browser; JSON at /messages; files in {})",
+            self.mailbox(),
+            cli.state_dir.join("mail").display()
+        );
+        println!("  Balances    {}/_dev/balances", accounting.base_url());
+        println!(
+            "  Keycloak    {}   (issuer {})",
+            keycloak.base_url(),
+            keycloak.issuer()
+        );
+        let origins = config.cors_origins.join(", ");
+        if self.cors_from_env {
+            println!("  CORS        allows {origins}   (from CORS_ORIGINS)");
+        } else {
+            println!(
+                "  CORS        allows {origins}   (the frontend and INVITE_LINK_BASE; set CORS_ORIGINS to change)"
+            );
+        }
+        println!();
+        println!("Users (password `test`), with access tokens valid for 30 days:");
+        for user in dev_users() {
+            println!();
+            println!("  {:<16} {}  {}", user.username, user.id, user.role);
+            println!("  {}", self.token(user.username));
+        }
+        println!();
+        println!("Try it:");
+        println!("  TOKEN={}", self.token("obi-admin"));
+        println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {api}/institutions/_search");
+        println!(
+            "  curl -s -d grant_type=password -d client_id=obpapp -d client_secret=dev-secret -d username=faculty -d password=test -d scope=openid {}/realms/obp-realm/protocol/openid-connect/token",
+            keycloak.base_url()
+        );
+        println!();
+        println!("To run expire-courses against this stack:");
+        println!(
+            "  export DATABASE_URL={} KC_SERVER_URI={}/ KC_CLIENT_SECRET=dev-secret ACCOUNTING_BASE_URL={} MAIL_SERVER=127.0.0.1 MAIL_PORT={}",
+            config.database_url,
+            keycloak.base_url(),
+            accounting.base_url(),
+            cli.smtp_port
+        );
+        println!("  cargo run --bin expire-courses");
+        println!();
+        println!(
+            "Fault injection: curl -X POST {}/_dev/faults -H 'content-type: application/json' -d '{{\"operation\":\"kc_create_group\",\"mode\":\"error\",\"times\":1}}'",
+            keycloak.base_url()
+        );
+        println!();
+    }
+
+    /// The seed as a guided course: what it did, with the answers, then the student's half.
+    fn print_course(&self, demo: &demo::Demo, student: &str) {
+        let api = self.api;
+        let mailbox = self.mailbox();
+        let course = &demo.course_id;
+        println!();
+        println!(
+            "Demo data: lab {} \"{}\", course {} (active, {} seats); faculty is a lab admin.",
+            demo.lab_id,
+            demo::LAB_NAME,
+            demo.course_id,
+            demo::SEATS
+        );
+        println!();
+        println!("A course from start to end. The seed made these calls (answers shortened):");
+        println!();
+        println!("  ADMIN={}", self.token("obi-admin"));
+        println!("  FACULTY={}", self.token("faculty"));
+        println!("  STUDENT={student}");
+        for (i, step) in demo.steps.iter().enumerate() {
+            println!();
+            println!("  # {}. {} — {}", i + 1, step.title, step.roles);
+            println!("  {}", demo::curl(api, step));
+            println!(
+                "  #    → {} {}",
+                step.status,
+                demo::short(&step.answer, 300)
+            );
+        }
+        let n = demo.steps.len();
+        let q = demo::shell_quote;
+        println!();
+        println!("Your turn: the student's half, up to the drop (needs jq):");
+        println!();
+        println!(
+            "  # {}. Assign a seat to a student (an e-mail with the claim link) — a course admin (the faculty)",
+            n + 1
+        );
+        println!(
+            "  ASSIGN=$(curl -s -H \"Authorization: Bearer $FACULTY\" -H 'content-type: application/json' -d '{{\"students\":[{{\"student_id\":\"stu-001\",\"email\":\"student-1@example.org\"}}]}}' {}); echo \"$ASSIGN\"",
+            q(&format!("{api}/seats/courses/{course}/assign"))
+        );
+        println!(
+            "  SEAT=$(echo \"$ASSIGN\" | jq -r '.results[0].seat_id'); ENROLMENT=$(echo \"$ASSIGN\" | jq -r '.results[0].enrolment_id')"
+        );
+        println!(
+            "  # {}. The claim e-mail: open {mailbox}/ in a browser, or read its link (…/course-enrolment?enrolment_id=$ENROLMENT)",
+            n + 2
+        );
+        println!("  curl -s {}/messages | jq -r '.[-1].links[0]'", mailbox);
+        println!(
+            "  # {}. The student claims the seat with the link's enrolment_id (POST /courses/claim; the course id is not in the path) — any signed-in user holding the link",
+            n + 3
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $STUDENT\" -H 'content-type: application/json' -d \"{{\\\"enrolment_id\\\":\\\"$ENROLMENT\\\"}}\" {api}/courses/claim"
+        );
+        println!(
+            "  # {}. The student gets access to their project once the course has started — the student, for their own enrolments",
+            n + 4
+        );
+        println!(
+            "  curl -s -X POST -H \"Authorization: Bearer $STUDENT\" {api}/courses/activate-enrolments"
+        );
+        println!("  # {}. The course's enrolments — a course admin", n + 5);
+        println!(
+            "  curl -s -H \"Authorization: Bearer $FACULTY\" {api}/courses/{course}/enrolments"
+        );
+        println!(
+            "  # {}. Drop the student (before the last drop date the seat is recovered) — a course admin",
+            n + 6
+        );
+        println!(
+            "  curl -s -H \"Authorization: Bearer $FACULTY\" -H 'content-type: application/json' -d \"{{\\\"seat_ids\\\":[\\\"$SEAT\\\"]}}\" {api}/seats/courses/{course}/drop"
+        );
+        println!();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_frontend_and_the_invite_link_origin_are_allowed_by_default() {
+        assert_eq!(default_cors_origins(None), ["http://localhost:3000"]);
+        assert_eq!(
+            default_cors_origins(Some("http://localhost:3000/")),
+            ["http://localhost:3000"]
+        );
+        assert_eq!(
+            default_cors_origins(Some("https://app.example.org/labs")),
+            ["http://localhost:3000", "https://app.example.org"]
+        );
+        assert_eq!(
+            default_cors_origins(Some("not a url")),
+            ["http://localhost:3000"]
+        );
+    }
 }

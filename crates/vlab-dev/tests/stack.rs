@@ -7,50 +7,54 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    listener.local_addr().expect("addr").port()
-}
-
-/// The server of `DATABASE_URL` (or the local one) with a fresh database name.
-fn test_database_url() -> (String, String) {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut url = url::Url::parse(&base).expect("DATABASE_URL");
-    let name = format!("vlab_dev_test_{}", uuid::Uuid::new_v4().simple());
-    url.set_path(&name);
-    (url.to_string(), name)
-}
+mod support;
+use support::{drop_database, free_port, test_database_url};
 
 #[tokio::test]
 async fn the_dev_stack_starts_and_its_printed_tokens_work() {
     let (database_url, db_name) = test_database_url();
     let state_dir = std::env::temp_dir().join(format!("vlab-dev-{db_name}"));
-    let port = free_port();
+    let tokens_file = state_dir.join("tokens.json");
+    let (port, mail_port) = (free_port(), free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_vlab-dev"))
         .args(["--port", &port.to_string()])
         .args(["--kc-port", &free_port().to_string()])
         .args(["--accounting-port", &free_port().to_string()])
         .args(["--smtp-port", &free_port().to_string()])
-        .args(["--mail-http-port", &free_port().to_string()])
+        .args(["--mail-http-port", &mail_port.to_string()])
         .arg("--seed-demo")
         .arg("--state-dir")
         .arg(&state_dir)
+        .arg("--tokens-file")
+        .arg(&tokens_file)
         .env("DATABASE_URL", &database_url)
-        .env("RUST_LOG", "warn")
+        .env_remove("CORS_ORIGINS")
+        .env_remove("INVITE_LINK_BASE")
+        // Logs at info, to a pipe: they must come without colour codes.
+        .env("RUST_LOG", "info")
         .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start vlab-dev");
 
-    // Read the banner: each user's token is on the line after its row; then the demo line.
+    // Read the banner: each user's token is on the line after its row; then the demo line,
+    // then the guided course, then the line saying the tokens file is written.
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut printed: Vec<String> = Vec::new();
     let read_banner = async {
         let mut tokens = std::collections::HashMap::new();
         let mut user: Option<String> = None;
+        let mut course: Option<String> = None;
         while let Some(line) = lines.next_line().await.expect("read") {
+            printed.push(line.clone());
+            if let Some(course) = &course {
+                if line.starts_with("Tokens and ids written to ") {
+                    return (tokens, course.clone());
+                }
+                continue;
+            }
             if let Some(name) = user.take() {
                 tokens.insert(name, line.trim().to_owned());
                 continue;
@@ -63,22 +67,69 @@ async fn the_dev_stack_starts_and_its_printed_tokens_work() {
                 user = Some(first.to_owned());
             }
             if let Some(rest) = line.strip_prefix("Demo data: lab ") {
-                let course = rest
+                let id = rest
                     .split("course ")
                     .nth(1)
                     .and_then(|r| r.split_whitespace().next());
-                return (
-                    tokens,
-                    course.expect("course id in the demo line").to_owned(),
-                );
+                course = Some(id.expect("course id in the demo line").to_owned());
             }
         }
-        panic!("vlab-dev exited before printing the demo data");
+        panic!("vlab-dev exited before printing the demo data and the guided course");
     };
     let (tokens, course_id) = tokio::time::timeout(Duration::from_secs(120), read_banner)
         .await
         .expect("vlab-dev printed its banner and demo data in time");
     let token = tokens["obi-admin"].clone();
+    // Keep reading what it prints (the log), so its pipe never fills.
+    let rest = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+
+    // The guided course printed each admin call the seed made, with its answer.
+    let text = printed.join("\n");
+    for step in [
+        "# 1. Create a course lab",
+        "# 4. Create the course",
+        "# 5. Set its dates",
+        "# 6. Activate the course",
+        "# 7. Invite the faculty member",
+        "# 8. The faculty member accepts",
+        "# 9. Provision seats",
+        "/courses/claim",
+        "/courses/activate-enrolments",
+        "/drop",
+    ] {
+        assert!(
+            text.contains(step),
+            "the guided course shows {step:?}:\n{text}"
+        );
+    }
+    assert_eq!(text.matches("#    → 200 ").count(), 9, "{text}");
+    assert!(
+        text.contains("CORS        allows http://localhost:3000"),
+        "the banner names the allowed origin:\n{text}"
+    );
+
+    // --tokens-file: the same ids, and tokens that work.
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&tokens_file).expect("the tokens file"))
+            .expect("JSON");
+    assert_eq!(written["course_id"], course_id.as_str());
+    assert!(written["virtual_lab_id"].is_string(), "{written}");
+    for user in [
+        "obi-admin",
+        "obi-virtual-lab",
+        "faculty",
+        "student-1",
+        "student-2",
+        "student-3",
+    ] {
+        assert!(written["tokens"][user].is_string(), "{user} in {written}");
+    }
 
     let api = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -134,18 +185,58 @@ async fn the_dev_stack_starts_and_its_printed_tokens_work() {
         .expect("search");
     assert_eq!(refused.status(), 401);
 
+    // A preflight from the web frontend's origin is allowed by default.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{api}/courses/claim"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+
+    // The mailbox page, for a browser; the JSON list for programs.
+    let mailbox = format!("http://127.0.0.1:{mail_port}");
+    let page = client
+        .get(format!("{mailbox}/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("mailbox page");
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    let page = page.text().await.expect("text");
+    assert!(page.contains("faculty@example.org"), "{page}");
+    let list: serde_json::Value = client
+        .get(format!("{mailbox}/messages"))
+        .send()
+        .await
+        .expect("messages")
+        .json()
+        .await
+        .expect("JSON list");
+    assert_eq!(list[0]["to"][0], "faculty@example.org", "{list}");
+
     child.kill().await.expect("stop vlab-dev");
+    let log = rest.await.expect("the log");
+    assert!(!text.contains('\u{1b}'), "a banner without colour codes");
+    assert!(
+        !log.is_empty() && log.iter().all(|l| !l.contains('\u{1b}')),
+        "log lines without colour codes: {log:?}"
+    );
     let _ = std::fs::remove_dir_all(&state_dir);
     drop_database(&database_url, &db_name).await;
-}
-
-async fn drop_database(database_url: &str, name: &str) {
-    use sqlx::{ConnectOptions, Connection};
-    let options: sqlx::postgres::PgConnectOptions = database_url.parse().expect("url");
-    if let Ok(mut conn) = options.database("postgres").connect().await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await;
-        let _ = conn.close().await;
-    }
 }

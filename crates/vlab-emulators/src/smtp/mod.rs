@@ -1,13 +1,23 @@
 //! Mail capture: an SMTP sink that keeps every message, and an HTTP view of them.
 //!
 //! It plays the SMTP relay of integrations.md §4 on a plain connection (no TLS, any
-//! `AUTH PLAIN`/`LOGIN` accepted) and plays Mailpit's role for people: `GET /messages` and
-//! `GET /messages/{id}.eml` on the optional HTTP port. With a `mail_dir`, each message is
-//! also written to `<received_at>-<n>.eml`, and the messages already there are listed again
-//! after a restart.
+//! `AUTH PLAIN`/`LOGIN` accepted) and plays Mailpit's role on the optional HTTP port:
+//!
+//! * for programs, `GET /messages` (a JSON array, oldest first) and `GET /messages/{id}.eml`
+//!   (`message/rfc822`), `DELETE /messages`;
+//! * for people, the mailbox page (`page.rs`) at `/`, and at the same `/messages` paths when
+//!   the request asks for `text/html` first, as a browser's navigation does: the list, newest
+//!   first, reloading itself when mail arrives; one page per message (`/messages/{id}`) with
+//!   the HTML part in a sandboxed frame (`/messages/{id}/html`), the plain-text part with
+//!   clickable links, and the raw message (`/messages/{id}/raw`, shown inline, never a
+//!   download); a clear button (`POST /messages/clear`).
+//!
+//! With a `mail_dir`, each message is also written to `<received_at>-<n>.eml`, and the
+//! messages already there are listed again after a restart.
 //!
 //! The one operation is `smtp_send` (one per mail transaction, counted at `MAIL FROM`).
 
+mod page;
 mod session;
 
 use std::net::SocketAddr;
@@ -17,10 +27,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mail_parser::MessageParser;
 use serde_json::{Value, json};
@@ -34,7 +44,7 @@ use crate::server::{self, Server};
 pub struct SmtpOptions {
     /// The SMTP listener; port 0 picks a free port.
     pub smtp_bind: SocketAddr,
-    /// The HTTP listener for `GET /messages`; none when `None`.
+    /// The HTTP listener for `GET /messages` and the mailbox page; none when `None`.
     pub http_bind: Option<SocketAddr>,
     /// Where to write each message as an `.eml` file.
     pub mail_dir: Option<PathBuf>,
@@ -80,9 +90,18 @@ const FILE_TIME: &str = "%Y%m%dT%H%M%S%.3fZ";
 
 /// The `http://` and `https://` links of a text, in order, without trailing punctuation.
 pub(crate) fn find_links(text: &str) -> Vec<String> {
-    let mut links = Vec::new();
-    let mut rest = text;
+    link_spans(text)
+        .into_iter()
+        .map(|(start, end)| text[start..end].to_owned())
+        .collect()
+}
+
+/// Where the links of [`find_links`] are: byte ranges into `text`, in order.
+pub(crate) fn link_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut offset = 0;
     loop {
+        let rest = &text[offset..];
         let start = match (rest.find("http://"), rest.find("https://")) {
             (Some(a), Some(b)) => a.min(b),
             (Some(a), None) | (None, Some(a)) => a,
@@ -94,11 +113,11 @@ pub(crate) fn find_links(text: &str) -> Vec<String> {
             .unwrap_or(tail.len());
         let link = tail[..end].trim_end_matches(['.', ',', ';', ':', ')', ']', '!', '?']);
         if !link.ends_with("://") {
-            links.push(link.to_owned());
+            spans.push((offset + start, offset + start + link.len()));
         }
-        rest = &tail[end.max(1)..];
+        offset += start + end.max(1);
     }
-    links
+    spans
 }
 
 /// Subject and links of a raw message.
@@ -181,6 +200,28 @@ impl Store {
         message
     }
 
+    /// Forgets every message; with `remove_files`, also deletes their `.eml` files. Returns
+    /// how many there were.
+    fn clear(&self, remove_files: bool) -> usize {
+        let removed = std::mem::take(&mut *self.messages());
+        self.count.send_replace(0);
+        if let (true, Some(dir)) = (remove_files, &self.mail_dir) {
+            for message in &removed {
+                let file = dir.join(format!("{}.eml", message.id));
+                if let Err(e) = std::fs::remove_file(&file)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %file.display(), error = %e, "could not delete the captured mail");
+                }
+            }
+        }
+        removed.len()
+    }
+
+    fn find(&self, id: &str) -> Option<CapturedMessage> {
+        self.messages().iter().find(|m| m.id == id).cloned()
+    }
+
     /// Lists the `.eml` files already in `dir`, oldest first.
     fn load(dir: &Path) -> anyhow::Result<(Vec<CapturedMessage>, u64)> {
         let mut found = Vec::new();
@@ -248,7 +289,11 @@ struct Http {
     store: Arc<Store>,
 }
 
-async fn list_messages(State(http): State<Http>) -> axum::Json<Value> {
+/// The JSON list (oldest first), or the mailbox page for a browser.
+async fn list_messages(State(http): State<Http>, headers: HeaderMap) -> Response {
+    if page::wants_html(&headers) {
+        return mailbox_page(State(http)).await;
+    }
     let list: Vec<Value> = http
         .store
         .messages()
@@ -263,25 +308,106 @@ async fn list_messages(State(http): State<Http>) -> axum::Json<Value> {
             })
         })
         .collect();
-    axum::Json(Value::Array(list))
+    axum::Json(Value::Array(list)).into_response()
 }
 
-async fn raw_message(State(http): State<Http>, UrlPath(file): UrlPath<String>) -> Response {
-    let id = file.strip_suffix(".eml").unwrap_or(&file);
-    let raw = http
-        .store
-        .messages()
-        .iter()
-        .find(|m| m.id == id)
-        .map(|m| m.raw.clone());
-    match raw {
-        Some(raw) => ([(header::CONTENT_TYPE, "message/rfc822")], raw).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"error": "no such message"})),
-        )
-            .into_response(),
+/// A server-rendered page: never cached, confined by its content security policy.
+fn html_response(csp: &'static str, html: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::CONTENT_SECURITY_POLICY, csp),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+/// Text shown in the browser tab, never offered as a download.
+fn inline_text(text: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "inline"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"error": "no such message"})),
+    )
+        .into_response()
+}
+
+async fn mailbox_page(State(http): State<Http>) -> Response {
+    let messages = http.store.messages().clone();
+    html_response(page::PAGE_CSP, page::list_page(&messages))
+}
+
+#[derive(serde::Deserialize)]
+struct ViewQuery {
+    view: Option<String>,
+}
+
+/// `/messages/{id}` and `/messages/{id}.eml`: the message as `message/rfc822` for programs;
+/// for a browser, the message page (or, for the `.eml` name, the raw text inline).
+async fn one_message(
+    State(http): State<Http>,
+    UrlPath(file): UrlPath<String>,
+    Query(query): Query<ViewQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let (id, eml) = match file.strip_suffix(".eml") {
+        Some(id) => (id, true),
+        None => (file.as_str(), false),
+    };
+    let Some(message) = http.store.find(id) else {
+        return not_found();
+    };
+    match (page::wants_html(&headers), eml) {
+        (false, _) => ([(header::CONTENT_TYPE, "message/rfc822")], message.raw).into_response(),
+        (true, true) => inline_text(message.raw),
+        (true, false) => html_response(
+            page::PAGE_CSP,
+            page::message_page(&message, page::View::parse(query.view.as_deref())),
+        ),
     }
+}
+
+/// `/messages/{id}/raw`: the message as received, as text in the browser.
+async fn raw_text(State(http): State<Http>, UrlPath(id): UrlPath<String>) -> Response {
+    match http.store.find(&id) {
+        Some(message) => inline_text(message.raw),
+        None => not_found(),
+    }
+}
+
+/// `/messages/{id}/html`: the HTML alternative alone, sandboxed by its own policy too.
+async fn html_part(State(http): State<Http>, UrlPath(id): UrlPath<String>) -> Response {
+    match http.store.find(&id).as_ref().and_then(page::html_part) {
+        Some(html) => html_response(page::PART_CSP, html),
+        None => not_found(),
+    }
+}
+
+/// `DELETE /messages`: forget every message and delete its file.
+async fn delete_messages(State(http): State<Http>) -> axum::Json<Value> {
+    let deleted = http.store.clear(true);
+    axum::Json(json!({ "deleted": deleted }))
+}
+
+/// `POST /messages/clear`: the page's clear button; back to the (empty) mailbox.
+async fn clear_from_page(State(http): State<Http>) -> Response {
+    http.store.clear(true);
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response()
 }
 
 struct Inner {
@@ -325,8 +451,12 @@ impl SmtpCapture {
         let http = match opts.http_bind {
             Some(addr) => {
                 let router = Router::new()
-                    .route("/messages", get(list_messages))
-                    .route("/messages/{file}", get(raw_message))
+                    .route("/", get(mailbox_page))
+                    .route("/messages", get(list_messages).delete(delete_messages))
+                    .route("/messages/clear", post(clear_from_page))
+                    .route("/messages/{file}", get(one_message))
+                    .route("/messages/{id}/raw", get(raw_text))
+                    .route("/messages/{id}/html", get(html_part))
                     .with_state(Http {
                         store: store.clone(),
                     })
@@ -365,8 +495,7 @@ impl SmtpCapture {
 
     /// Forgets the messages kept in memory (files in `mail_dir` stay).
     pub fn clear_messages(&self) {
-        self.inner.store.messages().clear();
-        self.inner.store.count.send_replace(0);
+        self.inner.store.clear(false);
     }
 
     /// Waits until at least `n` messages are stored, or `timeout` has passed; returns them all.

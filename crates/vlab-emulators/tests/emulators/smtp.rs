@@ -237,3 +237,213 @@ async fn smtp_faults_refuse_at_data_or_drop_at_mail_from() {
     assert_eq!(send_one(&capture).await, 250);
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
+
+const ALTERNATIVE: &str = "From: OBI <noreply@example.org>\r\n\
+To: student@example.org\r\n\
+Subject: Claim <your> seat\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: multipart/related; boundary=\"rel\"\r\n\
+\r\n\
+--rel\r\n\
+Content-Type: multipart/alternative; boundary=\"alt\"\r\n\
+\r\n\
+--alt\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Claim: https://obp.example/course-enrolment?enrolment_id=42&x=<1>\r\n\
+--alt\r\n\
+Content-Type: text/html; charset=utf-8\r\n\
+\r\n\
+<html><head><title>t</title></head><body><img src=\"cid:logo\">\
+<a href=\"https://obp.example/course-enrolment?enrolment_id=42\">Claim your seat</a>\
+<script>alert(1)</script></body></html>\r\n\
+--alt--\r\n\
+--rel\r\n\
+Content-Type: image/png\r\n\
+Content-ID: <logo>\r\n\
+Content-Transfer-Encoding: base64\r\n\
+\r\n\
+iVBORw0KGgo=\r\n\
+--rel--\r\n";
+
+const BROWSER_ACCEPT: &str =
+    "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8";
+
+#[tokio::test]
+async fn the_mailbox_page_shows_each_message_to_a_browser_and_clears() {
+    let dir = temp_dir("mail-page");
+    let capture = SmtpCapture::start(SmtpOptions {
+        http_bind: Some(([127, 0, 0, 1], 0).into()),
+        mail_dir: Some(dir.clone()),
+        ..SmtpOptions::default()
+    })
+    .await
+    .unwrap();
+    let base = capture.http_base_url().unwrap();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut request = client().get(format!("{base}{path}"));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        request.send()
+    };
+
+    // Empty: the page says so; the JSON list is empty.
+    let page = get("/", Some("text/html")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("No mail yet"));
+
+    assert_eq!(send_one(&capture).await, 250);
+    let mut smtp = Smtp::connect(&capture).await;
+    assert_eq!(smtp.send("EHLO client.test").await, 250);
+    assert_eq!(smtp.send("MAIL FROM:<noreply@example.org>").await, 250);
+    assert_eq!(smtp.send("RCPT TO:<student@example.org>").await, 250);
+    assert_eq!(smtp.data(ALTERNATIVE).await, 250);
+    let messages = capture.wait_for_messages(2, Duration::from_secs(2)).await;
+    let (first, second) = (&messages[0], &messages[1]);
+
+    // The list: newest first, escaped, with links to each message; JSON stays for programs.
+    let page = get("/messages", Some(BROWSER_ACCEPT)).await.unwrap();
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    let page = page.text().await.unwrap();
+    let (at_second, at_first) = (
+        page.find(&format!("/messages/{}\"", second.id)).unwrap(),
+        page.find(&format!("/messages/{}\"", first.id)).unwrap(),
+    );
+    assert!(at_second < at_first, "newest first");
+    assert!(page.contains("Claim &lt;your&gt; seat"));
+    assert!(!page.contains("Claim <your> seat"));
+    assert!(page.contains("student@example.org"));
+    let json: Value = get("/messages", None).await.unwrap().json().await.unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    let json: Value = get("/messages", Some("*/*"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json[1]["id"], second.id.as_str());
+
+    // One message: the HTML part in a sandboxed frame, the links, the tabs.
+    let page = get(&format!("/messages/{}", second.id), Some(BROWSER_ACCEPT))
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    let page = page.text().await.unwrap();
+    assert!(page.contains(&format!(
+        "src=\"/messages/{}/html\" sandbox=\"allow-popups allow-popups-to-escape-sandbox\"",
+        second.id
+    )));
+    assert!(page.contains(
+        "<a href=\"https://obp.example/course-enrolment?enrolment_id=42&amp;x=\" target=\"_blank\""
+    ));
+    assert!(page.contains("OBI &lt;noreply@example.org&gt;"));
+    for view in ["html", "text", "raw"] {
+        assert!(page.contains(&format!("?view={view}")), "{view} tab");
+    }
+    let text = get(
+        &format!("/messages/{}?view=text", second.id),
+        Some("text/html"),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(text.contains("id=\"text-part\">Claim: <a href=\"https://obp.example/course-enrolment?enrolment_id=42&amp;x=\""));
+    assert!(text.contains("&lt;1&gt;"));
+    let raw_view = get(
+        &format!("/messages/{}?view=raw", second.id),
+        Some("text/html"),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(raw_view.contains("Content-ID: &lt;logo&gt;"));
+    // A text-only message opens on its text.
+    let plain = get(&format!("/messages/{}", first.id), Some("text/html"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(plain.contains("id=\"text-part\""));
+    assert!(!plain.contains("<iframe"));
+
+    // The HTML part alone: sandboxed by its own policy, links to a new tab, the cid image inline.
+    let part = get(&format!("/messages/{}/html", second.id), None)
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 200);
+    let csp = part.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.starts_with("sandbox allow-popups"), "{csp}");
+    assert!(!csp.contains("allow-scripts"), "{csp}");
+    let part = part.text().await.unwrap();
+    assert!(part.contains("<head><base target=\"_blank\">"));
+    assert!(part.contains("src=\"data:image/png;base64,iVBORw0KGgo=\""));
+    assert!(part.contains("href=\"https://obp.example/course-enrolment?enrolment_id=42\""));
+    let none = get(&format!("/messages/{}/html", first.id), None)
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
+
+    // Never a download for a browser; message/rfc822 for programs, as before.
+    for path in [
+        format!("/messages/{}.eml", second.id),
+        format!("/messages/{}/raw", second.id),
+    ] {
+        let raw = get(&path, Some(BROWSER_ACCEPT)).await.unwrap();
+        assert_eq!(
+            raw.headers()["content-type"],
+            "text/plain; charset=utf-8",
+            "{path}"
+        );
+        assert_eq!(raw.headers()["content-disposition"], "inline", "{path}");
+        assert_eq!(raw.bytes().await.unwrap().as_ref(), second.raw.as_slice());
+    }
+    let eml = get(&format!("/messages/{}", second.id), None)
+        .await
+        .unwrap();
+    assert_eq!(eml.headers()["content-type"], "message/rfc822");
+    let missing = get("/messages/nope", Some(BROWSER_ACCEPT)).await.unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // The clear button: back to an empty mailbox, files gone.
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let cleared = no_redirect
+        .post(format!("{base}/messages/clear"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.status(), 303);
+    assert_eq!(cleared.headers()["location"], "/");
+    assert!(capture.messages().is_empty());
+    assert!(!dir.join(format!("{}.eml", first.id)).exists());
+    assert!(!dir.join(format!("{}.eml", second.id)).exists());
+    assert_eq!(send_one(&capture).await, 250);
+    let deleted: Value = client()
+        .delete(format!("{base}/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deleted["deleted"], 1);
+    capture.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
