@@ -9,6 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::fields::FieldErrors;
 use crate::http::auth::AuthError;
@@ -27,12 +30,38 @@ pub struct ApiError {
     pub data: Box<Value>,
 }
 
-#[derive(Serialize)]
+/// The error body of api.md §2: every error answer but `/ready`'s 503.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ErrorBody)]
 struct Body<'a> {
+    #[schema(inline)]
     error_code: ErrorCode,
     message: &'a str,
+    /// `null`, a text, or for a 422 an object of field → its first problem.
+    #[schema(schema_with = details_schema)]
     details: &'a Value,
+    /// `null`, or the whitelisted context of `details` as an object.
+    #[schema(schema_with = data_schema)]
     data: &'a Value,
+}
+
+fn details_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::String,
+            Type::Object,
+            Type::Null,
+        ]))
+        .additional_properties(Some(ObjectBuilder::new().schema_type(Type::String)))
+}
+
+fn data_schema() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+}
+
+/// The OpenAPI component of the error body: its name and schema.
+pub fn error_body_schema() -> (String, RefOr<Schema>) {
+    (Body::name().into_owned(), Body::schema())
 }
 
 impl ApiError {

@@ -1,16 +1,22 @@
-//! Extractors and auth gates. Checks run in the binding order of api.md §1: the token (401),
-//! then the tier (403), then syntax (422) — so body and query parsing happen in the handler,
-//! after the gate, through [`RawBody`] / [`RawQuery`] and `http::fields`.
+//! Extractors: the caller (tier AU), the service-admin gate (SA), path ids, and request bodies
+//! and query strings parsed into their [`FromFields`] types. Checks run in the binding order of
+//! api.md §1 — the token (401), then the tier (403), then syntax (422) — so a handler lists its
+//! gate extractor (here or in `gates`) before [`PathUuid`], [`Query`] and [`Body`]: axum runs
+//! extractors in argument order and the first rejection answers.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use std::collections::HashMap;
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::error::ApiError;
-use super::fields;
+use super::fields::{self, FromFields};
 use crate::domain::caller::Caller;
 use crate::http::state::AppState;
 
@@ -85,6 +91,66 @@ impl RawBody {
     pub fn object(&self) -> Result<Map<String, Value>, ApiError> {
         fields::json_object(&self.0)
     }
+
+    /// The body parsed as `T` (api.md §2.2).
+    pub fn parse<T: FromFields>(&self) -> Result<T, ApiError> {
+        fields::parse(&self.object()?, None)
+    }
+}
+
+/// A request body parsed as `T`; a body that is not a JSON object or a field problem → 422.
+#[derive(Debug, Clone)]
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: FromFields> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        RawBody::from_request(req, state).await?.parse().map(Body)
+    }
+}
+
+/// A query string parsed as `T`.
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: FromFields> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Ok(raw) = RawQuery::from_request_parts(parts, state).await;
+        raw.parse().map(Query)
+    }
+}
+
+/// The one path parameter of the route, which must be a UUID: otherwise 422 under the
+/// parameter's name (`Must be a UUID`).
+#[derive(Debug, Clone, Copy)]
+pub struct PathUuid(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathUuid {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = path_params(parts, state).await?;
+        let Some((name, raw)) = params.iter().next() else {
+            return Err(ApiError::internal().into_response());
+        };
+        fields::parse_uuid(raw)
+            .map(PathUuid)
+            .ok_or_else(|| ApiError::invalid_field(name, "Must be a UUID").into_response())
+    }
+}
+
+/// The route's path parameters by name, as sent (percent-decoded).
+pub async fn path_params<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<HashMap<String, String>, Response> {
+    Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map(|Path(params)| params)
+        .map_err(IntoResponse::into_response)
 }
 
 /// The raw query string; parsed after the gate with `fields::query_object`.
@@ -104,7 +170,28 @@ impl RawQuery {
         fields::query_object(self.0.as_deref())
     }
 
-    pub fn all(&self, key: &str) -> Vec<String> {
-        fields::query_all(self.0.as_deref(), key)
+    /// The query string parsed as `T`.
+    pub fn parse<T: FromFields>(&self) -> Result<T, ApiError> {
+        fields::parse(&self.object(), self.0.as_deref())
+    }
+}
+
+/// The query string parsed as `Q` and the body as `B`; when both have problems, one 422 with
+/// the query's first, then the body's (a key already reported keeps its first problem).
+pub fn query_and_body<Q: FromFields, B: FromFields>(
+    query: &RawQuery,
+    body: &RawBody,
+) -> Result<(Q, B), ApiError> {
+    match (query.parse::<Q>(), body.parse::<B>()) {
+        (Ok(q), Ok(b)) => Ok((q, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(mut a), Err(b)) => {
+            if let (Value::Object(into), Value::Object(from)) = (a.details.as_mut(), *b.details) {
+                for (k, v) in from {
+                    into.entry(k).or_insert(v);
+                }
+            }
+            Err(a)
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Reading request bodies and query strings into typed values with the validation messages of
 //! api.md §2.2 (`Field required`, `Must be a UUID`, …) and the value encodings of §0.2.
 //!
-//! Handlers read every field through a [`Fields`] reader, which records the first problem of
-//! each key, and call [`Fields::finish`] to turn the problems into one 422. (serde's own errors
-//! cannot produce these messages, nor the integer/UUID/datetime leniency the contract asks for.)
+//! Each request body and query string is one type that implements [`FromFields`]: it reads
+//! every field through a [`Fields`] reader, which records the first problem of each key, and
+//! the same type derives `ToSchema`/`IntoParams` with the limits it checks, so the parser and
+//! the OpenAPI document cannot drift apart. [`parse`] turns the problems into one 422. (serde's
+//! own errors cannot produce these messages, nor the integer/UUID/datetime leniency the
+//! contract asks for.)
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -77,12 +80,38 @@ impl<T> Patch<T> {
     }
 }
 
+/// A request shape read from a JSON object (a body, or a query string).
+///
+/// `from_fields` reads every field (so that every key's first problem is recorded) and builds
+/// the value with `?` on the required ones: it returns `None` only after the reader recorded a
+/// problem, which [`parse`] reports as the 422.
+pub trait FromFields: Sized {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self>;
+}
+
+/// Parses `object` as `T`: the value, or one 422 with every problem in the order found.
+pub fn parse<T: FromFields>(
+    object: &Map<String, Value>,
+    raw_query: Option<&str>,
+) -> Result<T, ApiError> {
+    let mut f = Fields::new(object);
+    f.raw_query = raw_query;
+    let value = T::from_fields(&mut f);
+    match value {
+        Some(value) if f.errors.is_empty() => Ok(value),
+        // `None` always comes with a recorded problem (see `FromFields`).
+        _ => Err(ApiError::validation(f.errors)),
+    }
+}
+
 /// A parser of one JSON value; the error is the message for the field.
 pub type Parser<'p, T> = &'p dyn Fn(&Value) -> Result<T, String>;
 
 /// Reads fields of one JSON object (a body, or a query string turned into string values).
 pub struct Fields<'a> {
     object: &'a Map<String, Value>,
+    /// The query string as sent, for repeatable keys ([`Fields::list`]).
+    raw_query: Option<&'a str>,
     errors: FieldErrors,
 }
 
@@ -90,8 +119,21 @@ impl<'a> Fields<'a> {
     pub fn new(object: &'a Map<String, Value>) -> Self {
         Self {
             object,
+            raw_query: None,
             errors: FieldErrors::new(),
         }
+    }
+
+    /// Every value of a repeatable query key (comma-separated values split), each one of
+    /// `allowed`; any other value → `Must be one of: …` for the key.
+    pub fn list(&mut self, key: &str, allowed: &'static [&'static str]) -> Vec<String> {
+        let values = query_all(self.raw_query, key);
+        if values.iter().any(|v| !allowed.contains(&v.as_str())) {
+            self.errors
+                .add(key, format!("Must be one of: {}", allowed.join(", ")));
+            return Vec::new();
+        }
+        values
     }
 
     /// A required field: absent → `Field required`, `null` → `Must not be null`.
@@ -126,6 +168,15 @@ impl<'a> Fields<'a> {
                 Some(v) => Patch::Value(v),
                 None => Patch::Absent,
             },
+        }
+    }
+
+    /// A nullable PATCH field: absent → `None` (unchanged), `null` → `Some(None)` (cleared).
+    pub fn nullable<T>(&mut self, key: &str, parse: Parser<'_, T>) -> Option<Option<T>> {
+        match self.patch(key, parse) {
+            Patch::Absent => None,
+            Patch::Null => Some(None),
+            Patch::Value(v) => Some(Some(v)),
         }
     }
 
@@ -197,10 +248,21 @@ fn as_str(value: &Value) -> Result<&str, String> {
     value.as_str().ok_or_else(|| "Must be a string".to_owned())
 }
 
+/// A free-text string. PostgreSQL cannot store a NUL character, so a text with one is a 422
+/// here rather than a database error later. (Documented as the `pattern`
+/// `^[^\u0000]*$`, or `^[^\u0000]*[^\s\u0000][^\u0000]*$` when it must not be blank.)
+fn as_text(value: &Value) -> Result<&str, String> {
+    let s = as_str(value)?;
+    if s.contains('\0') {
+        return Err("Must not contain a NUL character".to_owned());
+    }
+    Ok(s)
+}
+
 /// A string, trimmed, with `min..=max` characters after trimming.
 pub fn text(min: usize, max: usize) -> impl Fn(&Value) -> Result<String, String> {
     move |value| {
-        let s = as_str(value)?.trim();
+        let s = as_text(value)?.trim();
         let len = s.chars().count();
         if len < min {
             return Err(if min == 1 {
@@ -218,7 +280,7 @@ pub fn text(min: usize, max: usize) -> impl Fn(&Value) -> Result<String, String>
 
 /// Any string, kept as sent.
 pub fn any_string(value: &Value) -> Result<String, String> {
-    as_str(value).map(str::to_owned)
+    as_text(value).map(str::to_owned)
 }
 
 /// A UUID of any version, hyphenated, case-insensitive.
@@ -305,6 +367,21 @@ pub fn query_boolean(value: &Value) -> Result<bool, String> {
         },
         _ => Err("Must be a boolean".to_owned()),
     }
+}
+
+/// The schema of a string that must be one of `values` (for `schema_with`).
+pub fn string_enum(values: &[&str]) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .build()
+}
+
+/// The schema of a list of strings each one of `values` (a repeatable query key).
+pub fn string_enum_list(values: &[&str]) -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(string_enum(values))
+        .build()
 }
 
 /// One of a fixed list of strings.

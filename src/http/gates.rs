@@ -1,9 +1,13 @@
-//! Path-dependent access tiers of api.md §1: VA, VM, PW and CA. They run after the token
-//! check and before any 422, and a malformed path id fails the tier (403), never 422.
+//! Path-dependent access tiers of api.md §1: VA, VM, PW and CA, as extractors. They run after
+//! the token check and before any 422, and a malformed path id fails the tier (403), never 422.
 
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::extract::path_params;
 use super::fields::parse_uuid;
 use crate::domain::caller::Caller;
 use crate::http::state::AppState;
@@ -60,5 +64,134 @@ pub async fn course_admin(
     match course {
         Some(course) if caller.groups.is_vlab_admin(course.virtual_lab_id) => Ok(course),
         _ => Err(ApiError::not_allowed(None)),
+    }
+}
+
+/// The caller and the route's raw path parameter `name` (empty when the route has none).
+async fn caller_and_param<S>(
+    parts: &mut Parts,
+    state: &S,
+    names: &[&str],
+) -> Result<(Caller, Vec<String>), Response>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let caller = Caller::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let params = path_params(parts, state).await?;
+    let raw = names
+        .iter()
+        .map(|name| params.get(*name).cloned().unwrap_or_default())
+        .collect();
+    Ok((caller, raw))
+}
+
+/// Tier VA on `{virtual_lab_id}`.
+#[derive(Debug, Clone)]
+pub struct VlabAdmin {
+    pub caller: Caller,
+    pub vlab_id: Uuid,
+    /// The path id as sent (some 403 details quote it).
+    pub raw_id: String,
+}
+
+impl<S> FromRequestParts<S> for VlabAdmin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (caller, mut raw) = caller_and_param(parts, state, &["virtual_lab_id"]).await?;
+        let raw_id = raw.remove(0);
+        let vlab_id = vlab_admin(&caller, &raw_id).map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            caller,
+            vlab_id,
+            raw_id,
+        })
+    }
+}
+
+/// Tier VM on `{virtual_lab_id}`.
+#[derive(Debug, Clone)]
+pub struct VlabMember {
+    pub caller: Caller,
+    pub vlab_id: Uuid,
+    /// The path id as sent (some 403 details quote it).
+    pub raw_id: String,
+}
+
+impl<S> FromRequestParts<S> for VlabMember
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (caller, mut raw) = caller_and_param(parts, state, &["virtual_lab_id"]).await?;
+        let raw_id = raw.remove(0);
+        let vlab_id = vlab_any(&caller, &raw_id).map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            caller,
+            vlab_id,
+            raw_id,
+        })
+    }
+}
+
+/// Tier PW on `{virtual_lab_id}` and `{project_id}`.
+#[derive(Debug, Clone)]
+pub struct ProjectMember {
+    pub caller: Caller,
+    pub vlab_id: Uuid,
+    pub project_id: Uuid,
+}
+
+impl<S> FromRequestParts<S> for ProjectMember
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (caller, raw) =
+            caller_and_param(parts, state, &["virtual_lab_id", "project_id"]).await?;
+        let (vlab_id, project_id) =
+            project_access(&caller, &raw[0], &raw[1]).map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            caller,
+            vlab_id,
+            project_id,
+        })
+    }
+}
+
+/// Tier CA on `{course_id}`.
+#[derive(Debug, Clone)]
+pub struct CourseAdmin {
+    pub caller: Caller,
+    pub course: Course,
+}
+
+impl<S> FromRequestParts<S> for CourseAdmin
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (caller, raw) = caller_and_param(parts, state, &["course_id"]).await?;
+        let app = AppState::from_ref(state);
+        let course = course_admin(&app, &caller, &raw[0])
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self { caller, course })
     }
 }

@@ -36,15 +36,15 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// metrics, panic catcher, body limit, CORS, compression, trailing-slash normalisation).
 pub fn app(state: AppState) -> Router {
     let base_path = state.config().base_path.clone();
-    let api = routes::api_router(&base_path);
+    let (api, _document) = routes::api_router().split_for_parts();
+    let api = api.merge(routes::service::swagger_ui(&base_path));
 
     let routed = if base_path.is_empty() {
         api
     } else {
         // Probes are also served at the root so Kubernetes needs no BASE_PATH.
-        Router::new()
-            .nest(&base_path, api)
-            .merge(routes::service::probe_router())
+        let (probes, _document) = routes::service::probe_router().split_for_parts();
+        Router::new().nest(&base_path, api).merge(probes)
     }
     .fallback(middleware::route_not_found)
     .method_not_allowed_fallback(middleware::method_not_allowed);

@@ -1,33 +1,21 @@
-//! The OpenAPI document, generated from the handler annotations. Each routes module lists its
-//! handlers here; `vlab-courses openapi` prints the same document.
+//! The OpenAPI document. Paths come from the routers themselves (`routes!` registers each
+//! handler and its annotation together); this module adds the info, tags, the bearer scheme and
+//! the error answers every operation shares. `vlab-courses openapi` prints the same document.
 
 use std::sync::OnceLock;
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
-use super::routes::{course_void, courses, institutions, seat_drops, service};
-use super::routes::{enrolments, seats};
-use super::routes::{invites, projects, virtual_labs};
+use super::error::error_body_schema;
+use super::routes;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "vlab-courses", description = "Courses, seats and enrolments on virtual labs."),
-    paths(
-        service::banner, service::health, service::ready,
-        service::metrics, service::openapi_json,
-        institutions::create, institutions::update, institutions::search, institutions::get_one,
-        virtual_labs::create, virtual_labs::list, virtual_labs::get_one, virtual_labs::update,
-        virtual_labs::delete,
-        projects::create, projects::list, projects::get_one,
-        invites::send, invites::cancel, invites::show, invites::accept,
-        courses::search, courses::get_one, courses::create, courses::update, courses::activate,
-        course_void::void, course_void::remove,
-        seat_drops::drop_seats,
-        seats::provision_seats, seats::get_batch, seats::search_batches, seats::transfer_seats,
-        seats::list_seats, seats::assign_seats,
-        enrolments::claim_enrolment, enrolments::activate_enrolments, enrolments::list_enrolments,
-    ),
     modifiers(&BearerAuth),
     tags(
         (name = "service", description = "Probes, metrics and documentation"),
@@ -35,7 +23,7 @@ use super::routes::{invites, projects, virtual_labs};
         (name = "virtual-labs", description = "Virtual labs: create, list, read, update, soft-delete"),
         (name = "projects", description = "Projects of a virtual lab"),
         (name = "invites", description = "Lab invites: send, cancel, show and accept"),
-        (name = "courses", description = "Courses on course labs: create, update, activate, search"),
+        (name = "courses", description = "Courses on course labs: create, update, activate, void, delete, search"),
         (name = "seats", description = "Seats of courses: provision, transfer, assign, drop"),
         (name = "enrolments", description = "Enrolments: claim, activate, list a course's"),
     ),
@@ -55,8 +43,10 @@ impl Modify for BearerAuth {
 
 /// The document as a value.
 pub fn document() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(routes::api_router());
+    let mut doc = router.into_openapi();
     doc.openapi = utoipa::openapi::OpenApiVersion::Version31;
+    add_error_answers(&mut doc);
     doc
 }
 
@@ -69,4 +59,83 @@ pub fn document_json() -> String {
             .unwrap_or_else(|_| "{}".to_owned())
     })
     .clone()
+}
+
+/// Every error answer of every operation gets the error body of api.md §2 (`/ready`'s 503
+/// keeps its own body); operations behind a token also declare 401 (no or a bad token), 502
+/// (the identity provider could not confirm the session) and 500; operations with a body 413.
+fn add_error_answers(doc: &mut utoipa::openapi::OpenApi) {
+    let (name, schema) = error_body_schema();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .insert(name.clone(), schema);
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            add_to_operation(path, operation, &name);
+        }
+    }
+}
+
+fn add_to_operation(path: &str, operation: &mut Operation, error_body: &str) {
+    let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut statuses = Vec::new();
+    if secured {
+        statuses.extend(["401", "500", "502"]);
+    }
+    if operation.request_body.is_some() {
+        statuses.push("413");
+    }
+    let responses = &mut operation.responses.responses;
+    for status in statuses {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| RefOr::T(Response::new("")));
+    }
+    for (status, response) in responses.iter_mut() {
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        let own_body = path == "/ready" && status == "503";
+        if !is_error || own_body {
+            continue;
+        }
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let description = if response.description.is_empty() {
+            default_description(status).to_owned()
+        } else {
+            response.description.clone()
+        };
+        *response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(error_body)))
+                    .build(),
+            )
+            .build();
+    }
+}
+
+fn default_description(status: &str) -> &'static str {
+    match status {
+        "400" => "The request cannot be carried out as sent",
+        "401" => "No token, or an invalid, expired or inactive one",
+        "403" => "The caller's groups do not allow this operation",
+        "404" => "Not found",
+        "409" => "The current state does not allow this operation",
+        "413" => "The request body is larger than 1 MiB",
+        "422" => "Validation error: `details` maps each field to its first problem",
+        "500" => "Unexpected or database error",
+        "502" => "An upstream service (identity provider, accounting, mail) failed",
+        _ => "Error",
+    }
 }

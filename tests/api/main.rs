@@ -13,6 +13,7 @@ mod institutions;
 mod invites;
 mod labs;
 mod lifecycle;
+mod openapi_document;
 mod projects;
 mod seats;
 mod service;

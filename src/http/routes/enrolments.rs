@@ -2,39 +2,51 @@
 //! a course's enrolments (CA). The static `/courses/claim` and `/courses/activate-enrolments`
 //! win over `/courses/{course_id}` in the router.
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::caller::Caller;
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
-use crate::http::extract::RawBody;
-use crate::http::fields::{self, Fields};
-use crate::http::gates;
+use crate::http::extract::Body;
+use crate::http::fields::{self, Fields, FromFields};
+use crate::http::gates::CourseAdmin;
 use crate::http::payloads::{EnrolmentOut, Envelope};
 use crate::http::state::AppState;
 use crate::usecases::seats::activate::{self, Activation};
 use crate::usecases::seats::claim::{self, Claimed};
 use crate::usecases::seats::enrolments;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/courses/claim", post(claim_enrolment))
-        .route("/courses/activate-enrolments", post(activate_enrolments))
-        .route("/courses/{course_id}/enrolments", get(list_enrolments))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(claim_enrolment))
+        .routes(routes!(activate_enrolments))
+        .routes(routes!(list_enrolments))
 }
 
 // ---- claim ----------------------------------------------------------------------------------
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The body of `POST /courses/claim`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"enrolment_id": "6b5a4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d"}))]
 pub struct ClaimRequest {
-    enrolment_id: Uuid,
+    /// From the e-mailed link.
+    pub enrolment_id: Uuid,
+}
+
+impl FromFields for ClaimRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let enrolment_id = f.required("enrolment_id", &fields::uuid);
+        Some(Self {
+            enrolment_id: enrolment_id?,
+        })
+    }
 }
 
 /// The `course` of ClaimEnrolmentOut.
@@ -98,16 +110,9 @@ pub struct ClaimEnvelope {
 async fn claim_enrolment(
     State(state): State<AppState>,
     caller: Caller,
-    body: RawBody,
+    Body(body): Body<ClaimRequest>,
 ) -> Result<Json<Envelope<ClaimEnrolmentOut>>, ApiError> {
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let enrolment_id = f.required("enrolment_id", &fields::uuid);
-    f.finish()?;
-    let Some(enrolment_id) = enrolment_id else {
-        return Err(ApiError::internal());
-    };
-    let claimed = claim::claim(&state.services, caller.sub, enrolment_id).await?;
+    let claimed = claim::claim(&state.services, caller.sub, body.enrolment_id).await?;
     Ok(Envelope::new(
         "Enrolment claimed successfully",
         claimed.into(),
@@ -172,15 +177,13 @@ pub struct EnrolmentList {
 
 /// Every enrolment of the course, dropped ones included.
 #[utoipa::path(get, path = "/courses/{course_id}/enrolments", tag = "enrolments", security(("bearer" = [])),
-    params(("course_id" = String, Path, description = "Course id (UUID)")),
+    params(("course_id" = Uuid, Path, description = "Course id")),
     responses((status = 200, body = EnrolmentList), (status = 401), (status = 403)))]
 async fn list_enrolments(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    gate: CourseAdmin,
 ) -> Result<Json<EnrolmentList>, ApiError> {
-    let course = gates::course_admin(&state, &caller, &raw_id).await?;
-    let listed = enrolments::list_course_enrolments(&state.services, course.id).await?;
+    let listed = enrolments::list_course_enrolments(&state.services, gate.course.id).await?;
     Ok(Json(EnrolmentList {
         enrolments: listed
             .into_iter()

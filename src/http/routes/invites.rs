@@ -1,31 +1,30 @@
 //! Lab invites (api.md §4.3): send and cancel under `/virtual-labs/{id}/invites`, show and
 //! accept under `/invites?token=`.
 
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::Object;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::domain::caller::Caller;
 use crate::http::error::ApiError;
-use crate::http::extract::{RawBody, RawQuery};
-use crate::http::fields::{self, Fields};
-use crate::http::gates;
+use crate::http::extract::{Body, Query};
+use crate::http::fields::{self, Fields, FromFields};
+use crate::http::gates::{VlabAdmin, VlabMember};
 use crate::http::payloads::Envelope;
 use crate::http::state::AppState;
 use crate::usecases::invites;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/virtual-labs/{virtual_lab_id}/invites", post(send))
-        .route(
-            "/virtual-labs/{virtual_lab_id}/invites/cancel",
-            post(cancel),
-        )
-        .route("/invites", post(accept).get(show))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send))
+        .routes(routes!(cancel))
+        .routes(routes!(accept, show))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,6 +52,14 @@ pub struct InviteDetailsOut {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct InviteCancelledEnvelope {
+    message: String,
+    /// Always null.
+    #[schema(value_type = Option<Object>)]
+    data: Option<()>,
+}
+
+#[derive(Serialize, ToSchema)]
 pub struct InviteDetailsEnvelope {
     message: String,
     data: InviteDetailsOut,
@@ -75,96 +82,104 @@ pub struct InviteAcceptedEnvelope {
     data: InviteAcceptedOut,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct InviteRequest {
-    email: String,
-    /// `admin` or `member`.
-    role: String,
+fn role_schema() -> Object {
+    fields::string_enum(invites::ROLES)
 }
 
-/// The validated `{"email", "role"}` body; the e-mail with its domain lower-cased.
-fn email_and_role(body: &RawBody) -> Result<(String, String), ApiError> {
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let email = f.required("email", &fields::email);
-    let role = f.required("role", &fields::one_of(invites::ROLES));
-    f.finish()?;
-    match (email, role) {
-        (Some(email), Some(role)) => Ok((email.with_lowercase_domain(), role)),
-        _ => Err(ApiError::internal()),
+/// The body of the send and cancel endpoints.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"email": "faculty@unige.ch", "role": "admin"}))]
+pub struct InviteRequest {
+    /// Trimmed; the domain part is lower-cased.
+    #[schema(value_type = String, format = Email)]
+    pub email: String,
+    /// `admin` or `member`.
+    #[schema(schema_with = role_schema)]
+    pub role: String,
+}
+
+impl FromFields for InviteRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let email = f.required("email", &fields::email);
+        let role = f.required("role", &fields::one_of(invites::ROLES));
+        Some(Self {
+            email: email?.with_lowercase_domain(),
+            role: role?,
+        })
     }
 }
 
-/// The required, non-empty `token` query parameter.
-fn token_param(query: &RawQuery) -> Result<String, ApiError> {
-    let query = query.object();
-    let mut f = Fields::new(&query);
-    let token = f.required("token", &|value: &Value| match value.as_str() {
-        Some("") => Err("Must not be empty".to_owned()),
-        Some(s) => Ok(s.to_owned()),
-        None => Err("Must be a string".to_owned()),
-    });
-    f.finish()?;
-    token.ok_or_else(ApiError::internal)
+/// The query of `GET` and `POST /invites`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InviteToken {
+    /// The invite token from the e-mailed link.
+    #[param(min_length = 1)]
+    pub token: String,
+}
+
+impl FromFields for InviteToken {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let token = f.required("token", &|value: &Value| match value.as_str() {
+            Some("") => Err("Must not be empty".to_owned()),
+            Some(s) => Ok(s.to_owned()),
+            None => Err("Must be a string".to_owned()),
+        });
+        Some(Self { token: token? })
+    }
 }
 
 /// Invite someone to the lab by e-mail; the link is e-mailed at once.
 #[utoipa::path(post, path = "/virtual-labs/{virtual_lab_id}/invites", tag = "invites", security(("bearer" = [])),
-    params(("virtual_lab_id" = String, Path, description = "Lab id (UUID)")),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id")),
     request_body = InviteRequest,
     responses((status = 200, body = InviteSentEnvelope), (status = 401), (status = 403), (status = 404),
         (status = 422), (status = 500)))]
 async fn send(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    body: RawBody,
-) -> Result<Json<Envelope<InviteIdOut>>, ApiError> {
     // Tier VI: any lab role passes the gate; a member only may invite members.
-    let vlab_id = gates::vlab_any(&caller, &raw_id)?;
-    let (email, role) = email_and_role(&body)?;
-    if !caller.groups.is_vlab_admin(vlab_id) && role != "member" {
+    gate: VlabMember,
+    Body(body): Body<InviteRequest>,
+) -> Result<Json<Envelope<InviteIdOut>>, ApiError> {
+    let (caller, vlab_id) = (gate.caller, gate.vlab_id);
+    if !caller.groups.is_vlab_admin(vlab_id) && body.role != "member" {
         return Err(ApiError::not_allowed(Some(format!(
-            "vlab:admin on {raw_id}"
+            "vlab:admin on {}",
+            gate.raw_id
         ))));
     }
-    let id = invites::send(&state.services, &caller, vlab_id, email, role).await?;
+    let id = invites::send(&state.services, &caller, vlab_id, body.email, body.role).await?;
     Ok(Envelope::new("Invite sent to user", InviteIdOut { id }))
 }
 
 /// Delete a pending invite.
 #[utoipa::path(post, path = "/virtual-labs/{virtual_lab_id}/invites/cancel", tag = "invites", security(("bearer" = [])),
-    params(("virtual_lab_id" = String, Path, description = "Lab id (UUID)")),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id")),
     request_body = InviteRequest,
-    responses((status = 200), (status = 401), (status = 403), (status = 404), (status = 422)))]
+    responses((status = 200, body = InviteCancelledEnvelope), (status = 401), (status = 403), (status = 404), (status = 422)))]
 async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    body: RawBody,
+    gate: VlabAdmin,
+    Body(body): Body<InviteRequest>,
 ) -> Result<Json<Envelope<Option<()>>>, ApiError> {
-    let vlab_id = gates::vlab_admin(&caller, &raw_id)?;
-    let (email, role) = email_and_role(&body)?;
-    invites::cancel(&state.services, vlab_id, &email, &role).await?;
+    invites::cancel(&state.services, gate.vlab_id, &body.email, &body.role).await?;
     Ok(Envelope::new(
-        format!("Invite for email {email} successfully deleted."),
+        format!("Invite for email {} successfully deleted.", body.email),
         None,
     ))
 }
 
 /// Show the invite a link carries.
 #[utoipa::path(get, path = "/invites", tag = "invites", security(("bearer" = [])),
-    params(("token" = String, Query, description = "The invite token from the e-mailed link")),
+    params(InviteToken),
     responses((status = 200, body = InviteDetailsEnvelope), (status = 400), (status = 401), (status = 404),
         (status = 422)))]
 async fn show(
     State(state): State<AppState>,
     _caller: Caller,
-    query: RawQuery,
+    Query(query): Query<InviteToken>,
 ) -> Result<Json<Envelope<InviteDetailsOut>>, ApiError> {
-    let token = token_param(&query)?;
-    let view = invites::show(&state.services, &token).await?;
+    let view = invites::show(&state.services, &query.token).await?;
     Ok(Envelope::new(
         "Invite for Lab received successfully",
         InviteDetailsOut {
@@ -185,16 +200,15 @@ async fn show(
 
 /// Accept the invite a link carries: join the lab (and, for admins, every project).
 #[utoipa::path(post, path = "/invites", tag = "invites", security(("bearer" = [])),
-    params(("token" = String, Query, description = "The invite token from the e-mailed link")),
+    params(InviteToken),
     responses((status = 200, body = InviteAcceptedEnvelope), (status = 400), (status = 401), (status = 404),
         (status = 422), (status = 502)))]
 async fn accept(
     State(state): State<AppState>,
     caller: Caller,
-    query: RawQuery,
+    Query(query): Query<InviteToken>,
 ) -> Result<Json<Envelope<InviteAcceptedOut>>, ApiError> {
-    let token = token_param(&query)?;
-    let accepted = invites::accept(&state.services, &caller, &token).await?;
+    let accepted = invites::accept(&state.services, &caller, &query.token).await?;
     // Also after a concurrent acceptance: this request may have changed memberships too.
     state.auth.forget_groups(&caller);
     let message = if accepted.already {

@@ -1,20 +1,21 @@
 //! `/virtual-labs/{virtual_lab_id}/projects…` (api.md §4.2).
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::Array;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::virtual_labs::{Page, both_valid, expand_values};
-use crate::domain::caller::Caller;
+use super::virtual_labs::{DIRECTIONS, ORDER_BY, Page, direction_schema, order_by_schema};
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
-use crate::http::extract::{RawBody, RawQuery};
-use crate::http::fields::{self, Fields};
-use crate::http::gates;
+use crate::http::extract::{Query, RawBody, RawQuery, query_and_body};
+use crate::http::fields::{self, Fields, FromFields};
+use crate::http::gates::{ProjectMember, VlabAdmin, VlabMember};
 use crate::http::payloads::VirtualLabDetails;
 use crate::http::state::AppState;
 use crate::repo::ListOrder;
@@ -22,16 +23,10 @@ use crate::repo::projects::{Project, ProjectListing};
 use crate::usecases::labs::LabView;
 use crate::usecases::projects::{self, NewProjectRequest};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/virtual-labs/{virtual_lab_id}/projects",
-            post(create).get(list),
-        )
-        .route(
-            "/virtual-labs/{virtual_lab_id}/projects/{project_id}",
-            get(get_one),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one))
 }
 
 fn lab_details(view: &LabView) -> VirtualLabDetails {
@@ -98,59 +93,138 @@ pub struct ProjectOut {
     virtual_lab: Option<VirtualLabDetails>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+const CREATE_EXPAND: &[&str] = &["virtual_lab", "balance"];
+const GET_EXPAND: &[&str] = &["admins", "virtual_lab"];
+
+fn create_expand_schema() -> Array {
+    fields::string_enum_list(CREATE_EXPAND)
+}
+fn get_expand_schema() -> Array {
+    fields::string_enum_list(GET_EXPAND)
+}
+
+/// The body of `POST /virtual-labs/{virtual_lab_id}/projects`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"name": "Template project", "description": "Copied for every student"}))]
 pub struct ProjectCreate {
     /// Trimmed, 1..250 characters.
-    name: String,
-    description: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 250,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub name: String,
+    #[schema(pattern = r"^[^\u0000]*$")]
+    pub description: Option<String>,
+}
+
+impl FromFields for ProjectCreate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let name = f.required("name", &fields::text(1, 250));
+        let description = f.optional("description", &fields::any_string);
+        Some(Self {
+            name: name?,
+            description,
+        })
+    }
+}
+
+/// The query of `POST /virtual-labs/{virtual_lab_id}/projects`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectCreateQuery {
+    /// `virtual_lab` (`balance` is accepted and ignored); repeatable or comma-separated.
+    #[param(schema_with = create_expand_schema, required = false)]
+    pub expand: Vec<String>,
+    /// Accepted and ignored.
+    pub seed_budget: Option<bool>,
+}
+
+impl FromFields for ProjectCreateQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            expand: f.list("expand", CREATE_EXPAND),
+            seed_budget: f.optional("seed_budget", &fields::query_boolean),
+        })
+    }
+}
+
+/// The query of `GET /virtual-labs/{virtual_lab_id}/projects`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectListQuery {
+    /// ≥ 1, default 1.
+    #[param(minimum = 1)]
+    pub page: Option<i64>,
+    /// 1..100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<i64>,
+    /// `created_at`, `updated_at` (default), `name` or `owner`.
+    #[param(schema_with = order_by_schema, required = false)]
+    pub order_by: Option<String>,
+    /// `asc` or `desc` (default).
+    #[param(schema_with = direction_schema, required = false)]
+    pub order_direction: Option<String>,
+    /// Case-insensitive substring of the name or description; trimmed, 1..200 characters.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub query: Option<String>,
+}
+
+impl FromFields for ProjectListQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            page: f.optional("page", &fields::integer_at_least(1)),
+            page_size: f.optional("page_size", &fields::integer_between(1, 100)),
+            order_by: f.optional("order_by", &fields::one_of(ORDER_BY)),
+            order_direction: f.optional("order_direction", &fields::one_of(DIRECTIONS)),
+            query: f.optional("query", &fields::text(1, 200)),
+        })
+    }
+}
+
+/// The query of `GET /virtual-labs/{virtual_lab_id}/projects/{project_id}`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProjectExpandQuery {
+    /// `admins`, `virtual_lab`; repeatable or comma-separated.
+    #[param(schema_with = get_expand_schema, required = false)]
+    pub expand: Vec<String>,
+}
+
+impl FromFields for ProjectExpandQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            expand: f.list("expand", GET_EXPAND),
+        })
+    }
 }
 
 /// Create a project in a lab; the caller and every lab admin become its admins.
 #[utoipa::path(post, path = "/virtual-labs/{virtual_lab_id}/projects", tag = "projects", security(("bearer" = [])),
-    params(
-        ("virtual_lab_id" = String, Path, description = "Lab id (UUID)"),
-        ("expand" = Option<Vec<String>>, Query, description = "`virtual_lab` (`balance` is accepted and ignored)"),
-        ("seed_budget" = Option<bool>, Query, description = "Accepted and ignored"),
-    ),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id"), ProjectCreateQuery),
     request_body = ProjectCreate,
     responses((status = 200, body = ProjectCreatedOut), (status = 400), (status = 401), (status = 403),
         (status = 422), (status = 502)))]
 async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    gate: VlabAdmin,
     query: RawQuery,
     body: RawBody,
 ) -> Result<Json<ProjectCreatedOut>, ApiError> {
-    let vlab_id = gates::vlab_admin(&caller, &raw_id)?;
-    let expand = expand_values(&query, &["virtual_lab", "balance"]);
-    let query_object = query.object();
-    let mut q = Fields::new(&query_object);
-    let _ignored = q.optional("seed_budget", &fields::query_boolean);
-    let query_valid = both_valid(
-        expand.as_ref().map(|_| ()).map_err(Clone::clone),
-        q.finish(),
-    );
-
-    let body = body.object();
-    let (body_valid, request) = match &body {
-        Ok(body) => {
-            let mut f = Fields::new(body);
-            let name = f.required("name", &fields::text(1, 250));
-            let description = f.optional("description", &fields::any_string);
-            let request = name.map(|name| NewProjectRequest { name, description });
-            (f.finish(), request)
-        }
-        Err(err) => (Err(err.clone()), None),
+    // The query's and the body's problems are reported together.
+    let (query, body) = query_and_body::<ProjectCreateQuery, ProjectCreate>(&query, &body)?;
+    let caller = gate.caller;
+    let request = NewProjectRequest {
+        name: body.name,
+        description: body.description,
     };
-    both_valid(query_valid, body_valid)?;
-    let (Some(request), Ok(expand)) = (request, expand) else {
-        return Err(ApiError::internal());
-    };
-    let created = projects::create(&state.services, &caller, vlab_id, request).await?;
+    let created = projects::create(&state.services, &caller, gate.vlab_id, request).await?;
     state.auth.forget_groups(&caller);
-    let virtual_lab = if expand.iter().any(|v| v == "virtual_lab") {
+    let virtual_lab = if query.expand.iter().any(|v| v == "virtual_lab") {
         let view = crate::usecases::labs::load_view(&state.services, created.lab).await?;
         Some(lab_details(&view))
     } else {
@@ -172,42 +246,23 @@ async fn create(
 
 /// The lab's projects the caller may see (lab admins: all of them).
 #[utoipa::path(get, path = "/virtual-labs/{virtual_lab_id}/projects", tag = "projects", security(("bearer" = [])),
-    params(
-        ("virtual_lab_id" = String, Path, description = "Lab id (UUID)"),
-        ("page" = Option<i64>, Query, description = "≥ 1, default 1"),
-        ("page_size" = Option<i64>, Query, description = "1..100, default 20"),
-        ("order_by" = Option<String>, Query, description = "`created_at`, `updated_at` (default), `name` or `owner`"),
-        ("order_direction" = Option<String>, Query, description = "`asc` or `desc` (default)"),
-        ("query" = Option<String>, Query, description = "Case-insensitive substring of the name or description"),
-    ),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id"), ProjectListQuery),
     responses((status = 200, body = Page<ProjectListItem>), (status = 401), (status = 403), (status = 422)))]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    query: RawQuery,
+    gate: VlabMember,
+    Query(query): Query<ProjectListQuery>,
 ) -> Result<Json<Page<ProjectListItem>>, ApiError> {
-    let vlab_id = gates::vlab_any(&caller, &raw_id)?;
-    let query = query.object();
-    let mut f = Fields::new(&query);
-    let page = f.optional("page", &fields::integer_at_least(1));
-    let page_size = f.optional("page_size", &fields::integer_between(1, 100));
-    let order_by = f.optional(
-        "order_by",
-        &fields::one_of(&["created_at", "updated_at", "name", "owner"]),
-    );
-    let direction = f.optional("order_direction", &fields::one_of(&["asc", "desc"]));
-    let search = f.optional("query", &fields::text(1, 200));
-    f.finish()?;
-    let page = page.unwrap_or(1);
+    let (caller, vlab_id) = (gate.caller, gate.vlab_id);
+    let page = query.page.unwrap_or(1);
     let listing = ProjectListing {
         vlab_id,
         only: (!caller.groups.is_vlab_admin(vlab_id)).then(|| caller.groups.project_ids(vlab_id)),
-        query: search,
-        order: ListOrder::from_param(order_by.as_deref()),
-        descending: direction.as_deref() != Some("asc"),
+        query: query.query,
+        order: ListOrder::from_param(query.order_by.as_deref()),
+        descending: query.order_direction.as_deref() != Some("asc"),
         page,
-        page_size: page_size.unwrap_or(20),
+        page_size: query.page_size.unwrap_or(20),
     };
     let (rows, total) = projects::list(&state.services, &listing).await?;
     let data = rows.into_iter().map(ProjectListItem::from).collect();
@@ -217,26 +272,23 @@ async fn list(
 /// One project, optionally with its admins (from Keycloak) and its lab.
 #[utoipa::path(get, path = "/virtual-labs/{virtual_lab_id}/projects/{project_id}", tag = "projects", security(("bearer" = [])),
     params(
-        ("virtual_lab_id" = String, Path, description = "Lab id (UUID)"),
-        ("project_id" = String, Path, description = "Project id (UUID)"),
-        ("expand" = Option<Vec<String>>, Query, description = "`admins`, `virtual_lab`; repeatable or comma-separated"),
+        ("virtual_lab_id" = Uuid, Path, description = "Lab id"),
+        ("project_id" = Uuid, Path, description = "Project id"),
+        ProjectExpandQuery,
     ),
     responses((status = 200, body = ProjectOut), (status = 401), (status = 403), (status = 404),
         (status = 422), (status = 502)))]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((raw_vlab_id, raw_project_id)): Path<(String, String)>,
-    query: RawQuery,
+    gate: ProjectMember,
+    Query(query): Query<ProjectExpandQuery>,
 ) -> Result<Json<ProjectOut>, ApiError> {
-    let (vlab_id, project_id) = gates::project_access(&caller, &raw_vlab_id, &raw_project_id)?;
-    let expand = expand_values(&query, &["admins", "virtual_lab"])?;
     let detail = projects::get(
         &state.services,
-        vlab_id,
-        project_id,
-        expand.iter().any(|v| v == "admins"),
-        expand.iter().any(|v| v == "virtual_lab"),
+        gate.vlab_id,
+        gate.project_id,
+        query.expand.iter().any(|v| v == "admins"),
+        query.expand.iter().any(|v| v == "virtual_lab"),
     )
     .await?;
     let project = detail.project;

@@ -1,52 +1,77 @@
-//! `/seats/…` (api.md §4.6.1–§4.6.6): provision, batches, transfer (SA); a course's seats and
-//! assignment (CA). The drop endpoint lives in `seat_drops`.
+//! `/seats/…` (api.md §4.6): provision, batches, transfer (SA); a course's seats, assignment
+//! and the faculty drop (CA).
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use serde_json::Value;
+use utoipa::openapi::schema::{
+    Array, ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::institutions::path_uuid;
-use crate::domain::caller::Caller;
 use crate::http::error::ApiError;
-use crate::http::extract::{RawBody, RawQuery, ServiceAdmin};
-use crate::http::fields::{self, Fields};
-use crate::http::gates;
+use crate::http::extract::{Body, PathUuid, Query, ServiceAdmin};
+use crate::http::fields::{self, Fields, FromFields, parse_uuid};
+use crate::http::gates::CourseAdmin;
 use crate::http::payloads::{
     EnrolmentSummary, Envelope, InstitutionOut, SeatBatchCourseOut, SeatBatchOut,
-    SeatBatchSearchResponse, SeatDetailOut, SeatOut,
+    SeatBatchSearchResponse, SeatDetailOut, SeatDropResult, SeatOut,
 };
 use crate::http::state::AppState;
 use crate::repo::seats::SeatSearch;
+use crate::usecases::drops::faculty;
 use crate::usecases::seats::assign::{self, Student, StudentResult};
 use crate::usecases::seats::batches::{self, BatchSearch};
 use crate::usecases::seats::transfer::{self, Amount};
 use crate::usecases::seats::{list, provision};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/seats/provision", post(provision_seats))
-        .route("/seats/batches", get(search_batches))
-        .route("/seats/batches/{batch_id}", get(get_batch))
-        .route("/seats/transfer", post(transfer_seats))
-        .route("/seats/courses/{course_id}", get(list_seats))
-        .route("/seats/courses/{course_id}/assign", post(assign_seats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(provision_seats))
+        .routes(routes!(search_batches))
+        .routes(routes!(get_batch))
+        .routes(routes!(transfer_seats))
+        .routes(routes!(list_seats))
+        .routes(routes!(assign_seats))
+        .routes(routes!(drop_seats))
 }
 
 /// The largest assign request (README §5.1).
 const MAX_STUDENTS: usize = 1000;
+/// The largest drop request.
+const MAX_SEATS: usize = 1000;
 
 // ---- provision ------------------------------------------------------------------------------
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The body of `POST /seats/provision`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"course_id": "3f6c2b1a-9d8e-4f7a-b6c5-d4e3f2a1b0c9", "number_of_seats": 10}))]
 pub struct ProvisionRequest {
-    course_id: Uuid,
+    pub course_id: Uuid,
     /// 1..100.
-    number_of_seats: i64,
+    #[schema(value_type = i64, minimum = 1, maximum = 100)]
+    pub number_of_seats: usize,
+}
+
+impl FromFields for ProvisionRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let course_id = f.required("course_id", &fields::uuid);
+        let number_of_seats = f.required("number_of_seats", &|v: &Value| {
+            // Within 1..=100, so it fits.
+            fields::integer_between(1, 100)(v).map(|n| n.unsigned_abs() as usize)
+        });
+        Some(Self {
+            course_id: course_id?,
+            number_of_seats: number_of_seats?,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -68,18 +93,9 @@ pub struct ProvisionEnvelope {
 async fn provision_seats(
     State(state): State<AppState>,
     ServiceAdmin(_caller): ServiceAdmin,
-    body: RawBody,
+    Body(body): Body<ProvisionRequest>,
 ) -> Result<Json<Envelope<ProvisionedSeats>>, ApiError> {
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let course_id = f.required("course_id", &fields::uuid);
-    let n = f.required("number_of_seats", &fields::integer_between(1, 100));
-    f.finish()?;
-    let (Some(course_id), Some(n)) = (course_id, n) else {
-        return Err(ApiError::internal());
-    };
-    let n = usize::try_from(n).map_err(|_| ApiError::internal())?;
-    let seats = provision::provision(&state.services, course_id, n).await?;
+    let seats = provision::provision(&state.services, body.course_id, body.number_of_seats).await?;
     Ok(Envelope::new(
         format!("Successfully provisioned {} seats", seats.len()),
         ProvisionedSeats {
@@ -92,47 +108,69 @@ async fn provision_seats(
 
 /// One batch, wherever its seats are now.
 #[utoipa::path(get, path = "/seats/batches/{batch_id}", tag = "seats", security(("bearer" = [])),
-    params(("batch_id" = String, Path, description = "Batch id (UUID)")),
+    params(("batch_id" = Uuid, Path, description = "Batch id")),
     responses((status = 200, body = SeatBatchSearchResponse), (status = 401), (status = 403),
         (status = 404), (status = 422)))]
 async fn get_batch(
     State(state): State<AppState>,
     ServiceAdmin(_caller): ServiceAdmin,
-    Path(raw_id): Path<String>,
+    PathUuid(batch_id): PathUuid,
 ) -> Result<Json<SeatBatchSearchResponse>, ApiError> {
-    let batch_id = path_uuid("batch_id", &raw_id)?;
     let found = batches::get_batch(&state.services, batch_id).await?;
     Ok(Json(batch_response(found)))
 }
 
+/// The query of `GET /seats/batches`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BatchSearchQuery {
+    /// The seat's current course.
+    pub course_id: Option<Uuid>,
+    /// The seat's institution.
+    pub institution_id: Option<Uuid>,
+    /// Substring of the current course's lab name.
+    #[param(pattern = r"^[^\u0000]*$")]
+    pub vlab_name: Option<String>,
+    /// Substring of the institution's name.
+    #[param(pattern = r"^[^\u0000]*$")]
+    pub institution_name: Option<String>,
+    /// `created_at` ≥ this datetime.
+    pub created_after: Option<DateTime<Utc>>,
+    /// `created_at` ≤ this datetime.
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+impl FromFields for BatchSearchQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            course_id: f.optional("course_id", &fields::uuid),
+            institution_id: f.optional("institution_id", &fields::uuid),
+            vlab_name: f.optional("vlab_name", &fields::any_string),
+            institution_name: f.optional("institution_name", &fields::any_string),
+            created_after: f.optional("created_after", &fields::datetime_value),
+            created_before: f.optional("created_before", &fields::datetime_value),
+        })
+    }
+}
+
 /// Search seats and group them by batch; only matching seats are returned.
 #[utoipa::path(get, path = "/seats/batches", tag = "seats", security(("bearer" = [])),
-    params(
-        ("course_id" = Option<String>, Query, description = "The seat's current course"),
-        ("institution_id" = Option<String>, Query, description = "The seat's institution"),
-        ("vlab_name" = Option<String>, Query, description = "Substring of the current course's lab name"),
-        ("institution_name" = Option<String>, Query, description = "Substring of the institution's name"),
-        ("created_after" = Option<String>, Query, description = "created_at >= this datetime"),
-        ("created_before" = Option<String>, Query, description = "created_at <= this datetime"),
-    ),
+    params(BatchSearchQuery),
     responses((status = 200, body = SeatBatchSearchResponse), (status = 401), (status = 403),
         (status = 404), (status = 422)))]
 async fn search_batches(
     State(state): State<AppState>,
     ServiceAdmin(_caller): ServiceAdmin,
-    query: RawQuery,
+    Query(query): Query<BatchSearchQuery>,
 ) -> Result<Json<SeatBatchSearchResponse>, ApiError> {
-    let query = query.object();
-    let mut f = Fields::new(&query);
     let filters = SeatSearch {
-        course_id: f.optional("course_id", &fields::uuid),
-        institution_id: f.optional("institution_id", &fields::uuid),
-        vlab_name: f.optional("vlab_name", &fields::any_string),
-        institution_name: f.optional("institution_name", &fields::any_string),
-        created_after: f.optional("created_after", &fields::datetime_value),
-        created_before: f.optional("created_before", &fields::datetime_value),
+        course_id: query.course_id,
+        institution_id: query.institution_id,
+        vlab_name: query.vlab_name,
+        institution_name: query.institution_name,
+        created_after: query.created_after,
+        created_before: query.created_before,
     };
-    f.finish()?;
     let found = batches::search(&state.services, &filters).await?;
     Ok(Json(batch_response(found)))
 }
@@ -151,15 +189,52 @@ fn batch_response(found: BatchSearch) -> SeatBatchSearchResponse {
 
 // ---- transfer -------------------------------------------------------------------------------
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The body of `POST /seats/transfer`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "source_course_id": "3f6c2b1a-9d8e-4f7a-b6c5-d4e3f2a1b0c9",
+    "target_course_id": "8a7b6c5d-4e3f-4a1b-9c8d-7e6f5a4b3c2d",
+    "amount": "all"
+}))]
 pub struct TransferRequest {
-    source_course_id: Uuid,
+    pub source_course_id: Uuid,
     /// Must differ from the source.
-    target_course_id: Uuid,
+    pub target_course_id: Uuid,
     /// A positive integer, or exactly `"all"`.
-    #[schema(value_type = Object)]
-    amount: Value,
+    #[schema(schema_with = amount_schema)]
+    pub amount: Amount,
+}
+
+fn amount_schema() -> Schema {
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            )
+            .item(fields::string_enum(&["all"]))
+            .build(),
+    )
+}
+
+impl FromFields for TransferRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let source = f.required("source_course_id", &fields::uuid);
+        let target = f.required("target_course_id", &fields::uuid);
+        if source.is_some() && source == target {
+            f.error(
+                "target_course_id",
+                "source_course_id and target_course_id must be different",
+            );
+        }
+        let amount = f.required("amount", &transfer_amount);
+        Some(Self {
+            source_course_id: source?,
+            target_course_id: target?,
+            amount: amount?,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -182,24 +257,15 @@ pub struct TransferEnvelope {
 async fn transfer_seats(
     State(state): State<AppState>,
     ServiceAdmin(_caller): ServiceAdmin,
-    body: RawBody,
+    Body(body): Body<TransferRequest>,
 ) -> Result<Json<Envelope<TransferredSeats>>, ApiError> {
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let source = f.required("source_course_id", &fields::uuid);
-    let target = f.required("target_course_id", &fields::uuid);
-    if source.is_some() && source == target {
-        f.error(
-            "target_course_id",
-            "source_course_id and target_course_id must be different",
-        );
-    }
-    let amount = f.required("amount", &transfer_amount);
-    f.finish()?;
-    let (Some(source), Some(target), Some(amount)) = (source, target, amount) else {
-        return Err(ApiError::internal());
-    };
-    let moved = transfer::transfer(&state.services, source, target, amount).await?;
+    let moved = transfer::transfer(
+        &state.services,
+        body.source_course_id,
+        body.target_course_id,
+        body.amount,
+    )
+    .await?;
     Ok(Envelope::new(
         "Successfully transferred seats",
         TransferredSeats {
@@ -238,15 +304,13 @@ pub struct SeatListPage {
 
 /// Every seat now in the course, in every state.
 #[utoipa::path(get, path = "/seats/courses/{course_id}", tag = "seats", security(("bearer" = [])),
-    params(("course_id" = String, Path, description = "Course id (UUID)")),
+    params(("course_id" = Uuid, Path, description = "Course id")),
     responses((status = 200, body = SeatListPage), (status = 401), (status = 403)))]
 async fn list_seats(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    gate: CourseAdmin,
 ) -> Result<Json<SeatListPage>, ApiError> {
-    let course = gates::course_admin(&state, &caller, &raw_id).await?;
-    let seats = list::list_course_seats(&state.services, course.id).await?;
+    let seats = list::list_course_seats(&state.services, gate.course.id).await?;
     let data: Vec<SeatDetailOut> = seats
         .iter()
         .map(|(seat, enrolment)| SeatDetailOut {
@@ -266,20 +330,49 @@ async fn list_seats(
 
 // ---- assign ---------------------------------------------------------------------------------
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// One student of an assign request.
+#[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct StudentIn {
     /// Trimmed, 1..250; unique within the request.
-    student_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 250,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub student_id: String,
     /// Trimmed; unique within the request, case-insensitively.
-    email: String,
+    #[schema(format = Email)]
+    pub email: String,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+impl From<StudentIn> for Student {
+    fn from(s: StudentIn) -> Self {
+        Student {
+            student_id: s.student_id,
+            email: s.email,
+        }
+    }
+}
+
+/// The body of `POST /seats/courses/{course_id}/assign`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"students": [
+    {"student_id": "s-1001", "email": "ada@students.unige.ch"},
+    {"student_id": "s-1002", "email": "alan@students.unige.ch"}
+]}))]
 pub struct AssignRequest {
     /// 1..1000 students.
-    students: Vec<StudentIn>,
+    #[schema(min_items = 1, max_items = 1000)]
+    pub students: Vec<StudentIn>,
+}
+
+impl FromFields for AssignRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let students = f.required("students", &students);
+        Some(Self {
+            students: students?,
+        })
+    }
 }
 
 /// SeatAssignmentResult (api.md §3.13).
@@ -323,20 +416,18 @@ pub struct AssignResponse {
 
 /// Assign a seat to each student: a project, its funding, an enrolment and a claim e-mail.
 #[utoipa::path(post, path = "/seats/courses/{course_id}/assign", tag = "seats", security(("bearer" = [])),
-    params(("course_id" = String, Path, description = "Course id (UUID)")),
+    params(("course_id" = Uuid, Path, description = "Course id")),
     request_body = AssignRequest,
     responses((status = 200, body = AssignResponse), (status = 401), (status = 403), (status = 409),
         (status = 422)))]
 async fn assign_seats(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    body: RawBody,
+    gate: CourseAdmin,
+    Body(body): Body<AssignRequest>,
 ) -> Result<Json<AssignResponse>, ApiError> {
-    let course = gates::course_admin(&state, &caller, &raw_id).await?;
-    let body = body.object()?;
-    let students = read_students(&body)?;
-    let results = assign::assign(&state.services, caller.sub, course.id, students).await?;
+    let students = body.students.into_iter().map(Student::from).collect();
+    let results =
+        assign::assign(&state.services, gate.caller.sub, gate.course.id, students).await?;
     Ok(Json(AssignResponse {
         results: results
             .into_iter()
@@ -345,16 +436,9 @@ async fn assign_seats(
     }))
 }
 
-fn read_students(body: &Map<String, Value>) -> Result<Vec<Student>, ApiError> {
-    let mut f = Fields::new(body);
-    let students = f.required("students", &students);
-    f.finish()?;
-    students.ok_or_else(ApiError::internal)
-}
-
 /// The `students` list: 1..1000 valid items, then unique student ids, then unique e-mails.
 /// The first problem found is the message (api.md §2.2).
-fn students(value: &Value) -> Result<Vec<Student>, String> {
+fn students(value: &Value) -> Result<Vec<StudentIn>, String> {
     let items = value
         .as_array()
         .ok_or_else(|| "Must be a list".to_owned())?;
@@ -386,7 +470,7 @@ fn students(value: &Value) -> Result<Vec<Student>, String> {
     Ok(students)
 }
 
-fn student(i: usize, item: &Value) -> Result<Student, String> {
+fn student(i: usize, item: &Value) -> Result<StudentIn, String> {
     let Some(item) = item.as_object() else {
         return Err(format!("students[{i}]: Must be an object"));
     };
@@ -397,7 +481,93 @@ fn student(i: usize, item: &Value) -> Result<Student, String> {
     };
     let student_id = field("student_id", &fields::text(1, 250))?;
     let email = field("email", &|v| fields::email(v).map(|e| e.into_string()))?;
-    Ok(Student { student_id, email })
+    Ok(StudentIn { student_id, email })
+}
+
+// ---- faculty drop ---------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct SeatDropResults {
+    results: Vec<SeatDropResult>,
+}
+
+/// The body of `POST /seats/courses/{course_id}/drop`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"seat_ids": ["9e8d7c6b-0000-4000-8000-000000000001"]}))]
+pub struct SeatDropRequest {
+    /// 1..1000 distinct seat ids.
+    #[schema(schema_with = seat_ids_schema)]
+    pub seat_ids: Vec<Uuid>,
+}
+
+impl FromFields for SeatDropRequest {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let seat_ids = f.required("seat_ids", &seat_id_list);
+        Some(Self {
+            seat_ids: seat_ids?,
+        })
+    }
+}
+
+/// Drop the students on these seats: one result per seat, in request order.
+#[utoipa::path(post, path = "/seats/courses/{course_id}/drop", tag = "seats", security(("bearer" = [])),
+    params(("course_id" = Uuid, Path, description = "Course id")),
+    request_body = SeatDropRequest,
+    responses((status = 200, body = SeatDropResults), (status = 401), (status = 403), (status = 422)))]
+async fn drop_seats(
+    State(state): State<AppState>,
+    gate: CourseAdmin,
+    Body(body): Body<SeatDropRequest>,
+) -> Result<Json<SeatDropResults>, ApiError> {
+    let drops = faculty::drop_seats(
+        &state.services,
+        gate.course.id,
+        gate.caller.sub,
+        body.seat_ids,
+    )
+    .await?;
+    Ok(Json(SeatDropResults {
+        results: drops.iter().map(SeatDropResult::from).collect(),
+    }))
+}
+
+fn seat_ids_schema() -> Array {
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_SEATS))
+        .unique_items(true)
+        .build()
+}
+
+/// `seat_ids`: 1..1000 UUIDs, no duplicates (compared as UUIDs).
+fn seat_id_list(value: &Value) -> Result<Vec<Uuid>, String> {
+    let items = value
+        .as_array()
+        .ok_or_else(|| "Must be a list".to_owned())?;
+    if items.is_empty() {
+        return Err("Must contain at least 1 item".to_owned());
+    }
+    if items.len() > MAX_SEATS {
+        return Err(format!("Must contain at most {MAX_SEATS} items"));
+    }
+    let mut ids = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let id = item
+            .as_str()
+            .and_then(parse_uuid)
+            .ok_or_else(|| format!("seat_ids[{i}]: Must be a UUID"))?;
+        ids.push(id);
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    if let Some(duplicate) = ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(format!("Duplicate seat_id in request: {duplicate}"));
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -411,7 +581,7 @@ mod tests {
         let ok = students(&json!([{"student_id": " s1 ", "email": " A@uni.org "}])).unwrap();
         assert_eq!(
             ok,
-            [Student {
+            [StudentIn {
                 student_id: "s1".to_owned(),
                 email: "A@uni.org".to_owned()
             }]
@@ -480,5 +650,30 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn seat_ids_are_checked_for_count_syntax_and_duplicates() {
+        let a = "9e8d7c6b-0000-4000-8000-000000000001";
+        let b = "9e8d7c6b-0000-4000-8000-000000000002";
+        assert_eq!(seat_id_list(&json!("x")), Err("Must be a list".to_owned()));
+        assert_eq!(
+            seat_id_list(&json!([])),
+            Err("Must contain at least 1 item".to_owned())
+        );
+        let many: Vec<String> = (0..1001).map(|_| a.to_owned()).collect();
+        assert_eq!(
+            seat_id_list(&json!(many)),
+            Err("Must contain at most 1000 items".to_owned())
+        );
+        assert_eq!(
+            seat_id_list(&json!([a, 5])),
+            Err("seat_ids[1]: Must be a UUID".to_owned())
+        );
+        assert_eq!(
+            seat_id_list(&json!([a, b, a.to_uppercase()])),
+            Err(format!("Duplicate seat_id in request: {a}"))
+        );
+        assert_eq!(seat_id_list(&json!([b, a])).map(|v| v.len()), Ok(2));
     }
 }

@@ -3,44 +3,52 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::http::openapi;
 use crate::http::state::AppState;
 use crate::repo::db;
 
-pub fn router(base_path: &str) -> Router<AppState> {
-    let swagger = utoipa_swagger_ui::SwaggerUi::new("/docs").config(
-        utoipa_swagger_ui::Config::from(format!("{base_path}/openapi.json")),
-    );
-    Router::new()
-        .route("/", get(banner))
-        .route("/openapi.json", get(openapi_json))
+/// The banner and the OpenAPI document, plus the probes. Swagger UI (`/docs`) is added by
+/// [`swagger_ui`]: it is not part of the document.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(banner))
+        .routes(routes!(openapi_json))
         .merge(probe_router())
-        .merge(swagger)
 }
 
 /// `/health`, `/ready` and `/metrics`, also mounted at the root under a `BASE_PATH`.
-pub fn probe_router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+pub fn probe_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
 }
 
-#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = String, example = json!("Server is running."))))]
+/// Swagger UI at `/docs`, reading the document at `{base_path}/openapi.json`.
+pub fn swagger_ui(base_path: &str) -> utoipa_swagger_ui::SwaggerUi {
+    utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from(format!(
+        "{base_path}/openapi.json"
+    )))
+}
+
+/// A JSON string.
+#[utoipa::path(get, path = "/", tag = "service", responses((status = 200, body = String,
+    content_type = "application/json", example = json!("Server is running."))))]
 async fn banner() -> Json<&'static str> {
     Json("Server is running.")
 }
 
-/// Liveness: the process is up. Checks no dependency.
-#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = String, example = json!("OK"))))]
+/// Liveness: the process is up. Checks no dependency. A JSON string.
+#[utoipa::path(get, path = "/health", tag = "service", responses((status = 200, body = String,
+    content_type = "application/json", example = json!("OK"))))]
 async fn health() -> Json<&'static str> {
     Json("OK")
 }

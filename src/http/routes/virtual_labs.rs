@@ -1,33 +1,32 @@
 //! `/virtual-labs` and `/virtual-labs/{virtual_lab_id}` (api.md §4.1).
 
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use axum::extract::State;
 use serde::Serialize;
-use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{Array, Object};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::clients::KeycloakUser;
 use crate::domain::caller::Caller;
 use crate::domain::datetime;
+use crate::domain::email::EmailAddress;
 use crate::http::error::ApiError;
-use crate::http::extract::{RawBody, RawQuery};
-use crate::http::fields::{self, Fields, Patch};
-use crate::http::gates;
+use crate::http::extract::{Body, Query};
+use crate::http::fields::{self, Fields, FromFields};
+use crate::http::gates::{VlabAdmin, VlabMember};
 use crate::http::payloads::{Envelope, VirtualLabDetails};
 use crate::http::state::AppState;
 use crate::repo::ListOrder;
 use crate::repo::labs::{LabChanges, LabListing, Scope};
 use crate::usecases::labs::{self, LabExpand, NewLabRequest};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/virtual-labs", post(create).get(list))
-        .route(
-            "/virtual-labs/{virtual_lab_id}",
-            get(get_one).patch(update).delete(delete),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_one, update, delete))
 }
 
 /// The list page of api.md §0.3; `page_size` is the number of items in this page.
@@ -124,65 +123,185 @@ impl OwnerOut {
     }
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
+const COMPUTE_CELLS: &[&str] = &["cell_a", "cell_b"];
+const SCOPES: &[&str] = &["all", "self", "external"];
+/// The `order_by` values of the lab and project lists.
+pub const ORDER_BY: &[&str] = &["created_at", "updated_at", "name", "owner"];
+/// The `order_direction` values of the lab and project lists.
+pub const DIRECTIONS: &[&str] = &["asc", "desc"];
+const LAB_EXPAND: &[&str] = &["admins", "owner"];
+
+fn compute_cell_schema() -> Object {
+    fields::string_enum(COMPUTE_CELLS)
+}
+fn scope_schema() -> Object {
+    fields::string_enum(SCOPES)
+}
+/// The schema of `order_by`.
+pub fn order_by_schema() -> Object {
+    fields::string_enum(ORDER_BY)
+}
+/// The schema of `order_direction`.
+pub fn direction_schema() -> Object {
+    fields::string_enum(DIRECTIONS)
+}
+fn lab_expand_schema() -> Array {
+    fields::string_enum_list(LAB_EXPAND)
+}
+
+/// The body of `POST /virtual-labs`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "name": "Neuroscience 101",
+    "description": "Course lab of the autumn semester",
+    "reference_email": "lab-admin@unige.ch",
+    "entity": "University of Geneva",
+    "compute_cell": "cell_a",
+    "is_course": true
+}))]
 pub struct VirtualLabCreate {
     /// Trimmed, 1..250 characters; unique among non-deleted labs (case-insensitive).
-    name: String,
-    description: String,
+    #[schema(
+        min_length = 1,
+        max_length = 250,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub name: String,
+    #[schema(pattern = r"^[^\u0000]*$")]
+    pub description: String,
     /// Defaults to the caller's token e-mail.
-    reference_email: Option<String>,
+    #[schema(value_type = Option<String>, format = Email)]
+    pub reference_email: Option<EmailAddress>,
     /// Accepted and ignored.
-    email_verified: Option<bool>,
+    pub email_verified: Option<bool>,
     /// Trimmed, 1..250 characters.
-    entity: String,
+    #[schema(
+        min_length = 1,
+        max_length = 250,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub entity: String,
     /// `cell_a` (default) or `cell_b`.
-    compute_cell: Option<String>,
+    #[schema(schema_with = compute_cell_schema, required = false)]
+    pub compute_cell: Option<String>,
     /// Service admins and the OBI owner user only.
-    is_course: Option<bool>,
+    pub is_course: Option<bool>,
 }
 
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct VirtualLabUpdate {
-    name: Option<String>,
-    description: Option<String>,
-    /// `null` clears it.
-    reference_email: Option<String>,
-    entity: Option<String>,
-}
-
-/// Merges two 422s (e.g. the query's and the body's) into one; any other error wins as is.
-pub fn both_valid(
-    first: Result<(), ApiError>,
-    second: Result<(), ApiError>,
-) -> Result<(), ApiError> {
-    match (first, second) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Err(mut a), Err(b)) => {
-            if let (Value::Object(into), Value::Object(from)) = (a.details.as_mut(), *b.details) {
-                for (k, v) in from {
-                    into.entry(k).or_insert(v);
-                }
-            }
-            Err(a)
-        }
+impl FromFields for VirtualLabCreate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let name = f.required("name", &fields::text(1, 250));
+        let description = f.required("description", &fields::any_string);
+        let reference_email = f.optional("reference_email", &fields::email);
+        let email_verified = f.optional("email_verified", &fields::boolean);
+        let entity = f.required("entity", &fields::text(1, 250));
+        let compute_cell = f.optional("compute_cell", &fields::one_of(COMPUTE_CELLS));
+        let is_course = f.optional("is_course", &fields::boolean);
+        Some(Self {
+            name: name?,
+            description: description?,
+            reference_email,
+            email_verified,
+            entity: entity?,
+            compute_cell,
+            is_course,
+        })
     }
 }
 
-/// Every `expand` value (repeatable or comma-separated) must be one of `allowed`.
-pub fn expand_values(
-    query: &RawQuery,
-    allowed: &'static [&'static str],
-) -> Result<Vec<String>, ApiError> {
-    let values = query.all("expand");
-    match values.iter().find(|v| !allowed.contains(&v.as_str())) {
-        Some(_) => Err(ApiError::invalid_field(
-            "expand",
-            format!("Must be one of: {}", allowed.join(", ")),
-        )),
-        None => Ok(values),
+/// The body of `PATCH /virtual-labs/{virtual_lab_id}`: only the keys present are applied.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"description": "Spring semester", "reference_email": null}))]
+pub struct VirtualLabUpdate {
+    /// Trimmed, 1..250 characters; `null` is rejected.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 250, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub name: Option<String>,
+    /// `null` is rejected.
+    #[schema(value_type = String, required = false, pattern = r"^[^\u0000]*$")]
+    pub description: Option<String>,
+    /// `null` clears it.
+    #[schema(value_type = Option<String>, required = false, format = Email)]
+    pub reference_email: Option<Option<String>>,
+    /// Trimmed, 1..250 characters; `null` is rejected.
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 250, pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$")]
+    pub entity: Option<String>,
+}
+
+impl FromFields for VirtualLabUpdate {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        let name = f.patch_not_null("name", &fields::text(1, 250));
+        let description = f.patch_not_null("description", &fields::any_string);
+        let reference_email = f
+            .nullable("reference_email", &fields::email)
+            .map(|email| email.map(|e| e.with_lowercase_domain()));
+        let entity = f.patch_not_null("entity", &fields::text(1, 250));
+        Some(Self {
+            name,
+            description,
+            reference_email,
+            entity,
+        })
+    }
+}
+
+/// The query of `GET /virtual-labs`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LabListQuery {
+    /// ≥ 1, default 1.
+    #[param(minimum = 1)]
+    pub page: Option<i64>,
+    /// 1..100, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<i64>,
+    /// `all` (default), `self` or `external`.
+    #[param(schema_with = scope_schema, required = false)]
+    pub scope: Option<String>,
+    /// Only labs where the caller is admin.
+    pub admin_access_only: Option<bool>,
+    /// `created_at`, `updated_at` (default), `name` or `owner`.
+    #[param(schema_with = order_by_schema, required = false)]
+    pub order_by: Option<String>,
+    /// `asc` or `desc` (default).
+    #[param(schema_with = direction_schema, required = false)]
+    pub order_direction: Option<String>,
+    /// Case-insensitive substring of the name; trimmed, 1..200 characters.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+    )]
+    pub query: Option<String>,
+}
+
+impl FromFields for LabListQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            page: f.optional("page", &fields::integer_at_least(1)),
+            page_size: f.optional("page_size", &fields::integer_between(1, 100)),
+            scope: f.optional("scope", &fields::one_of(SCOPES)),
+            admin_access_only: f.optional("admin_access_only", &fields::query_boolean),
+            order_by: f.optional("order_by", &fields::one_of(ORDER_BY)),
+            order_direction: f.optional("order_direction", &fields::one_of(DIRECTIONS)),
+            query: f.optional("query", &fields::text(1, 200)),
+        })
+    }
+}
+
+/// The query of `GET /virtual-labs/{virtual_lab_id}`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LabExpandQuery {
+    /// `admins`, `owner`; repeatable or comma-separated.
+    #[param(schema_with = lab_expand_schema, required = false)]
+    pub expand: Vec<String>,
+}
+
+impl FromFields for LabExpandQuery {
+    fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+        Some(Self {
+            expand: f.list("expand", LAB_EXPAND),
+        })
     }
 }
 
@@ -194,28 +313,15 @@ pub fn expand_values(
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    body: RawBody,
+    Body(body): Body<VirtualLabCreate>,
 ) -> Result<Json<VirtualLabDetails>, ApiError> {
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let name = f.required("name", &fields::text(1, 250));
-    let description = f.required("description", &fields::any_string);
-    let reference_email = f.optional("reference_email", &fields::email);
-    let _ignored = f.optional("email_verified", &fields::boolean);
-    let entity = f.required("entity", &fields::text(1, 250));
-    let compute_cell = f.optional("compute_cell", &fields::one_of(&["cell_a", "cell_b"]));
-    let is_course = f.optional("is_course", &fields::boolean);
-    f.finish()?;
-    let (Some(name), Some(description), Some(entity)) = (name, description, entity) else {
-        return Err(ApiError::internal());
-    };
     let request = NewLabRequest {
-        name,
-        description,
-        reference_email: reference_email.map(|e| e.with_lowercase_domain()),
-        entity,
-        compute_cell: compute_cell.unwrap_or_else(|| "cell_a".to_owned()),
-        is_course: is_course.unwrap_or(false),
+        name: body.name,
+        description: body.description,
+        reference_email: body.reference_email.map(|e| e.with_lowercase_domain()),
+        entity: body.entity,
+        compute_cell: body.compute_cell.unwrap_or_else(|| "cell_a".to_owned()),
+        is_course: body.is_course.unwrap_or(false),
     };
     let lab = labs::create(&state.services, &caller, request).await?;
     state.auth.forget_groups(&caller);
@@ -224,49 +330,28 @@ async fn create(
 
 /// The caller's labs: those named in their groups plus those they own.
 #[utoipa::path(get, path = "/virtual-labs", tag = "virtual-labs", security(("bearer" = [])),
-    params(
-        ("page" = Option<i64>, Query, description = "≥ 1, default 1"),
-        ("page_size" = Option<i64>, Query, description = "1..100, default 20"),
-        ("scope" = Option<String>, Query, description = "`all` (default), `self` or `external`"),
-        ("admin_access_only" = Option<bool>, Query, description = "Only labs where the caller is admin"),
-        ("order_by" = Option<String>, Query, description = "`created_at`, `updated_at` (default), `name` or `owner`"),
-        ("order_direction" = Option<String>, Query, description = "`asc` or `desc` (default)"),
-        ("query" = Option<String>, Query, description = "Case-insensitive substring of the name"),
-    ),
+    params(LabListQuery),
     responses((status = 200, body = Page<VirtualLabDetails>), (status = 401), (status = 422)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: RawQuery,
+    Query(query): Query<LabListQuery>,
 ) -> Result<Json<Page<VirtualLabDetails>>, ApiError> {
-    let query = query.object();
-    let mut f = Fields::new(&query);
-    let page = f.optional("page", &fields::integer_at_least(1));
-    let page_size = f.optional("page_size", &fields::integer_between(1, 100));
-    let scope = f.optional("scope", &fields::one_of(&["all", "self", "external"]));
-    let admin_only = f.optional("admin_access_only", &fields::query_boolean);
-    let order_by = f.optional(
-        "order_by",
-        &fields::one_of(&["created_at", "updated_at", "name", "owner"]),
-    );
-    let direction = f.optional("order_direction", &fields::one_of(&["asc", "desc"]));
-    let search = f.optional("query", &fields::text(1, 200));
-    f.finish()?;
-    let admin_only = admin_only.unwrap_or(false);
-    let page = page.unwrap_or(1);
+    let admin_only = query.admin_access_only.unwrap_or(false);
+    let page = query.page.unwrap_or(1);
     let listing = LabListing {
         caller: caller.sub,
         group_lab_ids: caller.groups.vlab_ids(admin_only),
-        scope: match scope.as_deref() {
+        scope: match query.scope.as_deref() {
             Some("self") => Scope::Own,
             Some("external") => Scope::External,
             _ => Scope::All,
         },
-        query: search,
-        order: ListOrder::from_param(order_by.as_deref()),
-        descending: direction.as_deref() != Some("asc"),
+        query: query.query,
+        order: ListOrder::from_param(query.order_by.as_deref()),
+        descending: query.order_direction.as_deref() != Some("asc"),
         page,
-        page_size: page_size.unwrap_or(20),
+        page_size: query.page_size.unwrap_or(20),
     };
     let (views, total) = labs::list(&state.services, &listing).await?;
     let data = views
@@ -278,25 +363,19 @@ async fn list(
 
 /// One lab, optionally with its admins and owner read from Keycloak.
 #[utoipa::path(get, path = "/virtual-labs/{virtual_lab_id}", tag = "virtual-labs", security(("bearer" = [])),
-    params(
-        ("virtual_lab_id" = String, Path, description = "Lab id (UUID)"),
-        ("expand" = Option<Vec<String>>, Query, description = "`admins`, `owner`; repeatable or comma-separated"),
-    ),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id"), LabExpandQuery),
     responses((status = 200, body = VirtualLabWithAdmins), (status = 401), (status = 403), (status = 404),
         (status = 422), (status = 502)))]
 async fn get_one(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    query: RawQuery,
+    gate: VlabMember,
+    Query(query): Query<LabExpandQuery>,
 ) -> Result<Json<VirtualLabWithAdmins>, ApiError> {
-    let id = gates::vlab_any(&caller, &raw_id)?;
-    let expand = expand_values(&query, &["admins", "owner"])?;
     let expand = LabExpand {
-        admins: expand.iter().any(|v| v == "admins"),
-        owner: expand.iter().any(|v| v == "owner"),
+        admins: query.expand.iter().any(|v| v == "admins"),
+        owner: query.expand.iter().any(|v| v == "owner"),
     };
-    let found = labs::get(&state.services, id, expand).await?;
+    let found = labs::get(&state.services, gate.vlab_id, expand).await?;
     let view = &found.view;
     Ok(Json(VirtualLabWithAdmins {
         details: VirtualLabDetails::new(&view.lab, Some(view.projects_count), view.course.as_ref()),
@@ -310,35 +389,22 @@ async fn get_one(
 
 /// Update a lab's name, description, reference e-mail or entity.
 #[utoipa::path(patch, path = "/virtual-labs/{virtual_lab_id}", tag = "virtual-labs", security(("bearer" = [])),
-    params(("virtual_lab_id" = String, Path, description = "Lab id (UUID)")),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id")),
     request_body = VirtualLabUpdate,
     responses((status = 200, body = VirtualLabEnvelope), (status = 401), (status = 403), (status = 404),
         (status = 409), (status = 422)))]
 async fn update(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
-    body: RawBody,
+    gate: VlabAdmin,
+    Body(body): Body<VirtualLabUpdate>,
 ) -> Result<Json<Envelope<VirtualLabData>>, ApiError> {
-    let id = gates::vlab_admin(&caller, &raw_id)?;
-    let body = body.object()?;
-    let mut f = Fields::new(&body);
-    let name = f.patch_not_null("name", &fields::text(1, 250));
-    let description = f.patch_not_null("description", &fields::any_string);
-    let reference_email = match f.patch("reference_email", &fields::email) {
-        Patch::Absent => None,
-        Patch::Null => Some(None),
-        Patch::Value(email) => Some(Some(email.with_lowercase_domain())),
-    };
-    let entity = f.patch_not_null("entity", &fields::text(1, 250));
-    f.finish()?;
     let changes = LabChanges {
-        name,
-        description,
-        reference_email,
-        entity,
+        name: body.name,
+        description: body.description,
+        reference_email: body.reference_email,
+        entity: body.entity,
     };
-    let lab = labs::update(&state.services, id, &changes).await?;
+    let lab = labs::update(&state.services, gate.vlab_id, &changes).await?;
     let view = labs::load_view(&state.services, lab).await?;
     Ok(Envelope::new(
         "Updated virtual lab",
@@ -350,16 +416,14 @@ async fn update(
 
 /// Soft-delete a lab and its projects (refused while its course is active).
 #[utoipa::path(delete, path = "/virtual-labs/{virtual_lab_id}", tag = "virtual-labs", security(("bearer" = [])),
-    params(("virtual_lab_id" = String, Path, description = "Lab id (UUID)")),
+    params(("virtual_lab_id" = Uuid, Path, description = "Lab id")),
     responses((status = 200, body = VirtualLabEnvelope), (status = 401), (status = 403), (status = 404),
         (status = 409)))]
 async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(raw_id): Path<String>,
+    gate: VlabAdmin,
 ) -> Result<Json<Envelope<VirtualLabData>>, ApiError> {
-    let id = gates::vlab_admin(&caller, &raw_id)?;
-    let view = labs::soft_delete(&state.services, id, caller.sub).await?;
+    let view = labs::soft_delete(&state.services, gate.vlab_id, gate.caller.sub).await?;
     Ok(Envelope::new(
         "Deleted virtual lab",
         VirtualLabData {
