@@ -74,12 +74,6 @@ pub enum Patch<T> {
     Value(T),
 }
 
-impl<T> Patch<T> {
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Patch::Absent)
-    }
-}
-
 /// A request shape read from a JSON object (a body, or a query string).
 ///
 /// `from_fields` reads every field (so that every key's first problem is recorded) and builds
@@ -195,10 +189,6 @@ impl<'a> Fields<'a> {
     /// Records an error found by the handler itself (e.g. a cross-field rule).
     pub fn error(&mut self, key: &str, message: impl Into<String>) {
         self.errors.add(key, message);
-    }
-
-    pub fn has_error(&self, key: &str) -> bool {
-        self.errors.contains(key)
     }
 
     /// `Ok` when every field was valid, else one 422 with every problem.
@@ -493,5 +483,67 @@ mod tests {
             query_all(Some("expand=admins,owner&expand=x"), "expand"),
             vec!["admins", "owner", "x"]
         );
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Shape {
+        name: String,
+        count: Option<i64>,
+        cleared: Option<Option<String>>,
+    }
+
+    impl FromFields for Shape {
+        fn from_fields(f: &mut Fields<'_>) -> Option<Self> {
+            let name = f.required("name", &text(1, 5));
+            let count = f.optional("count", &integer_between(1, 9));
+            let cleared = f.nullable("cleared", &any_string);
+            Some(Self {
+                name: name?,
+                count,
+                cleared,
+            })
+        }
+    }
+
+    #[test]
+    fn a_shape_parses_or_reports_every_problem_in_order() {
+        let ok = parse::<Shape>(&obj(json!({"name": " ab ", "cleared": null})), None);
+        assert_eq!(
+            ok,
+            Ok(Shape {
+                name: "ab".to_owned(),
+                count: None,
+                cleared: Some(None),
+            })
+        );
+        // An optional field's problem fails the parse even though the value could be built.
+        let err = parse::<Shape>(&obj(json!({"name": "ab", "count": 10})), None).unwrap_err();
+        assert_eq!(err.details["count"], "Must be between 1 and 9");
+        let err = parse::<Shape>(&obj(json!({"count": "x", "cleared": 3})), None).unwrap_err();
+        let keys: Vec<&String> = err.details.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "count", "cleared"]);
+    }
+
+    #[test]
+    fn texts_with_a_nul_character_are_rejected() {
+        assert_eq!(
+            text(1, 5)(&json!("a\0b")),
+            Err("Must not contain a NUL character".to_owned())
+        );
+        assert_eq!(
+            any_string(&json!("\0")),
+            Err("Must not contain a NUL character".to_owned())
+        );
+    }
+
+    #[test]
+    fn repeatable_query_keys_are_checked_against_their_values() {
+        let raw = "expand=admins,owner&expand=x";
+        let o = query_object(Some(raw));
+        let mut f = Fields::new(&o);
+        f.raw_query = Some(raw);
+        assert!(f.list("expand", &["admins", "owner"]).is_empty());
+        let err = f.finish().unwrap_err();
+        assert_eq!(err.details["expand"], "Must be one of: admins, owner");
     }
 }
