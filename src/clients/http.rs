@@ -27,8 +27,8 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::ClientError;
-use crate::domain::backoff;
 use crate::clients::request_context;
+use crate::domain::backoff;
 
 /// Attempts per logical call, the first one included.
 pub const MAX_ATTEMPTS: u32 = 3;

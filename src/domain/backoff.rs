@@ -126,7 +126,15 @@ mod tests {
             .collect();
         assert_eq!(
             pauses,
-            [secs(1), secs(2), secs(4), secs(8), secs(16), secs(16), secs(16)]
+            [
+                secs(1),
+                secs(2),
+                secs(4),
+                secs(8),
+                secs(16),
+                secs(16),
+                secs(16)
+            ]
         );
         // A pause that would end past the deadline is not offered.
         assert_eq!(doubling_within(secs(1), secs(16), secs(1)).count(), 0);
