@@ -21,12 +21,14 @@
 
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use backon::Retryable;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use super::ClientError;
 use crate::clients::request_context;
+use crate::domain::backoff;
 
 /// Attempts per logical call, the first one included.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -109,11 +111,6 @@ impl Outbound {
         self
     }
 
-    /// The underlying client, for callers that need it outside the retry loop.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
     /// Sends the request built by `build` (called again for every attempt), adding
     /// `x-request-id` from [`request_context::current`], with at most [`MAX_ATTEMPTS`] attempts.
     /// The delay before retry n is uniform in `[0, base · 2^n]`, or the `Retry-After` of the
@@ -127,8 +124,7 @@ impl Outbound {
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder + Send + Sync,
     ) -> Result<reqwest::Response, ClientError> {
         let request_id = request_context::current();
-        let mut attempt = 1;
-        loop {
+        let attempt = || async {
             let mut request = build(&self.client);
             if let Some(id) = &request_id {
                 request = request.header("x-request-id", id.as_str());
@@ -141,72 +137,82 @@ impl Outbound {
                 "operation" => call.operation,
             )
             .record(started.elapsed().as_secs_f64());
-
-            let can_retry = attempt < MAX_ATTEMPTS;
             match result {
+                Ok(response) if response.status().is_success() => Ok(response),
                 Ok(response) => {
-                    let status = response.status();
-                    if status.is_success() {
-                        record_outcome(call, "success");
-                        return Ok(response);
-                    }
-                    record_error(call, status_kind(status));
-                    if can_retry
-                        && call.retry == RetryPolicy::Idempotent
-                        && is_retryable_status(status)
-                    {
-                        let delay = retry_after(response.headers())
-                            .unwrap_or_else(|| self.backoff(attempt));
-                        drop(response);
-                        self.before_retry(call, delay).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    record_outcome(call, "definite_failure");
-                    return Ok(response);
+                    record_error(call, status_kind(response.status()));
+                    Err(Failed::Answer(response))
                 }
                 Err(err) => {
                     let err = classify(call.operation, &err);
                     record_error(call, error_kind(&err));
-                    let retryable = matches!(
-                        (&err, call.retry),
-                        (ClientError::Connect { .. }, _)
-                            | (ClientError::Timeout { .. }, RetryPolicy::Idempotent)
-                    );
-                    if can_retry && retryable {
-                        self.before_retry(call, self.backoff(attempt)).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    record_outcome(
-                        call,
-                        if err.is_uncertain() {
-                            "uncertain"
-                        } else {
-                            "definite_failure"
-                        },
-                    );
-                    return Err(err);
+                    Err(Failed::Transport(err))
                 }
+            }
+        };
+        let result = attempt
+            .retry(backoff::full_jitter(self.backoff_base, MAX_ATTEMPTS))
+            .sleep(tokio::time::sleep)
+            .when(|failed| failed.is_retryable(call.retry))
+            .adjust(|failed, delay| delay.map(|delay| failed.retry_after().unwrap_or(delay)))
+            .notify(|_, _| {
+                metrics::counter!(
+                    "vlab_external_call_retries_total",
+                    "service" => call.service.label(),
+                    "operation" => call.operation,
+                )
+                .increment(1);
+            })
+            .await;
+        match result {
+            Ok(response) => {
+                record_outcome(call, "success");
+                Ok(response)
+            }
+            Err(Failed::Answer(response)) => {
+                record_outcome(call, "definite_failure");
+                Ok(response)
+            }
+            Err(Failed::Transport(err)) => {
+                let outcome = if err.is_uncertain() {
+                    "uncertain"
+                } else {
+                    "definite_failure"
+                };
+                record_outcome(call, outcome);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// One failed attempt of [`Outbound::send`].
+enum Failed {
+    /// A non-2xx answer.
+    Answer(reqwest::Response),
+    /// No answer: a connect failure, a timeout or a broken connection.
+    Transport(ClientError),
+}
+
+impl Failed {
+    /// Which failures are retried (integrations.md §1): a connect failure always (nothing was
+    /// sent); a timeout, 429, 502, 503 and 504 only for idempotent calls.
+    fn is_retryable(&self, policy: RetryPolicy) -> bool {
+        match self {
+            Failed::Transport(ClientError::Connect { .. }) => true,
+            Failed::Transport(ClientError::Timeout { .. }) => policy == RetryPolicy::Idempotent,
+            Failed::Transport(_) => false,
+            Failed::Answer(response) => {
+                policy == RetryPolicy::Idempotent && is_retryable_status(response.status())
             }
         }
     }
 
-    /// The jittered delay before retry `n` (= the number of attempts made so far).
-    fn backoff(&self, n: u32) -> Duration {
-        let cap = self.backoff_base.saturating_mul(1u32 << n.min(16));
-        let cap_micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-        Duration::from_micros(rand::rng().random_range(0..=cap_micros))
-    }
-
-    async fn before_retry(&self, call: Call, delay: Duration) {
-        metrics::counter!(
-            "vlab_external_call_retries_total",
-            "service" => call.service.label(),
-            "operation" => call.operation,
-        )
-        .increment(1);
-        tokio::time::sleep(delay).await;
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failed::Answer(response) => retry_after(response.headers()),
+            Failed::Transport(_) => None,
+        }
     }
 }
 
@@ -320,17 +326,16 @@ fn record_error(call: Call, kind: &'static str) {
     .increment(1);
 }
 
+/// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes one URL path segment: everything except the RFC 3986 unreserved characters.
 pub fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(segment, PATH_SEGMENT).to_string()
 }
 
 /// How much of an unexpected body is kept in logs and errors.
@@ -666,15 +671,6 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::ZERO));
         headers.insert(RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn the_backoff_stays_within_base_times_two_to_the_n() {
-        let out = Outbound::new(Duration::from_secs(1)).unwrap();
-        for _ in 0..200 {
-            assert!(out.backoff(1) <= Duration::from_millis(500));
-            assert!(out.backoff(2) <= Duration::from_millis(1000));
-        }
     }
 
     #[test]

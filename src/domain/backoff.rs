@@ -1,8 +1,37 @@
-//! Retry backoff of the e-mail outbox and of access removals (rules.md §6):
-//! `min(2^(attempts−1) minutes, 24 h) × uniform(0.8, 1.2)`.
+//! Retry delays.
+//!
+//! * [`backoff`]: the e-mail outbox and access removals (rules.md §6), stored as the next due
+//!   time: `min(2^(attempts−1) minutes, 24 h) × uniform(0.8, 1.2)`.
+//! * [`full_jitter`], [`doubling_within`]: in-process retry schedules, iterators of the pauses
+//!   between attempts, for the `backon` retry of outbound calls and of the database connect.
+//!   An iterator that ends stops the retries.
+
+use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
 use rand::Rng;
+
+/// At most `max_attempts` attempts: the pause before retry n (n = attempts made so far) is
+/// uniform in `[0, base · 2^n]` (integrations.md §1).
+pub fn full_jitter(base: StdDuration, max_attempts: u32) -> impl Iterator<Item = StdDuration> {
+    (1..max_attempts).map(move |n| {
+        let cap = base.saturating_mul(1u32 << n.min(16));
+        let cap_micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+        StdDuration::from_micros(rand::rng().random_range(0..=cap_micros))
+    })
+}
+
+/// Pauses of `first`, doubling up to `cap`, for as long as the next attempt would still start
+/// within `give_up_after` of the first (operations.md §2: the database connect).
+pub fn doubling_within(
+    first: StdDuration,
+    cap: StdDuration,
+    give_up_after: StdDuration,
+) -> impl Iterator<Item = StdDuration> {
+    let started = Instant::now();
+    std::iter::successors(Some(first), move |delay| Some((*delay * 2).min(cap)))
+        .take_while(move |delay| started.elapsed() + *delay < give_up_after)
+}
 
 /// The cap of the un-jittered delay.
 const MAX_BASE_MINUTES: i64 = 24 * 60;
@@ -73,6 +102,44 @@ mod tests {
                 Duration::minutes(24 * 60 * 12 / 10)
             )
         );
+    }
+
+    #[test]
+    fn full_jitter_gives_one_pause_fewer_than_attempts_within_base_times_two_to_the_n() {
+        let base = StdDuration::from_millis(250);
+        assert_eq!(full_jitter(base, 1).count(), 0);
+        for _ in 0..200 {
+            let pauses: Vec<StdDuration> = full_jitter(base, 3).collect();
+            assert_eq!(pauses.len(), 2);
+            assert!(pauses[0] <= StdDuration::from_millis(500));
+            assert!(pauses[1] <= StdDuration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn doubling_pauses_are_capped_and_stop_before_the_deadline() {
+        let secs = StdDuration::from_secs;
+        // The schedule looks at the time since it was made, not at the pauses it offered, so
+        // with no time passing here it keeps offering the capped pause.
+        let pauses: Vec<StdDuration> = doubling_within(secs(1), secs(16), secs(60))
+            .take(7)
+            .collect();
+        assert_eq!(
+            pauses,
+            [
+                secs(1),
+                secs(2),
+                secs(4),
+                secs(8),
+                secs(16),
+                secs(16),
+                secs(16)
+            ]
+        );
+        // A pause that would end past the deadline is not offered.
+        assert_eq!(doubling_within(secs(1), secs(16), secs(1)).count(), 0);
+        assert_eq!(doubling_within(secs(2), secs(16), secs(3)).count(), 1);
+        assert_eq!(doubling_within(secs(1), secs(16), secs(1)).count(), 0);
     }
 
     #[test]

@@ -1,91 +1,93 @@
-//! Middleware of the stack in `http::app`, and the JSON fallbacks.
+//! Middleware of the stack in `http::app`, and the JSON fallbacks. The request id, trailing
+//! slash, timeout, panic catcher, body limit, CORS and compression come from tower-http / tower;
+//! what is left here is ours: the request span with the access log and metrics, the bearer
+//! challenge on 401, and the bits that adapt the crates to the contract.
 
 use std::any::Any;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Uri};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::BoxError;
+use tower_http::request_id::RequestId;
 use tracing::Instrument;
-use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::clients::request_context;
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request id of this request (also in the `x-request-id` headers).
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Reuses an incoming `x-request-id` of 1..128 visible ASCII characters, otherwise generates a
-/// UUID v4; echoes it on the response and makes it the task-local id for outbound calls.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let incoming = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned);
-    let id = incoming.unwrap_or_else(|| Uuid::new_v4().to_string());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        req.headers_mut().insert(REQUEST_ID_HEADER, value);
+/// An incoming `x-request-id` is reused only when it is 1..128 visible ASCII characters
+/// (operations.md §4); any other is dropped here so that `SetRequestId` generates a UUID v4.
+pub fn forget_invalid_request_id(mut req: Request) -> Request {
+    let valid = req.headers().get(REQUEST_ID_HEADER).is_none_or(|v| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic)
+    });
+    if !valid {
+        req.headers_mut().remove(REQUEST_ID_HEADER);
     }
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = request_context::scope(id.clone(), next.run(req)).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    response
+    req
 }
 
-/// A single trailing slash is ignored (api.md §0.1). Swagger UI's own `/docs/` paths are left
-/// alone because its bundle relies on them.
-pub async fn trim_trailing_slash(base_path: String, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let docs = format!("{base_path}/docs");
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with(&docs) {
-        let trimmed = &path[..path.len() - 1];
-        let rebuilt = match req.uri().query() {
-            Some(q) => format!("{trimmed}?{q}"),
-            None => trimmed.to_owned(),
-        };
-        if let Ok(uri) = rebuilt.parse::<Uri>() {
-            *req.uri_mut() = uri;
-        }
+/// The matched route template, left by the router for [`observe`], which runs outside routing
+/// (trailing-slash normalisation has to come before the router). A shared slot rather than a
+/// response extension, so that a request cut off by the timeout still gets its route label.
+#[derive(Clone, Default)]
+struct MatchedRoute(Arc<OnceLock<String>>);
+
+/// Inside the router: records the matched route on the request span and for [`observe`].
+pub async fn record_route(req: Request, next: Next) -> Response {
+    if let (Some(matched), Some(slot)) = (
+        req.extensions().get::<MatchedPath>(),
+        req.extensions().get::<MatchedRoute>(),
+    ) {
+        tracing::Span::current().record("route", matched.as_str());
+        let _ = slot.0.set(matched.as_str().to_owned());
     }
     next.run(req).await
 }
 
-/// Request span, access log line and HTTP metrics.
-pub async fn observe(req: Request, next: Next) -> Response {
+/// Request span, access log line and HTTP metrics. The request id (set by `SetRequestId`) is on
+/// the span and is the task-local id of outbound calls.
+pub async fn observe(mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
     let request_id = req
         .extensions()
         .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let route_slot = MatchedRoute::default();
+    req.extensions_mut().insert(route_slot.clone());
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
         method = %method,
-        route = %route,
+        route = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
 
     metrics::gauge!("vlab_http_requests_in_flight").increment(1.0);
-    let response = next.run(req).instrument(span.clone()).await;
+    let response = request_context::scope(request_id, next.run(req))
+        .instrument(span.clone())
+        .await;
     metrics::gauge!("vlab_http_requests_in_flight").decrement(1.0);
 
+    let route = match route_slot.0.get() {
+        Some(route) => route.clone(),
+        None => {
+            span.record("route", "unmatched");
+            "unmatched".to_owned()
+        }
+    };
     let status = response.status().as_u16();
     let latency = started.elapsed();
     let method_label = method.to_string();
@@ -99,7 +101,7 @@ pub async fn observe(req: Request, next: Next) -> Response {
     metrics::histogram!(
         "vlab_http_request_duration_seconds",
         "method" => method_label,
-        "route" => route.clone()
+        "route" => route
     )
     .record(latency.as_secs_f64());
     span.in_scope(|| {
@@ -113,12 +115,51 @@ pub async fn observe(req: Request, next: Next) -> Response {
     response
 }
 
-/// A JSON 504 for requests that run past `REQUEST_TIMEOUT`.
-pub async fn request_timeout(req: Request, next: Next) -> Response {
-    match tokio::time::timeout(super::REQUEST_TIMEOUT, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::request_timeout().into_response(),
+/// Swagger UI's own paths keep their trailing slash: its index loads its assets relative to
+/// `/docs/`, and `/docs` redirects there. Marked before `NormalizePath`, restored after it.
+#[derive(Clone)]
+struct UnnormalisedUri(Uri);
+
+/// Before `NormalizePath`: remembers the URI of a request under `{docs_prefix}`.
+pub fn keep_docs_uri(docs_prefix: &str, mut req: Request) -> Request {
+    if req.uri().path().starts_with(docs_prefix) {
+        let uri = req.uri().clone();
+        req.extensions_mut().insert(UnnormalisedUri(uri));
     }
+    req
+}
+
+/// After `NormalizePath`: puts back the URI remembered by [`keep_docs_uri`].
+pub fn restore_docs_uri(mut req: Request) -> Request {
+    if let Some(UnnormalisedUri(uri)) = req.extensions_mut().remove::<UnnormalisedUri>() {
+        *req.uri_mut() = uri;
+    }
+    req
+}
+
+/// RFC 6750 §3: every 401 carries a `Bearer` challenge. A request that sent no bearer token
+/// gets the bare challenge (§3.1: no error code when no authentication was attempted); one whose
+/// token was refused gets `error="invalid_token"`. The body stays the api.md §1.1 one.
+pub async fn bearer_challenge(req: Request, next: Next) -> Response {
+    let sent_token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .is_some_and(|v| crate::http::auth::has_bearer_token(v.to_str().ok()));
+    let mut response = next.run(req).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        let challenge = if sent_token {
+            HeaderValue::from_static(r#"Bearer error="invalid_token""#)
+        } else {
+            HeaderValue::from_static("Bearer")
+        };
+        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
+/// The JSON 504 for requests that run past `REQUEST_TIMEOUT` (the only error of the stack).
+pub async fn timeout_response(_: BoxError) -> ApiError {
+    ApiError::request_timeout()
 }
 
 /// A caught panic becomes the JSON 500 of api.md §2.4.

@@ -15,13 +15,17 @@ pub mod state;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::middleware::from_fn;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::SizeAbove;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+use tower_http::normalize_path::NormalizePathLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::http::state::AppState;
 pub use error::{ApiError, ErrorCode};
@@ -31,9 +35,11 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// A request still running after this gets a JSON 504; its use-case task still completes.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The whole application: every route under `BASE_PATH` plus the root probes, wrapped in the
-/// middleware stack of operations.md §2 (outermost first: request id, trace + access log +
-/// metrics, panic catcher, body limit, CORS, compression, trailing-slash normalisation).
+/// The whole application: every route under `BASE_PATH` plus the root probes, behind one
+/// `ServiceBuilder` in the order of operations.md §2 (outermost first): request id (reused when
+/// valid, else a UUID v4; echoed on the response), request span + access log + metrics, panic
+/// catcher, body limit, CORS, compression, trailing-slash normalisation (not under `/docs`), the
+/// bearer challenge on 401, the timeout, and the router.
 pub fn app(state: AppState) -> Router {
     let base_path = state.config().base_path.clone();
     let (api, _document) = routes::api_router().split_for_parts();
@@ -47,27 +53,33 @@ pub fn app(state: AppState) -> Router {
         Router::new().nest(&base_path, api).merge(probes)
     }
     .fallback(middleware::route_not_found)
-    .method_not_allowed_fallback(middleware::method_not_allowed);
+    .method_not_allowed_fallback(middleware::method_not_allowed)
+    .layer(from_fn(middleware::record_route))
+    .with_state(state.clone());
 
-    let mut stack = routed
-        .layer(from_fn(middleware::request_timeout))
-        .layer(CompressionLayer::new().compress_when(SizeAbove::new(1000)));
-    if let Some(cors) = cors_layer(&state.config().cors_origins) {
-        stack = stack.layer(cors);
-    }
-    let inner = stack
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
+    let docs_prefix = format!("{base_path}/docs");
+    let stack = ServiceBuilder::new()
+        .map_request(middleware::forget_invalid_request_id)
+        .layer(SetRequestIdLayer::new(
+            middleware::REQUEST_ID_HEADER,
+            MakeRequestUuid,
+        ))
+        .layer(PropagateRequestIdLayer::new(middleware::REQUEST_ID_HEADER))
         .layer(from_fn(middleware::observe))
-        .with_state(state);
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .option_layer(cors_layer(&state.config().cors_origins))
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(1000)))
+        .map_request(move |req| middleware::keep_docs_uri(&docs_prefix, req))
+        .layer(NormalizePathLayer::trim_trailing_slash())
+        .map_request(middleware::restore_docs_uri)
+        .layer(from_fn(middleware::bearer_challenge))
+        .layer(HandleErrorLayer::new(middleware::timeout_response))
+        .timeout(REQUEST_TIMEOUT)
+        .service(routed);
 
-    // Normalisation must run before routing, so it wraps the routed app as a service.
-    Router::new()
-        .fallback_service(inner)
-        .layer(from_fn(move |req, next| {
-            middleware::trim_trailing_slash(base_path.clone(), req, next)
-        }))
-        .layer(from_fn(middleware::request_id))
+    // A router around the stack, because normalisation must run before routing.
+    Router::new().fallback_service(stack)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

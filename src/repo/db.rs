@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use backon::Retryable;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
+
+use crate::domain::backoff;
 
 /// Every migration in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -22,24 +25,23 @@ pub async fn connect(
     give_up_after: Duration,
 ) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = database_url.parse()?;
-    let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let attempt = PgPoolOptions::new()
+    let connect = || {
+        PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.clone())
-            .await;
-        match attempt {
-            Ok(pool) => return Ok(pool),
-            Err(err) if started.elapsed() + delay < give_up_after => {
-                tracing::warn!(error = %err, retry_in_s = delay.as_secs(), "database not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(16));
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    };
+    connect
+        .retry(backoff::doubling_within(
+            Duration::from_secs(1),
+            Duration::from_secs(16),
+            give_up_after,
+        ))
+        .sleep(tokio::time::sleep)
+        .notify(|err, delay| {
+            tracing::warn!(error = %err, retry_in_s = delay.as_secs(), "database not reachable yet");
+        })
+        .await
 }
 
 /// What the database holds compared with the migrations embedded in this binary.

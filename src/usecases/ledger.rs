@@ -61,11 +61,7 @@ impl Ledger {
         self.steps.retain(|s| s.id != step.0);
     }
 
-    /// Number of undos still registered.
-    pub fn len(&self) -> usize {
-        self.steps.len()
-    }
-
+    /// Whether no undo is registered.
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

@@ -54,11 +54,6 @@ impl UseCaseTasks {
             Err(_) => self.tracker.len(),
         }
     }
-
-    /// Number of use-case tasks still running.
-    pub fn running(&self) -> usize {
-        self.tracker.len()
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 mod assign;
 mod authn;
+mod authn_challenge;
 mod claim_activate;
 mod courses;
 mod drops;

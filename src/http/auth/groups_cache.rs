@@ -1,12 +1,15 @@
 //! The per-token cache of userinfo groups (integrations.md §2.3).
 //!
 //! Keyed by the SHA-256 of the token, so the cache never holds a token. Entries live for the
-//! configured TTL (0 disables the cache); at most [`MAX_ENTRIES`] are kept, the oldest evicted
-//! first. Only successful lookups are inserted.
+//! configured TTL (0 disables the cache); at most [`MAX_ENTRIES`] are kept, the oldest fetch
+//! evicted first: reads `peek`, so only an insert moves an entry to the front of the LRU.
+//! Only successful lookups are inserted.
 
-use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use lru::LruCache;
 
 use super::{Groups, TokenKey};
 
@@ -20,15 +23,12 @@ pub(crate) struct Ticket(u64);
 
 pub(crate) struct GroupsCache {
     ttl: Duration,
-    capacity: usize,
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    entries: HashMap<TokenKey, (Arc<Groups>, Instant)>,
-    /// Insertion order; may hold outdated pairs (replaced or removed keys), skipped on eviction.
-    order: VecDeque<(TokenKey, Instant)>,
+    entries: LruCache<TokenKey, (Arc<Groups>, Instant)>,
+    /// How many entries were forgotten so far; a [`Ticket`] remembers it.
     forgets: u64,
 }
 
@@ -40,8 +40,10 @@ impl GroupsCache {
     pub(crate) fn with_capacity(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
-            capacity: capacity.max(1),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                entries: LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)),
+                forgets: 0,
+            }),
         }
     }
 
@@ -62,11 +64,11 @@ impl GroupsCache {
             return None;
         }
         let mut inner = self.lock();
-        let (groups, fetched_at) = inner.entries.get(key)?;
+        let (groups, fetched_at) = inner.entries.peek(key)?;
         if fetched_at.elapsed() < self.ttl {
             return Some(Arc::clone(groups));
         }
-        inner.entries.remove(key);
+        inner.entries.pop(key);
         None
     }
 
@@ -75,7 +77,7 @@ impl GroupsCache {
     }
 
     /// Caches `groups` for `key` unless the cache is disabled or an entry was forgotten since
-    /// `ticket` was taken.
+    /// `ticket` was taken. At capacity the oldest entry makes room.
     pub(crate) fn insert(&self, key: TokenKey, groups: Arc<Groups>, ticket: Ticket) {
         if !self.enabled() {
             return;
@@ -84,51 +86,18 @@ impl GroupsCache {
         if inner.forgets != ticket.0 {
             return;
         }
-        let now = Instant::now();
-        inner.entries.insert(key, (groups, now));
-        inner.order.push_back((key, now));
-        while inner.entries.len() > self.capacity {
-            inner.evict_oldest();
-        }
-        if inner.order.len() > 2 * self.capacity {
-            inner.compact();
-        }
+        inner.entries.put(key, (groups, Instant::now()));
     }
 
     pub(crate) fn remove(&self, key: &TokenKey) {
         let mut inner = self.lock();
         inner.forgets = inner.forgets.wrapping_add(1);
-        inner.entries.remove(key);
+        inner.entries.pop(key);
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.lock().entries.len()
-    }
-}
-
-impl Inner {
-    fn is_current(&self, key: &TokenKey, at: Instant) -> bool {
-        self.entries
-            .get(key)
-            .is_some_and(|(_, fetched)| *fetched == at)
-    }
-
-    fn evict_oldest(&mut self) {
-        while let Some((key, at)) = self.order.pop_front() {
-            if self.is_current(&key, at) {
-                self.entries.remove(&key);
-                return;
-            }
-        }
-    }
-
-    fn compact(&mut self) {
-        let order = std::mem::take(&mut self.order);
-        self.order = order
-            .into_iter()
-            .filter(|(key, at)| self.is_current(key, *at))
-            .collect();
     }
 }
 
@@ -180,13 +149,13 @@ mod tests {
     }
 
     #[test]
-    fn the_order_queue_stays_bounded() {
+    fn re_inserting_one_key_keeps_one_entry() {
         let cache = GroupsCache::with_capacity(Duration::from_secs(60), 3);
         let key = TokenKey::of("same");
         for _ in 0..100 {
             cache.insert(key, groups(A), cache.ticket());
         }
-        assert!(cache.lock().order.len() <= 7);
+        assert!(cache.lock().entries.cap().get() <= 3);
         assert_eq!(cache.len(), 1);
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 
-use super::AuthError;
+use super::{Failure, Refusal};
 use crate::clients::http::{self, Call, Outbound, RetryPolicy, Service};
 
 pub(crate) const KEYS_TTL: Duration = Duration::from_secs(3600);
@@ -131,12 +131,12 @@ impl Jwks {
     }
 
     /// Fetches the key set now (start-up warm-up).
-    pub(crate) async fn warm_up(&self) -> Result<(), AuthError> {
+    pub(crate) async fn warm_up(&self) -> Result<(), Failure> {
         self.current().await.map(|_| ())
     }
 
     /// The key for a token whose header carries `kid`.
-    pub(crate) async fn key_for(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, AuthError> {
+    pub(crate) async fn key_for(&self, kid: Option<&str>) -> Result<Arc<DecodingKey>, Failure> {
         let (keys, fetched_now) = self.current().await?;
         match keys.select(kid) {
             Selection::Found(key) => return Ok(key),
@@ -145,7 +145,7 @@ impl Jwks {
                     usable_keys = keys.keys.len(),
                     "token rejected: no kid and not exactly one usable key"
                 );
-                return Err(AuthError::InvalidToken);
+                return Err(Refusal::UnknownKeyId.into());
             }
             Selection::UnknownKid if fetched_now => {}
             Selection::UnknownKid => {
@@ -157,12 +157,12 @@ impl Jwks {
             }
         }
         tracing::debug!(kid = ?kid, "token rejected: unknown kid");
-        Err(AuthError::InvalidToken)
+        Err(Refusal::UnknownKeyId.into())
     }
 
     /// The cached set, fetching it when missing or due. Returns whether it was fetched by this
     /// call. A failed refresh falls back to the previous set; without one it is a 502.
-    async fn current(&self) -> Result<(Arc<KeySet>, bool), AuthError> {
+    async fn current(&self) -> Result<(Arc<KeySet>, bool), Failure> {
         let failures_seen = {
             let state = self.lock();
             if let Some(keys) = state.usable() {
@@ -182,7 +182,7 @@ impl Jwks {
                     .keys
                     .clone()
                     .map(|keys| (keys, false))
-                    .ok_or(AuthError::IdentityProviderUnavailable);
+                    .ok_or(Failure::Unavailable);
             }
         }
         match self.fetch().await {
@@ -194,7 +194,7 @@ impl Jwks {
                         tracing::warn!("using the previously fetched signing keys");
                         Ok((keys, false))
                     }
-                    None => Err(AuthError::IdentityProviderUnavailable),
+                    None => Err(Failure::Unavailable),
                 }
             }
         }

@@ -6,6 +6,10 @@
 //! claims ([`AuthError::MissingClaim`]), and finally the live groups from userinfo, cached per
 //! token for `AUTH_GROUPS_CACHE_SECONDS`. Tokens are never logged; the cache is keyed by their
 //! SHA-256.
+//!
+//! The client only learns the api.md §1.1 texts; the operator's log says why: every refused
+//! token is logged at `info` with its [`Refusal`] (inside the request span, so with the request
+//! id).
 
 mod groups_cache;
 mod jwks;
@@ -57,22 +61,15 @@ impl AuthConfig {
         format!(
             "{}/realms/{}/protocol/openid-connect/{endpoint}",
             self.kc_server_uri.trim_end_matches('/'),
-            percent_encode_segment(&self.realm)
+            http::encode_segment(&self.realm)
         )
     }
 }
 
-/// Percent-encodes everything but the RFC 3986 unreserved characters.
-fn percent_encode_segment(segment: &str) -> String {
-    let mut encoded = String::with_capacity(segment.len());
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+/// Whether an `Authorization` header value carries a bearer token at all (for the RFC 6750
+/// challenge: a request that sent none gets no error code).
+pub fn has_bearer_token(authorization: Option<&str>) -> bool {
+    verify::bearer_token(authorization).is_ok()
 }
 
 /// Why a request could not be authenticated. The `Display` text is the api.md §1.1 details
@@ -94,6 +91,71 @@ pub enum AuthError {
     /// The JWKS (with no cached copy) or userinfo could not be fetched.
     #[error("Could not verify the session with the identity provider")]
     IdentityProviderUnavailable,
+}
+
+impl From<Failure> for AuthError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Refused(Refusal::NoToken) => AuthError::MissingCredentials,
+            Failure::Refused(Refusal::MissingClaim(claim)) => AuthError::MissingClaim(claim),
+            Failure::Refused(Refusal::SessionNotActive) => AuthError::SessionNotActive,
+            Failure::Refused(_) => AuthError::InvalidToken,
+            Failure::Unavailable => AuthError::IdentityProviderUnavailable,
+        }
+    }
+}
+
+/// Why a caller's token was refused: for the operator's log only, never sent to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No `Authorization` header, another scheme, or an empty token.
+    #[error("no token")]
+    NoToken,
+    /// Not a readable JWT: bad segments, base64 or JSON, or claims of the wrong type.
+    #[error("malformed token")]
+    Malformed,
+    /// The header names an algorithm other than RS256.
+    #[error("wrong algorithm")]
+    WrongAlgorithm,
+    /// No signing key for the header's `kid` (or no `kid` and not exactly one key).
+    #[error("unknown key id")]
+    UnknownKeyId,
+    /// The signature does not verify with the key.
+    #[error("bad signature")]
+    BadSignature,
+    /// `exp` is past (beyond the leeway).
+    #[error("expired")]
+    Expired,
+    /// `exp` is absent.
+    #[error("no expiry")]
+    NoExpiry,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("not yet valid")]
+    NotYetValid,
+    /// `iss` absent or not exactly the expected issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// An identity claim is missing, empty or (for `sub`) not a UUID.
+    #[error("missing claim {0}")]
+    MissingClaim(&'static str),
+    /// Userinfo answered 401 or 403: the session behind the token has ended.
+    #[error("session not active")]
+    SessionNotActive,
+}
+
+/// What stopped an authentication, before it becomes the [`AuthError`] the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The token was refused.
+    Refused(Refusal),
+    /// The JWKS (with no cached copy) or userinfo could not be fetched.
+    Unavailable,
+}
+
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refused(refusal)
+    }
 }
 
 const USERINFO: Call = Call {
@@ -126,8 +188,21 @@ impl Authenticator {
     }
 
     /// Verifies the raw `Authorization` header value (`None` when absent) and loads the live
-    /// groups.
+    /// groups. A refusal is logged with its reason (never the token).
     pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
+        self.check(authorization).await.map_err(|failure| {
+            match failure {
+                Failure::Refused(reason) => tracing::info!(%reason, "caller refused"),
+                Failure::Unavailable => {
+                    tracing::warn!("caller not verified: the identity provider is unavailable")
+                }
+            }
+            AuthError::from(failure)
+        })
+    }
+
+    /// [`Self::authenticate`] with the reason of a refusal.
+    pub(crate) async fn check(&self, authorization: Option<&str>) -> Result<Caller, Failure> {
         let token = verify::bearer_token(authorization)?;
         let kid = verify::rs256_kid(token)?;
         let key = self.jwks.key_for(kid.as_deref()).await?;
@@ -169,11 +244,11 @@ impl Authenticator {
 
     /// Fetches the signing keys ahead of the first request. The caller only logs a failure.
     pub async fn warm_up(&self) -> Result<(), AuthError> {
-        self.jwks.warm_up().await
+        Ok(self.jwks.warm_up().await?)
     }
 
     /// `kc_userinfo` with the caller's token; only `groups` is read.
-    async fn fetch_groups(&self, token: &str) -> Result<Groups, AuthError> {
+    async fn fetch_groups(&self, token: &str) -> Result<Groups, Failure> {
         let response = self
             .outbound
             .send(USERINFO, |client| {
@@ -182,12 +257,12 @@ impl Authenticator {
             .await
             .map_err(|err| {
                 tracing::warn!(operation = USERINFO.operation, reason = %err, "userinfo failed");
-                AuthError::IdentityProviderUnavailable
+                Failure::Unavailable
             })?;
         let status = response.status();
         if matches!(status.as_u16(), 401 | 403) {
             tracing::debug!(status = status.as_u16(), "userinfo: session not active");
-            return Err(AuthError::SessionNotActive);
+            return Err(Refusal::SessionNotActive.into());
         }
         if !status.is_success() {
             tracing::warn!(
@@ -195,11 +270,11 @@ impl Authenticator {
                 status = status.as_u16(),
                 "userinfo failed"
             );
-            return Err(AuthError::IdentityProviderUnavailable);
+            return Err(Failure::Unavailable);
         }
         let body = http::read_text(USERINFO, response).await.map_err(|err| {
             tracing::warn!(operation = USERINFO.operation, reason = %err, "userinfo failed");
-            AuthError::IdentityProviderUnavailable
+            Failure::Unavailable
         })?;
         let paths = userinfo_groups(&body).ok_or_else(|| {
             http::record_decode_error(USERINFO);
@@ -207,7 +282,7 @@ impl Authenticator {
                 operation = USERINFO.operation,
                 "userinfo answer is not a JSON object"
             );
-            AuthError::IdentityProviderUnavailable
+            Failure::Unavailable
         })?;
         Ok(Groups::parse(&paths, &self.config.service_admin_group))
     }

@@ -847,3 +847,168 @@ fn the_config_is_read_from_the_service_configuration() {
     assert_eq!(auth.groups_cache_ttl, Duration::ZERO);
     assert_eq!(auth.service_admin_group, SERVICE_ADMIN);
 }
+
+// --- the refusal reason, for operators ----------------------------------------------------
+
+async fn refusal(auth: &Authenticator, header: Option<&str>) -> Refusal {
+    match auth.check(header).await {
+        Err(Failure::Refused(refusal)) => refusal,
+        other => panic!("{header:?} was not refused: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn each_refusal_kind_is_told_apart() {
+    let (idp, url) = start_idp().await;
+    let auth = authenticator(AuthConfig {
+        expected_issuer: Some(ISSUER.to_owned()),
+        ..config(&url)
+    });
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut c = claims();
+        edit(&mut c);
+        bearer(&token_with(&c))
+    };
+    let hs256 = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k0".to_owned());
+        jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(b"s")).unwrap()
+    };
+    let cases: Vec<(Option<String>, Refusal)> = vec![
+        (None, Refusal::NoToken),
+        (Some("Basic x".to_owned()), Refusal::NoToken),
+        (Some(bearer("garbage")), Refusal::Malformed),
+        (Some(bearer("e30.e30.")), Refusal::Malformed),
+        (Some(bearer(&hs256)), Refusal::WrongAlgorithm),
+        (
+            Some(bearer(&sign(0, Some("bogus"), &claims()))),
+            Refusal::UnknownKeyId,
+        ),
+        (
+            Some(bearer(&sign(1, Some("k0"), &claims()))),
+            Refusal::BadSignature,
+        ),
+        (
+            Some(with(&|c| c["exp"] = json!(now() - 120))),
+            Refusal::Expired,
+        ),
+        (
+            Some(with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+            Refusal::NoExpiry,
+        ),
+        (
+            Some(with(&|c| c["nbf"] = json!(now() + 120))),
+            Refusal::NotYetValid,
+        ),
+        (
+            Some(with(&|c| c["iss"] = json!("http://evil.example"))),
+            Refusal::WrongIssuer,
+        ),
+        (
+            Some(with(&|c| {
+                c.as_object_mut().unwrap().remove("iss");
+            })),
+            Refusal::WrongIssuer,
+        ),
+        (
+            Some(with(&|c| c["iss"] = json!([ISSUER]))),
+            Refusal::WrongIssuer,
+        ),
+        (
+            Some(with(&|c| {
+                c.as_object_mut().unwrap().remove("email");
+            })),
+            Refusal::MissingClaim("email"),
+        ),
+    ];
+    for (header, expected) in cases {
+        assert_eq!(
+            refusal(&auth, header.as_deref()).await,
+            expected,
+            "{header:?}"
+        );
+    }
+    idp.userinfo_status.store(401, Ordering::SeqCst);
+    assert_eq!(
+        refusal(&auth, Some(&with(&|_| {}))).await,
+        Refusal::SessionNotActive
+    );
+}
+
+#[test]
+fn refusals_become_the_client_errors_of_the_contract() {
+    use Refusal as R;
+    for (refusal, error) in [
+        (R::NoToken, AuthError::MissingCredentials),
+        (R::Malformed, AuthError::InvalidToken),
+        (R::WrongAlgorithm, AuthError::InvalidToken),
+        (R::UnknownKeyId, AuthError::InvalidToken),
+        (R::BadSignature, AuthError::InvalidToken),
+        (R::Expired, AuthError::InvalidToken),
+        (R::NoExpiry, AuthError::InvalidToken),
+        (R::NotYetValid, AuthError::InvalidToken),
+        (R::WrongIssuer, AuthError::InvalidToken),
+        (R::MissingClaim("sub"), AuthError::MissingClaim("sub")),
+        (R::SessionNotActive, AuthError::SessionNotActive),
+    ] {
+        assert_eq!(
+            AuthError::from(Failure::Refused(refusal)),
+            error,
+            "{refusal:?}"
+        );
+    }
+    assert_eq!(
+        AuthError::from(Failure::Unavailable),
+        AuthError::IdentityProviderUnavailable
+    );
+}
+
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_refusal_is_logged_at_info_with_its_reason_and_the_request_span_but_not_the_token() {
+    let (_idp, auth) = setup().await;
+    let sink = Captured::default();
+    let writer = sink.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut c = claims();
+    c["exp"] = json!(now() - 120);
+    let token = token_with(&c);
+    let span = tracing::info_span!("request", request_id = "req-7");
+    let err = tracing::Instrument::instrument(auth.authenticate(Some(&bearer(&token))), span)
+        .await
+        .unwrap_err();
+    assert_eq!(err, AuthError::InvalidToken);
+
+    let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("caller refused"))
+        .unwrap_or_else(|| panic!("no refusal logged: {logged}"));
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains("reason=expired"), "{line}");
+    assert!(line.contains("request_id=\"req-7\""), "{line}");
+    assert!(!logged.contains(&token), "{logged}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!logged.contains(signature), "{logged}");
+}

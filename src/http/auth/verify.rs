@@ -3,36 +3,37 @@
 
 use std::collections::HashSet;
 
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::AuthError;
+use super::Refusal;
 use crate::domain::roles::parse_uuid;
 
 /// Clock-skew allowance for `exp` and `nbf`.
 pub(crate) const LEEWAY_SECONDS: u64 = 60;
 
 /// The token of `Authorization: Bearer <token>`; the scheme is matched case-insensitively.
-pub(crate) fn bearer_token(authorization: Option<&str>) -> Result<&str, AuthError> {
+pub(crate) fn bearer_token(authorization: Option<&str>) -> Result<&str, Refusal> {
     let value = authorization.map(str::trim).unwrap_or_default();
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(AuthError::MissingCredentials);
+        return Err(Refusal::NoToken);
     }
     Ok(token)
 }
 
 /// Decodes the JWT header, rejects any algorithm but RS256, and returns the `kid`.
-pub(crate) fn rs256_kid(token: &str) -> Result<Option<String>, AuthError> {
+pub(crate) fn rs256_kid(token: &str) -> Result<Option<String>, Refusal> {
     let header = jsonwebtoken::decode_header(token).map_err(|err| {
         tracing::debug!(reason = %err, "token rejected: unreadable header");
-        AuthError::InvalidToken
+        Refusal::Malformed
     })?;
     if header.alg != Algorithm::RS256 {
         tracing::debug!(alg = ?header.alg, "token rejected: algorithm is not RS256");
-        return Err(AuthError::InvalidToken);
+        return Err(Refusal::WrongAlgorithm);
     }
     Ok(header.kid)
 }
@@ -69,11 +70,11 @@ pub(crate) fn verify(
     key: &DecodingKey,
     validation: &Validation,
     expected_issuer: Option<&str>,
-) -> Result<Identity, AuthError> {
+) -> Result<Identity, Refusal> {
     let data =
         jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(|err| {
             tracing::debug!(reason = %err, "token rejected");
-            AuthError::InvalidToken
+            refusal_of(err.kind())
         })?;
     let claims = data.claims;
     // jsonwebtoken also accepts an `iss` array that contains the issuer; the spec wants equality.
@@ -81,20 +82,35 @@ pub(crate) fn verify(
         && claims.get("iss").and_then(Value::as_str) != Some(expected)
     {
         tracing::debug!("token rejected: issuer mismatch");
-        return Err(AuthError::InvalidToken);
+        return Err(Refusal::WrongIssuer);
     }
     identity(&claims)
 }
 
-fn identity(claims: &Map<String, Value>) -> Result<Identity, AuthError> {
+/// The refusal behind a `jsonwebtoken` validation error.
+fn refusal_of(kind: &ErrorKind) -> Refusal {
+    match kind {
+        ErrorKind::InvalidSignature => Refusal::BadSignature,
+        ErrorKind::ExpiredSignature => Refusal::Expired,
+        ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+        ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
+        // Only `exp` and (when an issuer is expected) `iss` are required.
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => Refusal::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(_) => Refusal::NoExpiry,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Refusal::WrongAlgorithm,
+        _ => Refusal::Malformed,
+    }
+}
+
+fn identity(claims: &Map<String, Value>) -> Result<Identity, Refusal> {
     let sub = claims
         .get("sub")
         .and_then(Value::as_str)
         .and_then(parse_uuid)
-        .ok_or(AuthError::MissingClaim("sub"))?;
-    let email = non_empty(claims, "email").ok_or(AuthError::MissingClaim("email"))?;
+        .ok_or(Refusal::MissingClaim("sub"))?;
+    let email = non_empty(claims, "email").ok_or(Refusal::MissingClaim("email"))?;
     let preferred_username = non_empty(claims, "preferred_username")
-        .ok_or(AuthError::MissingClaim("preferred_username"))?;
+        .ok_or(Refusal::MissingClaim("preferred_username"))?;
     Ok(Identity {
         sub,
         email,
@@ -133,11 +149,7 @@ mod tests {
             Some("Bearerabc"),
             Some("abc"),
         ] {
-            assert_eq!(
-                bearer_token(bad),
-                Err(AuthError::MissingCredentials),
-                "{bad:?}"
-            );
+            assert_eq!(bearer_token(bad), Err(Refusal::NoToken), "{bad:?}");
         }
     }
 
@@ -182,7 +194,7 @@ mod tests {
         ] {
             assert_eq!(
                 identity(&claims(value)).unwrap_err(),
-                AuthError::MissingClaim(missing)
+                Refusal::MissingClaim(missing)
             );
         }
     }

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use backon::Retryable;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -14,7 +15,7 @@ use crate::domain::recovery::{self, RecoveryInputs};
 use crate::repo::drops;
 use crate::usecases::Services;
 
-/// Pauses before the retries of a failed settlement.
+/// Pauses before the retries of a failed settlement (any database error is retried).
 const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
@@ -29,19 +30,18 @@ pub async fn settle(
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, DropOutcome> {
-    let mut delays = RETRY_DELAYS.iter();
-    loop {
-        match settle_once(services, drop, amount, lease, now).await {
-            Ok(result) => return result,
-            Err(err) => {
-                tracing::warn!(enrolment_id = %drop.enrolment_id, error = %err, "drop settlement failed");
-                match delays.next() {
-                    Some(delay) => tokio::time::sleep(*delay).await,
-                    None => break,
-                }
-            }
-        }
-    }
+    let settled = (|| settle_once(services, drop, amount, lease, now))
+        .retry(RETRY_DELAYS.into_iter())
+        .sleep(tokio::time::sleep)
+        .notify(|err, _| {
+            tracing::warn!(enrolment_id = %drop.enrolment_id, error = %err, "drop settlement failed");
+        })
+        .await;
+    let err = match settled {
+        Ok(result) => return result,
+        Err(err) => err,
+    };
+    tracing::warn!(enrolment_id = %drop.enrolment_id, error = %err, "drop settlement failed");
     // The deplete may have applied: the record stays in doubt, so a retry still recovers.
     let released = drops::release_lease(
         &services.db,
