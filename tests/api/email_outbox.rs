@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use reqwest::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_courses::domain::backoff::backoff_bounds;
 use vlab_courses::usecases::email_outbox::{EmailPassSummary, run_pass};
 use vlab_emulators::{Fault, FaultAction};
 
-use crate::fixtures::{self, ActiveCourse, post_assign, students_body};
-use crate::helpers::TestApp;
+use crate::fixtures::{self, ActiveCourse, students_body};
+use crate::helpers::{ReplyExt, TestApp, exec};
 
 /// One outbox row, as the tests read it.
 #[derive(Debug, sqlx::FromRow)]
@@ -55,8 +54,11 @@ async fn assign_with_smtp_failures(
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let before = Utc::now();
-    let (status, body) = post_assign(app, course.course_id, &students_body(&pairs)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_assign(course.course_id, &students_body(&pairs))
+        .await
+        .ok_body();
     let results = body["results"]
         .as_array()
         .unwrap()
@@ -181,11 +183,12 @@ async fn an_email_gives_up_after_the_twelfth_failed_attempt(db: PgPool) {
 async fn the_email_of_a_dropped_enrolment_is_cancelled(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (_, results, _) = assign_with_smtp_failures(&app, 2, 2).await;
-    sqlx::query("UPDATE course_enrolment SET is_dropped = true WHERE id = $1")
-        .bind(results[0].0)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    exec(
+        &app.db,
+        "UPDATE course_enrolment SET is_dropped = true WHERE id = $1",
+        results[0].0,
+    )
+    .await;
     let summary = run_pass(
         &app.services(),
         Utc::now() + chrono::Duration::minutes(2),

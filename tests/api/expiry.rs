@@ -9,7 +9,7 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse};
-use crate::helpers::{TestApp, json};
+use crate::helpers::{TestApp, assert_keys};
 
 struct JobRun {
     code: i32,
@@ -143,15 +143,7 @@ async fn a_voided_course_left_unfinished_is_finished_by_the_job(db: PgPool) {
         .inject(Fault::new("acc_deplete_project", FaultAction::Status(500)).times(2));
     app.accounting
         .inject(Fault::new("acc_deplete_vlab", FaultAction::Status(500)).times(1));
-    let (status, body) = json(
-        app.post(
-            &format!("/courses/{}/void", course.course_id),
-            Some(&app.admin_token()),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.as_admin().void_course(course.course_id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["void_summary"]["enrolments_failed"], 2);
     assert_eq!(body["data"]["void_summary"]["budget_depleted"], false);
@@ -239,8 +231,10 @@ async fn two_instances_started_together_drop_each_enrolment_once(db: PgPool) {
         } else {
             &b
         };
-        let keys: Vec<&String> = skipped.summary.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["job", "status", "started_at", "finished_at"]);
+        assert_keys(
+            &skipped.summary,
+            &["job", "status", "started_at", "finished_at"],
+        );
     }
     assert_eq!(app.accounting.call_count("acc_deplete_project"), 6);
     assert_eq!(app.accounting.call_count("acc_deplete_vlab"), 1);
