@@ -21,6 +21,20 @@ fn cohort(prefix: &str, n: usize) -> Value {
     json!({ "students": students })
 }
 
+/// Assigns `body` as faculty and expects a 409 with this code and message; returns the body.
+async fn assign_conflict(
+    app: &TestApp,
+    course_id: Uuid,
+    body: &Value,
+    code: &str,
+    message: &str,
+) -> Value {
+    app.as_faculty()
+        .post_assign(course_id, body)
+        .await
+        .error_with(StatusCode::CONFLICT, code, message)
+}
+
 fn results(body: &Value) -> &Vec<Value> {
     body["results"].as_array().expect("results")
 }
@@ -367,14 +381,14 @@ async fn the_assign_body_is_validated_after_the_tier(db: PgPool) {
             .as_faculty()
             .post_assign(course.course_id, &body)
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"]["students"], message, "{body}");
     }
     let err = app
         .as_faculty()
         .post_empty(&format!("/seats/courses/{}/assign", course.course_id))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(err["details"]["body"], "Field required");
     // Only the template project's creation listed the lab admins.
     assert_eq!(app.keycloak.call_count("kc_list_members"), 1);
@@ -406,13 +420,13 @@ async fn assign_is_for_course_admins_only(db: PgPool) {
             .with_token(&token)
             .post(&path, &bad_body)
             .await
-            .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+            .not_allowed();
         assert_eq!(err["details"], Value::Null);
     }
     app.anonymous()
         .post_assign(course.course_id, &bad_body)
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
     assert_eq!(
         app.keycloak.call_count("kc_create_group"),
         4,
@@ -446,79 +460,61 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
     let groups_before = app.keycloak.call_count("kc_create_group");
 
     // Duplicates: the enrolment by e-mail (case-insensitive) and the in-flight reservation by id.
-    let err = app
-        .as_faculty()
-        .post_assign(
-            course.course_id,
-            &students_body(&[
-                ("stu-9", "other@uni.org"),
-                ("new", "ADA@UNI.ORG"),
-                ("fresh", "f@uni.org"),
-            ]),
-        )
-        .await
-        .error_with(
-            StatusCode::CONFLICT,
-            "ENTITY_ALREADY_EXISTS",
-            "Students already enrolled in this course: stu-1 (Ada@uni.org), stu-9 (Nine@uni.org)",
-        );
+    let err = assign_conflict(
+        &app,
+        course.course_id,
+        &students_body(&[
+            ("stu-9", "other@uni.org"),
+            ("new", "ADA@UNI.ORG"),
+            ("fresh", "f@uni.org"),
+        ]),
+        "ENTITY_ALREADY_EXISTS",
+        "Students already enrolled in this course: stu-1 (Ada@uni.org), stu-9 (Nine@uni.org)",
+    )
+    .await;
     assert_eq!(err["details"], Value::Null);
 
     // The reserved seat is not available either; the lapsed reservation frees it again.
-    app.as_faculty()
-        .post_assign(course.course_id, &cohort("x", 1))
-        .await
-        .error_with(
-            StatusCode::CONFLICT,
-            "ENTITY_NOT_FOUND",
-            "Not enough available seats: requested 1, found 0",
-        );
+    assign_conflict(
+        &app,
+        course.course_id,
+        &cohort("x", 1),
+        "ENTITY_NOT_FOUND",
+        "Not enough available seats: requested 1, found 0",
+    )
+    .await;
     sqlx::query("UPDATE seat SET reserved_until = now() - interval '1 second' WHERE reservation_id IS NOT NULL")
         .execute(&db)
         .await
         .unwrap();
     // An expired seat does not count.
     exec(&db, "UPDATE seat SET expiry_date = now() - interval '1 second' WHERE course_id = $1 AND enrolment_id IS NULL", course.course_id).await;
-    app.as_faculty()
-        .post_assign(course.course_id, &cohort("x", 1))
-        .await
-        .error_with(
-            StatusCode::CONFLICT,
-            "ENTITY_NOT_FOUND",
-            "Not enough available seats: requested 1, found 0",
-        );
-
-    // The lab deleted comes before duplicates and seats.
-    exec(
-        &db,
-        "UPDATE virtual_lab SET deleted = true WHERE id = $1",
-        course.vlab_id,
-    )
-    .await;
-    app.as_faculty()
-        .post_assign(course.course_id, &students_body(&[("stu-1", "a@uni.org")]))
-        .await
-        .error_with(
-            StatusCode::CONFLICT,
-            "INVALID_REQUEST",
-            "Cannot assign seats: the course's virtual lab has been deleted",
-        );
-
-    // The last drop date comes before the lab.
-    exec(
-        &db,
-        "UPDATE course SET last_drop_date = now() - interval '1 second' WHERE id = $1",
+    assign_conflict(
+        &app,
         course.course_id,
+        &cohort("x", 1),
+        "ENTITY_NOT_FOUND",
+        "Not enough available seats: requested 1, found 0",
     )
     .await;
-    app.as_faculty()
-        .post_assign(course.course_id, &students_body(&[("stu-1", "a@uni.org")]))
-        .await
-        .error_with(
-            StatusCode::CONFLICT,
-            "INVALID_REQUEST",
+
+    // The lab deleted comes before duplicates and seats; the last drop date before the lab.
+    for (sql, id, message) in [
+        (
+            "UPDATE virtual_lab SET deleted = true WHERE id = $1",
+            course.vlab_id,
+            "Cannot assign seats: the course's virtual lab has been deleted",
+        ),
+        (
+            "UPDATE course SET last_drop_date = now() - interval '1 second' WHERE id = $1",
+            course.course_id,
             "Cannot assign seats after the course last drop date",
-        );
+        ),
+    ] {
+        exec(&db, sql, id).await;
+        let body = students_body(&[("stu-1", "a@uni.org")]);
+        assign_conflict(&app, course.course_id, &body, "INVALID_REQUEST", message).await;
+    }
 
     assert_eq!(
         app.keycloak.call_count("kc_create_group"),

@@ -353,7 +353,7 @@ async fn invalid_create_bodies_are_422_and_non_admins_get_403_first(db: PgPool) 
     );
 
     let body = app.as_admin().post_course(&json!({"virtual_lab_id": null, "template_project_id": "nope", "institution_id": 5, "start_date": "tomorrow", "end_date": null, "last_drop_date": true}))
-    .await.error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    .await.invalid();
     assert_eq!(
         body["details"],
         json!({"virtual_lab_id": "Must not be null", "template_project_id": "Must be a UUID",
@@ -387,7 +387,7 @@ async fn invalid_create_bodies_are_422_and_non_admins_get_403_first(db: PgPool) 
     app.anonymous()
         .post_course(&json!({}))
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
 }
 
 // ---- datetimes -------------------------------------------------------------------------------
@@ -493,17 +493,10 @@ async fn get_returns_the_course_detail_or_404(db: PgPool) {
     assert_eq!(body["details"], Value::Null);
     assert_eq!(body["data"], Value::Null);
 
-    let body = app
-        .as_admin()
-        .get_course("not-a-uuid")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let body = app.as_admin().get_course("not-a-uuid").await.invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 
-    app.as_faculty()
-        .get("/courses/not-a-uuid")
-        .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/courses/not-a-uuid").await.denied();
 }
 
 #[sqlx::test]
@@ -559,17 +552,10 @@ async fn search_requires_a_non_empty_vlab_name(db: PgPool) {
         ("vlab_name=", "Must not be empty"),
         ("vlab_name=%20%20", "Must not be empty"),
     ] {
-        let body = app
-            .as_admin()
-            .search_courses(query)
-            .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        let body = app.as_admin().search_courses(query).await.invalid();
         assert_eq!(body["details"], json!({"vlab_name": message}), "{query}");
     }
-    app.as_faculty()
-        .get("/courses")
-        .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/courses").await.denied();
 }
 
 // ---- update ----------------------------------------------------------------------------------
@@ -647,7 +633,7 @@ async fn update_refusals_follow_the_contract_order(db: PgPool) {
             &json!({"institution_id": null, "end_date": "x"}),
         )
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(
         body["details"],
         json!({"end_date": "Must be a valid date-time", "institution_id": "Must not be null"})
@@ -657,7 +643,7 @@ async fn update_refusals_follow_the_contract_order(db: PgPool) {
         .as_admin()
         .patch_course("nope", &json!({}))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 
     // A missing course wins over a missing institution.
@@ -685,7 +671,7 @@ async fn update_refusals_follow_the_contract_order(db: PgPool) {
     app.as_faculty()
         .patch_course(course.course_id, &json!({"institution_id": null}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+        .denied();
 }
 
 // ---- activate and the state machine ----------------------------------------------------------
@@ -747,11 +733,7 @@ async fn activation_moves_a_valid_draft_to_active_and_freezes_it(db: PgPool) {
         "ENTITY_NOT_FOUND",
         &format!("Course {missing} not found"),
     );
-    let body = app
-        .as_admin()
-        .activate_course("42")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let body = app.as_admin().activate_course("42").await.invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 }
 

@@ -355,11 +355,7 @@ async fn invalid_drop_bodies_are_422_under_seat_ids(db: PgPool) {
         );
         assert_eq!(answer["details"], json!({"seat_ids": message}), "{body}");
     }
-    let answer = app
-        .as_faculty()
-        .post_empty(&path)
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let answer = app.as_faculty().post_empty(&path).await.invalid();
     assert_eq!(answer["details"], json!({"body": "Field required"}));
 }
 
@@ -370,10 +366,7 @@ async fn only_a_course_admin_may_drop(db: PgPool) {
     let path = format!("/seats/courses/{}/drop", course.course_id);
     let body = json!({"seat_ids": []});
 
-    app.anonymous()
-        .post(&path, &body)
-        .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+    app.anonymous().post(&path, &body).await.unauthenticated();
 
     // Not a lab admin of this course: 403 before the 422. (The service admin created the lab,
     // so it is a lab admin; the OBI owner user is not.)
@@ -396,7 +389,7 @@ async fn only_a_course_admin_may_drop(db: PgPool) {
         app.with_token(&token)
             .post(&format!("/seats/courses/{bad}/drop"), &body)
             .await
-            .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+            .not_allowed();
     }
 }
 

@@ -556,6 +556,17 @@ pub trait ReplyExt {
     fn error_body(self, expected: StatusCode, code: &str) -> Value;
     /// [`ReplyExt::error_body`] that also asserts the message.
     fn error_with(self, expected: StatusCode, code: &str, message: &str) -> Value;
+    /// The answer for a missing or deleted lab: a 404 with `DATABASE_ERROR` (the upstream's
+    /// code, kept on purpose).
+    fn lab_not_found(self) -> Value;
+    /// A 422 `INVALID_REQUEST`: the request's shape or values were refused.
+    fn invalid(self) -> Value;
+    /// A 401 `AUTHORIZATION_ERROR`: no usable credentials.
+    fn unauthenticated(self) -> Value;
+    /// A 403 `AUTHORIZATION_ERROR`: the caller's tier is too low.
+    fn denied(self) -> Value;
+    /// A 403 `NOT_ALLOWED_OP`: the caller holds no role on the resource.
+    fn not_allowed(self) -> Value;
 }
 
 impl ReplyExt for Reply {
@@ -575,6 +586,30 @@ impl ReplyExt for Reply {
         let body = self.error_body(expected, code);
         assert_eq!(body["message"], message, "{body}");
         body
+    }
+
+    fn lab_not_found(self) -> Value {
+        self.error_with(
+            StatusCode::NOT_FOUND,
+            "DATABASE_ERROR",
+            "No virtual lab with this id found",
+        )
+    }
+
+    fn invalid(self) -> Value {
+        self.error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST")
+    }
+
+    fn unauthenticated(self) -> Value {
+        self.error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR")
+    }
+
+    fn denied(self) -> Value {
+        self.error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR")
+    }
+
+    fn not_allowed(self) -> Value {
+        self.error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP")
     }
 }
 
@@ -609,6 +644,21 @@ pub fn one_wins<'r>(a: &'r Reply, b: &'r Reply, lost: StatusCode) -> (&'r Reply,
     } else {
         (b, a)
     }
+}
+
+/// Makes every insert into `table` fail with a database error that is not a constraint
+/// violation (the trigger is created once per test database).
+pub async fn refuse_inserts(db: &PgPool, table: &str) {
+    let sql = format!(
+        "CREATE FUNCTION fail_{table}_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
+         CREATE TRIGGER fail_{table}_insert BEFORE INSERT ON {table}
+             FOR EACH ROW EXECUTE FUNCTION fail_{table}_insert();"
+    );
+    sqlx::raw_sql(&sql)
+        .execute(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// Runs one statement with one bind parameter (test set-up that the API cannot do).

@@ -113,7 +113,7 @@ async fn non_admins_get_403_before_any_validation(db: PgPool) {
     app.as_faculty()
         .post_institution(&json!({"name": null}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+        .denied();
     let (status, _) = app.as_faculty().get("/institutions/not-a-uuid").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
@@ -138,11 +138,7 @@ async fn get_finds_by_id_and_reports_missing_or_malformed_ids(db: PgPool) {
         "Institution not found",
     );
 
-    let body = app
-        .as_admin()
-        .get("/institutions/42")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let body = app.as_admin().get("/institutions/42").await.invalid();
     assert_eq!(body["details"]["institution_id"], "Must be a UUID");
 }
 
@@ -177,9 +173,7 @@ async fn patch_updates_present_keys_and_refuses_nulls_empties_and_clashes(db: Pg
         "No fields to update",
     );
 
-    let body = patch(json!({"name": null}))
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let body = patch(json!({"name": null})).await.invalid();
     assert_eq!(body["details"]["name"], "Must not be null");
 
     patch(json!({"name": " B "})).await.error_with(
@@ -285,11 +279,7 @@ async fn patch_renames_with_trimming_and_may_keep_its_own_name(db: PgPool) {
             "Must be a valid e-mail address",
         ),
     ] {
-        let body = app
-            .with_token(&token)
-            .patch(&path, &patch)
-            .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        let body = app.with_token(&token).patch(&path, &patch).await.invalid();
         assert_eq!(body["details"], json!({ field: message }), "{patch}");
     }
 }
@@ -312,22 +302,19 @@ async fn patch_checks_existence_before_the_empty_body_and_ids_before_both(db: Pg
         .with_token(&token)
         .patch("/institutions/nope", &json!({}))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(body["details"]["institution_id"], "Must be a UUID");
 
     // Non-admins get 403 before any of that; no token is 401.
     app.as_faculty()
         .patch("/institutions/nope", &json!({"name": null}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    app.as_faculty()
-        .search_institutions("")
-        .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+        .denied();
+    app.as_faculty().search_institutions("").await.denied();
     app.anonymous()
         .post_institution(&json!({}))
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
 }
 
 #[sqlx::test]

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{CourseLab, create_course_lab, make_lab_admin};
-use crate::helpers::{INVITE_SECRET, ReplyExt, TestApp, TestUser, assert_error_body, uuid_of};
+use crate::helpers::{
+    INVITE_SECRET, ReplyExt, TestApp, TestUser, assert_error_body, refuse_inserts, uuid_of,
+};
 
 /// The token in the invite link of the `n`-th captured e-mail.
 async fn token_from_mail(app: &TestApp, n: usize) -> String {
@@ -43,6 +45,15 @@ async fn lab_with_two_projects(app: &TestApp) -> (CourseLab, Uuid) {
         .await
         .ok_body();
     (lab, uuid_of(&body["id"]))
+}
+
+/// The service admin invites faculty@example.org as a lab admin; returns the answer's body.
+async fn invite_faculty(app: &TestApp, vlab: Uuid) -> Value {
+    let (_, body) = app
+        .as_admin()
+        .post_invite(vlab, "faculty@example.org", "admin")
+        .await;
+    body
 }
 
 fn group_id(app: &TestApp, name: &str) -> String {
@@ -215,10 +226,7 @@ async fn the_caller_email_need_not_match_the_invite(db: PgPool) {
 async fn re_inviting_reuses_and_reopens_the_row(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, _) = lab_with_two_projects(&app).await;
-    let (_, first) = app
-        .as_admin()
-        .post_invite(lab.vlab_id, "faculty@example.org", "admin")
-        .await;
+    let first = invite_faculty(&app, lab.vlab_id).await;
     let id = uuid_of(&first["data"]["id"]);
     let token = token_from_mail(&app, 1).await;
     let (status, _) = app.as_faculty().accept_invite(&token).await;
@@ -277,10 +285,7 @@ async fn a_failed_send_deletes_a_new_invite(db: PgPool) {
 async fn a_failed_re_send_restores_the_old_values(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, _) = lab_with_two_projects(&app).await;
-    let (_, first) = app
-        .as_admin()
-        .post_invite(lab.vlab_id, "faculty@example.org", "admin")
-        .await;
+    let first = invite_faculty(&app, lab.vlab_id).await;
     let id = uuid_of(&first["data"]["id"]);
     let token = token_from_mail(&app, 1).await;
     app.as_faculty().accept_invite(&token).await;
@@ -320,11 +325,7 @@ async fn inviting_to_a_deleted_lab_is_404(db: PgPool) {
     app.as_admin()
         .post_invite(lab.vlab_id, "a@b.org", "admin")
         .await
-        .error_with(
-            StatusCode::NOT_FOUND,
-            "DATABASE_ERROR",
-            "No virtual lab with this id found",
-        );
+        .lab_not_found();
     assert!(app.smtp.messages().is_empty());
 }
 
@@ -352,7 +353,7 @@ async fn invalid_invite_bodies_are_422(db: PgPool) {
                 .with_token(&token)
                 .post(&format!("/virtual-labs/{}/{path}", lab.vlab_id), &body)
                 .await
-                .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+                .invalid();
             assert_eq!(err["details"][field], message, "{path} {body}");
         }
     }
@@ -375,13 +376,13 @@ async fn lab_members_may_invite_members_only(db: PgPool) {
         .with_token(&token)
         .post_invite(lab.vlab_id, "friend@uni.org", "admin")
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {}", lab.vlab_id));
     // The body is validated before the role rule.
     app.with_token(&token)
         .post_invite(lab.vlab_id, "friend@uni.org", "boss")
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     // Outsiders fail the tier whatever the body.
     let err = app
         .as_user(&app.users.students[1])
@@ -390,7 +391,7 @@ async fn lab_members_may_invite_members_only(db: PgPool) {
             &json!({}),
         )
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:any on {}", lab.vlab_id));
     assert_eq!(invite_count(&db).await, 1);
 }
@@ -401,10 +402,7 @@ async fn lab_members_may_invite_members_only(db: PgPool) {
 async fn bad_and_expired_tokens_are_refused_on_show_and_accept(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, _) = lab_with_two_projects(&app).await;
-    let (_, body) = app
-        .as_admin()
-        .post_invite(lab.vlab_id, "faculty@example.org", "admin")
-        .await;
+    let body = invite_faculty(&app, lab.vlab_id).await;
     let id = body["data"]["id"].as_str().unwrap().to_owned();
     let good = token_from_mail(&app, 1).await;
     let now = chrono::Utc::now();
@@ -478,10 +476,7 @@ async fn bad_and_expired_tokens_are_refused_on_show_and_accept(db: PgPool) {
 async fn unknown_invites_other_origins_and_deleted_labs_are_404(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, _) = lab_with_two_projects(&app).await;
-    let (_, body) = app
-        .as_admin()
-        .post_invite(lab.vlab_id, "faculty@example.org", "admin")
-        .await;
+    let body = invite_faculty(&app, lab.vlab_id).await;
     let id = body["data"]["id"].as_str().unwrap().to_owned();
     let exp = chrono::Utc::now().timestamp() + 600;
     let caller = app.faculty_token();
@@ -527,17 +522,9 @@ async fn unknown_invites_other_origins_and_deleted_labs_are_404(db: PgPool) {
 async fn the_token_parameter_is_required(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let caller = app.faculty_token();
-    let err = app
-        .with_token(&caller)
-        .get("/invites")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let err = app.with_token(&caller).get("/invites").await.invalid();
     assert_eq!(err["details"]["token"], "Field required");
-    let err = app
-        .with_token(&caller)
-        .accept_invite("")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let err = app.with_token(&caller).accept_invite("").await.invalid();
     assert_eq!(err["details"]["token"], "Must not be empty");
     let (status, _) = app.anonymous().get("/invites?token=x").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -568,10 +555,7 @@ async fn the_owner_cannot_accept_an_invite_to_their_own_lab(db: PgPool) {
 async fn a_failed_attachment_is_502_and_a_second_accept_completes_it(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, project) = lab_with_two_projects(&app).await;
-    let (_, body) = app
-        .as_admin()
-        .post_invite(lab.vlab_id, "faculty@example.org", "admin")
-        .await;
+    let body = invite_faculty(&app, lab.vlab_id).await;
     let id = uuid_of(&body["data"]["id"]);
     let token = token_from_mail(&app, 1).await;
     let faculty = app.users.faculty.clone();
@@ -719,7 +703,7 @@ async fn only_lab_admins_cancel(db: PgPool) {
         .as_user(&student)
         .cancel_invite(lab.vlab_id, "a@b.org", "member")
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {}", lab.vlab_id));
 }
 
@@ -727,15 +711,7 @@ async fn only_lab_admins_cancel(db: PgPool) {
 async fn a_database_failure_while_saving_the_invite_is_500_and_sends_nothing(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let (lab, _) = lab_with_two_projects(&app).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_invite_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-         CREATE TRIGGER fail_invite_insert BEFORE INSERT ON virtual_lab_invite
-             FOR EACH ROW EXECUTE FUNCTION fail_invite_insert();",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_inserts(&db, "virtual_lab_invite").await;
     let err = app
         .as_admin()
         .post_invite(lab.vlab_id, "a@b.org", "admin")

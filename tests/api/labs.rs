@@ -12,7 +12,7 @@ use vlab_emulators::{Fault, FaultAction};
 use crate::fixtures::{create_course_lab, make_lab_admin};
 use crate::helpers::{
     ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, json, names, one_wins,
-    uuid_of,
+    refuse_inserts, uuid_of,
 };
 
 fn lab_body(name: &str) -> Value {
@@ -229,9 +229,7 @@ async fn invalid_create_bodies_are_422(db: PgPool) {
         .send()
         .await
         .unwrap();
-    let err = json(response)
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let err = json(response).await.invalid();
     assert_eq!(err["details"]["body"], "Request body is not valid JSON");
     assert_eq!(lab_rows(&db).await, 0);
     assert_eq!(app.keycloak.call_count("kc_create_group"), 0);
@@ -243,7 +241,7 @@ async fn creating_a_lab_needs_a_token(db: PgPool) {
     app.anonymous()
         .post_virtual_lab(&lab_body("Lab"))
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
 }
 
 #[sqlx::test]
@@ -483,15 +481,7 @@ async fn a_failed_insert_is_400_and_compensates_every_external_step(db: PgPool) 
     let app = TestApp::spawn(db.clone()).await;
     let faculty = app.users.faculty.clone();
     // A database failure at insert that is not a name clash.
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_lab_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-         CREATE TRIGGER fail_lab_insert BEFORE INSERT ON virtual_lab
-             FOR EACH ROW EXECUTE FUNCTION fail_lab_insert();",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_inserts(&db, "virtual_lab").await;
     let err = app
         .as_faculty()
         .post_virtual_lab(&lab_body("Lab"))
@@ -517,7 +507,7 @@ async fn two_concurrent_creations_of_one_name_give_one_lab_and_one_409(db: PgPoo
     let (first, second) = tokio::join!(ta.post_virtual_lab(&body_a), tb.post_virtual_lab(&body_b),);
     let ((_, winner), (_, loser)) = one_wins(&first, &second, StatusCode::CONFLICT);
     assert_error_body(
-        &loser,
+        loser,
         StatusCode::CONFLICT,
         StatusCode::CONFLICT,
         "ENTITY_ALREADY_EXISTS",
@@ -689,7 +679,7 @@ async fn invalid_listing_queries_are_422(db: PgPool) {
             .with_token(&token)
             .get_virtual_labs(query)
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"][field], message, "{query}");
     }
     let (status, _) = app.anonymous().get("/virtual-labs").await;
@@ -733,7 +723,7 @@ async fn a_lab_member_reads_the_lab_with_its_admins_and_owner(db: PgPool) {
         assert_eq!(owner["name"], "obi-admin Test");
         assert!(owner["created_at"].as_str().unwrap().ends_with('Z'));
         assert_keys(
-            &owner,
+            owner,
             &[
                 "id",
                 "username",
@@ -793,14 +783,14 @@ async fn reading_a_lab_checks_the_tier_the_expand_values_and_existence(db: PgPoo
     app.as_faculty()
         .get("/virtual-labs/not-a-uuid")
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
 
     let token = app.faculty_token();
     let err = app
         .with_token(&token)
         .get(&format!("{path}?expand=admins,projects"))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(err["details"]["expand"], "Must be one of: admins, owner");
 
     app.keycloak
@@ -824,11 +814,7 @@ async fn reading_a_lab_checks_the_tier_the_expand_values_and_existence(db: PgPoo
         .execute(&db)
         .await
         .unwrap();
-    app.with_token(&token).get(&path).await.error_with(
-        StatusCode::NOT_FOUND,
-        "DATABASE_ERROR",
-        "No virtual lab with this id found",
-    );
+    app.with_token(&token).get(&path).await.lab_not_found();
 }
 
 #[sqlx::test]
@@ -967,7 +953,7 @@ async fn patch_errors(db: PgPool) {
             .with_token(&token)
             .patch_virtual_lab(id, &body)
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"][field], message, "{body}");
     }
 
@@ -978,7 +964,7 @@ async fn patch_errors(db: PgPool) {
         .as_user(&student)
         .patch_virtual_lab(id, &json!({"name": null}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {id}"));
 
     exec(
@@ -990,11 +976,7 @@ async fn patch_errors(db: PgPool) {
     app.with_token(&token)
         .patch_virtual_lab(id, &json!({"name": "x"}))
         .await
-        .error_with(
-            StatusCode::NOT_FOUND,
-            "DATABASE_ERROR",
-            "No virtual lab with this id found",
-        );
+        .lab_not_found();
 }
 
 // ---- DELETE /virtual-labs/{id} -------------------------------------------------------------
@@ -1048,11 +1030,7 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
     app.with_token(&token)
         .delete_virtual_lab(lab.vlab_id)
         .await
-        .error_with(
-            StatusCode::NOT_FOUND,
-            "DATABASE_ERROR",
-            "No virtual lab with this id found",
-        );
+        .lab_not_found();
 }
 
 #[sqlx::test]
@@ -1101,7 +1079,7 @@ async fn only_lab_admins_delete(db: PgPool) {
         .as_user(&student)
         .delete_virtual_lab(id)
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {id}"));
     let (status, _) = app.as_faculty().delete("/virtual-labs/xyz").await;
     assert_eq!(status, StatusCode::FORBIDDEN);

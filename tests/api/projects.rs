@@ -10,7 +10,8 @@ use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{create_course_lab, make_lab_admin};
 use crate::helpers::{
-    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, names, uuid_of,
+    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, names, refuse_inserts,
+    uuid_of,
 };
 
 /// A regular lab owned by `user`.
@@ -189,7 +190,7 @@ async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
             .with_token(&token)
             .post_project(vlab, query, &body)
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"][field], message, "{query} {body}");
     }
     // Query and body problems are reported together.
@@ -197,7 +198,7 @@ async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
         .with_token(&token)
         .post_project(vlab, "?expand=x", &json!({}))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(
         err["details"]["expand"],
         "Must be one of: virtual_lab, balance"
@@ -211,13 +212,13 @@ async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
         .as_user(&student)
         .post_project(vlab, "", &json!({}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {vlab}"));
     let err = app
         .with_token(&token)
         .post("/virtual-labs/nope/projects", &json!({"name": "p"}))
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], "vlab:admin on nope");
     assert_eq!(project_rows(&db, vlab).await, 0);
 }
@@ -453,15 +454,7 @@ async fn a_failed_project_account_is_502_and_leaves_nothing(db: PgPool) {
 async fn a_failed_project_insert_is_400_and_leaves_nothing(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let vlab = lab_with_two_admins(&app).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_project_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-         CREATE TRIGGER fail_project_insert BEFORE INSERT ON project
-             FOR EACH ROW EXECUTE FUNCTION fail_project_insert();",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_inserts(&db, "project").await;
     assert_failure_leaves_nothing(
         &app,
         vlab,
@@ -510,7 +503,7 @@ async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
     );
     let item = &page["data"][1];
     assert_keys(
-        &item,
+        item,
         &["id", "name", "description", "created_at", "updated_at"],
     );
     assert_eq!(item["description"], Value::Null);
@@ -555,7 +548,7 @@ async fn listing_projects_checks_the_tier_and_the_query(db: PgPool) {
         .with_token(&app.student_token(0))
         .get_projects(vlab, "")
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:any on {vlab}"));
     let token = app.faculty_token();
     for (query, field, message) in [
@@ -577,7 +570,7 @@ async fn listing_projects_checks_the_tier_and_the_query(db: PgPool) {
             .with_token(&token)
             .get_projects(vlab, query)
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"][field], message, "{query}");
     }
 }
@@ -634,7 +627,7 @@ async fn reading_a_project_checks_access_existence_and_expand(db: PgPool) {
         .as_user(&app.users.students[0])
         .get(&path)
         .await
-        .error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        .not_allowed();
     assert_eq!(
         err["details"],
         format!("project:any:+vlab_admin on {}", lab.template_project_id)
@@ -662,7 +655,7 @@ async fn reading_a_project_checks_access_existence_and_expand(db: PgPool) {
         .with_token(&token)
         .get(&format!("{path}?expand=owner"))
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(
         err["details"]["expand"],
         "Must be one of: admins, virtual_lab"

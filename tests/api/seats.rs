@@ -97,7 +97,7 @@ async fn provision_checks_tier_body_course_and_status_in_order(db: PgPool) {
     app.anonymous()
         .provision(&body.clone())
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
     // A non-admin learns nothing about the body.
     app.as_faculty().provision(&json!({})).await.error_with(
         StatusCode::FORBIDDEN,
@@ -137,7 +137,7 @@ async fn provision_checks_tier_body_course_and_status_in_order(db: PgPool) {
             .with_token(&admin)
             .provision(&bad.clone())
             .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+            .invalid();
         assert_eq!(err["details"][field], message, "{bad}");
     }
 
@@ -236,16 +236,9 @@ async fn a_batch_is_returned_with_its_institution_and_course(db: PgPool) {
         &format!("Seat batch {missing} not found"),
     );
 
-    let err = app
-        .as_admin()
-        .get("/seats/batches/xyz")
-        .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+    let err = app.as_admin().get("/seats/batches/xyz").await.invalid();
     assert_eq!(err["details"]["batch_id"], "Must be a UUID");
-    app.as_faculty()
-        .get("/seats/batches/xyz")
-        .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/seats/batches/xyz").await.denied();
 }
 
 #[sqlx::test]
@@ -322,7 +315,7 @@ async fn batch_search_filters_and_groups_matching_seats(db: PgPool) {
         );
     let err = search("?course_id=1&created_after=soon".to_owned())
         .await
-        .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        .invalid();
     assert_eq!(err["details"]["course_id"], "Must be a UUID");
     assert_eq!(err["details"]["created_after"], "Must be a valid date-time");
 }
@@ -462,17 +455,10 @@ async fn transfer_rejects_bad_bodies_and_checks_courses_in_order(db: PgPool) {
             "Field required",
         ),
     ] {
-        let err = app
-            .as_admin()
-            .transfer(&bad.clone())
-            .await
-            .error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST");
+        let err = app.as_admin().transfer(&bad.clone()).await.invalid();
         assert_eq!(err["details"][field], message, "{bad}");
     }
-    app.as_faculty()
-        .transfer(&json!({}))
-        .await
-        .error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().transfer(&json!({})).await.denied();
 
     let (source, target) = transfer_pair(&app).await;
     fixtures::provision(&app, source.course_id, 1).await;
@@ -599,7 +585,7 @@ async fn a_course_admin_lists_every_seat_with_its_enrolment(db: PgPool) {
             "student_id": "stu-1", "claimed_by": null, "is_dropped": false
         })
     );
-    assert_eq!(keys_of(&with).last(), Some(&"enrolment"));
+    assert_eq!(keys_of(with).last(), Some(&"enrolment"));
 }
 
 #[sqlx::test]
@@ -632,7 +618,7 @@ async fn the_seat_list_is_for_course_admins_only(db: PgPool) {
     app.anonymous()
         .get_course_seats(course.course_id)
         .await
-        .error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR");
+        .unauthenticated();
     // The lab's own admin (the service admin created it) passes, and sees no seats.
     let body = app
         .as_admin()
