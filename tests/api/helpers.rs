@@ -3,9 +3,15 @@
 //! The test rig: the real server on port 0 with its own fresh Postgres database (from
 //! `#[sqlx::test]`) and in-process Keycloak, accounting and SMTP emulators on loopback.
 //!
-//! The vocabulary every test module speaks: `app.as_admin().post_course(&body)` and friends
-//! (one typed helper per route, on a [`Caller`]), [`uuid_of`], [`assert_keys`] and
-//! [`assert_error_body`]. `TEST_LOG=1` prints the server's logs; the default is quiet.
+//! The vocabulary every test module speaks:
+//! - requests: `app.as_admin().post_course(&body)` and friends, one typed helper per route on
+//!   a [`Caller`] (`as_admin`, `as_faculty`, `as_user`, `with_token`, `anonymous`), each
+//!   returning a [`Reply`] `(status, body)`;
+//! - answers: [`ReplyExt`] (`ok_body`, `error_with`, `invalid`, `denied`, ...), the error body
+//!   of api.md §2.1 ([`assert_error_body`]), key order ([`assert_keys`]), [`uuid_of`];
+//! - set-up the API cannot do: [`exec`], [`refuse_inserts`]; scenarios live in `fixtures.rs`.
+//!
+//! `TEST_LOG=1` prints the server's logs (filtered by `RUST_LOG`); the default is quiet.
 
 use std::collections::HashMap;
 use std::fmt::Display;
