@@ -11,7 +11,9 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse, students_body};
-use crate::helpers::{ReplyExt, TestApp, assert_error_body, assert_keys, exec, json};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar, json,
+};
 
 /// `n` students `{prefix}-1..` with e-mails `{prefix}-i@uni.org`.
 fn cohort(prefix: &str, n: usize) -> Value {
@@ -33,6 +35,18 @@ async fn assign_conflict(
         .post_assign(course_id, body)
         .await
         .error_with(StatusCode::CONFLICT, code, message)
+}
+
+/// One more student finds no available seat.
+async fn assert_no_seat_left(app: &TestApp, course_id: Uuid) {
+    assign_conflict(
+        app,
+        course_id,
+        &cohort("x", 1),
+        "ENTITY_NOT_FOUND",
+        "Not enough available seats: requested 1, found 0",
+    )
+    .await;
 }
 
 fn results(body: &Value) -> &Vec<Value> {
@@ -58,17 +72,16 @@ struct CourseCounts {
 }
 
 async fn counts(app: &TestApp, course_id: Uuid) -> CourseCounts {
-    sqlx::query_as(
+    fetch_row(
+        &app.db,
         "SELECT (SELECT count(*) FROM course_enrolment WHERE course_id = $1) AS enrolments,
                 (SELECT count(*) FROM seat WHERE course_id = $1 AND enrolment_id IS NOT NULL)
                     AS enrolled_seats,
                 (SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NOT NULL)
                     AS reserved_seats",
+        course_id,
     )
-    .bind(course_id)
-    .fetch_one(&app.db)
     .await
-    .unwrap()
 }
 
 /// The Keycloak groups of the lab's projects (the template's two included).
@@ -98,11 +111,12 @@ async fn assert_nothing_left(
     student_id: &str,
     seat_id: &str,
 ) {
-    let projects: i64 = sqlx::query_scalar("SELECT count(*) FROM project WHERE name = $1")
-        .bind(student_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let projects: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM project WHERE name = $1",
+        student_id,
+    )
+    .await;
     assert_eq!(projects, 0, "project of {student_id}");
     let enrolments: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND student_id = $2",
@@ -113,13 +127,12 @@ async fn assert_nothing_left(
     .await
     .unwrap();
     assert_eq!(enrolments, 0, "enrolment of {student_id}");
-    let seat: (Option<Uuid>, Option<Uuid>, Option<String>) = sqlx::query_as(
+    let seat: (Option<Uuid>, Option<Uuid>, Option<String>) = fetch_row(
+        &app.db,
         "SELECT enrolment_id, reservation_id, reserved_student_id FROM seat WHERE id = $1::uuid",
+        seat_id,
     )
-    .bind(seat_id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         seat,
         (None, None, None),
@@ -214,14 +227,13 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
 
         let enrolment_id: Uuid = item["enrolment_id"].as_str().unwrap().parse().unwrap();
         let project_id: Uuid = item["project_id"].as_str().unwrap().parse().unwrap();
-        let row: EnrolmentRow = sqlx::query_as(
+        let row: EnrolmentRow = fetch_row(
+            &db,
             "SELECT course_id, project_id, contact_email, student_id, claimed_by, is_dropped
              FROM course_enrolment WHERE id = $1",
+            enrolment_id,
         )
-        .bind(enrolment_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             row,
             EnrolmentRow {
@@ -233,14 +245,13 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
                 is_dropped: false,
             }
         );
-        let project: ProjectRow = sqlx::query_as(
+        let project: ProjectRow = fetch_row(
+            &db,
             "SELECT virtual_lab_id, name, description, owner_id, admin_group_id, member_group_id
              FROM project WHERE id = $1",
+            project_id,
         )
-        .bind(project_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(project.virtual_lab_id, course.vlab_id);
         assert_eq!(project.name, student_id);
         assert_eq!(project.description, None);
@@ -264,23 +275,16 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
         assert!(member_group.members.is_empty());
         assert_eq!(app.accounting.balance(project_id), Some(Decimal::from(200)));
 
-        let seat: (Option<Uuid>, Option<Uuid>, Option<String>, bool) = sqlx::query_as(
-            "SELECT enrolment_id, reservation_id, reserved_email, is_consumed FROM seat WHERE id = $1",
-        )
-        .bind(sorted_seats[i])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        let seat: (Option<Uuid>, Option<Uuid>, Option<String>, bool) = fetch_row(&db, "SELECT enrolment_id, reservation_id, reserved_email, is_consumed FROM seat WHERE id = $1", sorted_seats[i]).await;
         assert_eq!(seat, (Some(enrolment_id), None, None, false));
 
-        let outbox: OutboxRow = sqlx::query_as(
+        let outbox: OutboxRow = fetch_row(
+            &db,
             "SELECT kind, recipient, status, attempts, payload, lease_id FROM email_outbox
              WHERE enrolment_id = $1",
+            enrolment_id,
         )
-        .bind(enrolment_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(outbox.kind, "enrolment_claim");
         assert_eq!(outbox.recipient, email);
         assert_eq!((outbox.status.as_str(), outbox.attempts), ("sent", 1));
@@ -475,28 +479,14 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
     assert_eq!(err["details"], Value::Null);
 
     // The reserved seat is not available either; the lapsed reservation frees it again.
-    assign_conflict(
-        &app,
-        course.course_id,
-        &cohort("x", 1),
-        "ENTITY_NOT_FOUND",
-        "Not enough available seats: requested 1, found 0",
-    )
-    .await;
+    assert_no_seat_left(&app, course.course_id).await;
     sqlx::query("UPDATE seat SET reserved_until = now() - interval '1 second' WHERE reservation_id IS NOT NULL")
         .execute(&db)
         .await
         .unwrap();
     // An expired seat does not count.
     exec(&db, "UPDATE seat SET expiry_date = now() - interval '1 second' WHERE course_id = $1 AND enrolment_id IS NULL", course.course_id).await;
-    assign_conflict(
-        &app,
-        course.course_id,
-        &cohort("x", 1),
-        "ENTITY_NOT_FOUND",
-        "Not enough available seats: requested 1, found 0",
-    )
-    .await;
+    assert_no_seat_left(&app, course.course_id).await;
 
     // The lab deleted comes before duplicates and seats; the last drop date before the lab.
     for (sql, id, message) in [
@@ -817,13 +807,7 @@ async fn two_servers_assigning_the_same_student_enrol_it_once(db: PgPool) {
             .iter()
             .all(|r| r["assignment_successful"] == true)
     );
-    let shared: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND lower(contact_email) = 'shared@uni.org'",
-    )
-    .bind(course.course_id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let shared: i64 = fetch_scalar(&db, "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND lower(contact_email) = 'shared@uni.org'", course.course_id).await;
     assert_eq!(shared, 1);
     assert_eq!(counts(&app, course.course_id).await.reserved_seats, 0);
     assert_eq!(counts(&app, course.course_id).await.enrolled_seats, 2);

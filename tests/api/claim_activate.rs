@@ -11,7 +11,10 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse, Assigned};
-use crate::helpers::{ReplyExt, TestApp, assert_error_body, assert_keys, exec, json, one_wins};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar, json,
+    one_wins,
+};
 
 /// A course with faculty as lab admin and `n` assigned students.
 async fn enrolled(app: &TestApp, name: &str, n: usize) -> (ActiveCourse, Vec<Assigned>) {
@@ -39,11 +42,12 @@ async fn start_drop(app: &TestApp, course: &ActiveCourse, student: &Assigned) {
 }
 
 async fn activated_at(app: &TestApp, enrolment_id: Uuid) -> Option<DateTime<Utc>> {
-    sqlx::query_scalar("SELECT activated_at FROM course_enrolment WHERE id = $1")
-        .bind(enrolment_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        &app.db,
+        "SELECT activated_at FROM course_enrolment WHERE id = $1",
+        enrolment_id,
+    )
+    .await
 }
 
 #[sqlx::test]
@@ -57,12 +61,12 @@ async fn a_claim_binds_the_enrolment_to_the_caller(db: PgPool) {
         .await
         .ok_body();
     assert_eq!(body["message"], "Enrolment claimed successfully");
-    let dates: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT start_date, end_date FROM course WHERE id = $1")
-            .bind(course.course_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let dates: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = fetch_row(
+        &app.db,
+        "SELECT start_date, end_date FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     let fmt = |d: Option<DateTime<Utc>>| {
         let d = d.unwrap();
         if d.timestamp_subsec_micros() == 0 {
@@ -94,12 +98,12 @@ async fn a_claim_binds_the_enrolment_to_the_caller(db: PgPool) {
             "course",
         ],
     );
-    let claimed_by: Option<Uuid> =
-        sqlx::query_scalar("SELECT claimed_by FROM course_enrolment WHERE id = $1")
-            .bind(assigned[0].enrolment_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let claimed_by: Option<Uuid> = fetch_scalar(
+        &app.db,
+        "SELECT claimed_by FROM course_enrolment WHERE id = $1",
+        assigned[0].enrolment_id,
+    )
+    .await;
     assert_eq!(claimed_by, Some(student.id));
 }
 
@@ -227,12 +231,12 @@ async fn one_user_racing_two_claims_in_a_course_wins_once(db: PgPool) {
             loser["message"],
             "You have already claimed another enrolment in this course"
         );
-        let claimed: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM course_enrolment WHERE claimed_by = $1")
-                .bind(user.id)
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+        let claimed: i64 = fetch_scalar(
+            &app.db,
+            "SELECT count(*) FROM course_enrolment WHERE claimed_by = $1",
+            user.id,
+        )
+        .await;
         assert_eq!(claimed, 1);
     }
 }
@@ -253,12 +257,12 @@ async fn two_users_racing_for_one_enrolment_claim_it_once(db: PgPool) {
     } else {
         bob.id
     };
-    let claimed_by: Option<Uuid> =
-        sqlx::query_scalar("SELECT claimed_by FROM course_enrolment WHERE id = $1")
-            .bind(assigned[0].enrolment_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let claimed_by: Option<Uuid> = fetch_scalar(
+        &app.db,
+        "SELECT claimed_by FROM course_enrolment WHERE id = $1",
+        assigned[0].enrolment_id,
+    )
+    .await;
     assert_eq!(claimed_by, Some(winner));
 }
 

@@ -15,10 +15,18 @@ use crate::fixtures::{
     COURSE_KEYS, CourseLab, create_course_lab, create_draft_course, obi_institution_id,
 };
 use crate::helpers::{
-    ReplyExt, TestApp, assert_error_body, assert_keys, data_strings, json, uuid_of,
+    ReplyExt, TestApp, assert_error_body, assert_keys, data_strings, fetch_row, fetch_scalar, json,
+    uuid_of,
 };
 
 // ---- helpers -------------------------------------------------------------------------------
+
+/// A new course lab and the body that creates its course on the seeded institution.
+async fn lab_and_course_body(app: &TestApp, name: &str) -> (CourseLab, Value) {
+    let lab = create_course_lab(app, name).await;
+    let body = create_body(&lab, obi_institution_id(app).await);
+    (lab, body)
+}
 
 fn create_body(lab: &CourseLab, institution_id: Uuid) -> Value {
     json!({
@@ -36,11 +44,12 @@ async fn course_rows(app: &TestApp) -> i64 {
 }
 
 async fn course_status(app: &TestApp, course_id: Uuid) -> String {
-    sqlx::query_scalar("SELECT status FROM course WHERE id = $1")
-        .bind(course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        &app.db,
+        "SELECT status FROM course WHERE id = $1",
+        course_id,
+    )
+    .await
 }
 
 fn balance(app: &TestApp, account: Uuid) -> Decimal {
@@ -106,14 +115,13 @@ async fn create_inserts_a_draft_course_and_funds_its_template_once(db: PgPool) {
     assert_eq!(data["budget_depleted"], false);
 
     let id = uuid_of(&data["id"]);
-    let row: (Uuid, String, i32, bool, Option<DateTime<Utc>>) = sqlx::query_as(
+    let row: (Uuid, String, i32, bool, Option<DateTime<Utc>>) = fetch_row(
+        &app.db,
         "SELECT virtual_lab_id, status, credits_per_seat, budget_depleted, start_date
          FROM course WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         row,
         (lab.vlab_id, "draft".to_owned(), 200, false, Some(start))
@@ -256,8 +264,7 @@ async fn a_second_course_on_a_lab_is_a_conflict_without_a_second_grant(db: PgPoo
 #[sqlx::test]
 async fn concurrent_creations_on_one_lab_fund_the_template_exactly_once(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Race Lab").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Race Lab").await;
     // A slow grant keeps both requests in flight together.
     app.accounting
         .set_operation_latency("acc_grant", Duration::from_millis(300));
@@ -288,8 +295,7 @@ async fn concurrent_creations_on_one_lab_fund_the_template_exactly_once(db: PgPo
 #[sqlx::test]
 async fn a_refused_grant_is_502_and_leaves_nothing_behind(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Refused Grant").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Refused Grant").await;
     app.accounting
         .inject(Fault::new("acc_grant", FaultAction::Status(500)));
 
@@ -315,8 +321,7 @@ async fn a_refused_grant_is_502_and_leaves_nothing_behind(db: PgPool) {
 #[sqlx::test]
 async fn an_uncertain_grant_is_compensated_and_502(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Uncertain Grant").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Uncertain Grant").await;
     // The grant is performed, then the answer never comes (HTTP_TIMEOUT_SECONDS=2).
     app.accounting.inject(Fault::new(
         "acc_grant",
@@ -432,12 +437,12 @@ async fn datetimes_are_read_in_every_input_form_and_written_in_utc_with_z(db: Pg
         format!("{naive}.123456Z"),
         "sub-microsecond digits are truncated"
     );
-    let stored: DateTime<Utc> =
-        sqlx::query_scalar("SELECT last_drop_date FROM course WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let stored: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT last_drop_date FROM course WHERE id = $1",
+        id,
+    )
+    .await;
     assert_eq!(stored, base + TimeDelta::microseconds(123_456));
 }
 
@@ -592,31 +597,33 @@ async fn update_applies_present_keys_clears_nulls_and_checks_no_date_rules(db: P
             "last_drop_date": null, "budget_depleted": false
         })
     );
-    let row: (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid) =
-        sqlx::query_as("SELECT start_date, end_date, institution_id FROM course WHERE id = $1")
-            .bind(course.course_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let row: (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid) = fetch_row(
+        &app.db,
+        "SELECT start_date, end_date, institution_id FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!(row, (None, Some(early_end), epfl));
 
     // `{}` returns the course unchanged, without touching the row.
-    let before: DateTime<Utc> = sqlx::query_scalar("SELECT updated_at FROM course WHERE id = $1")
-        .bind(course.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let before: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT updated_at FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     let unchanged = app
         .as_admin()
         .patch_course(course.course_id, &json!({}))
         .await
         .ok_body();
     assert_eq!(unchanged["data"], body["data"]);
-    let after: DateTime<Utc> = sqlx::query_scalar("SELECT updated_at FROM course WHERE id = $1")
-        .bind(course.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let after: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT updated_at FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!(before, after);
 }
 

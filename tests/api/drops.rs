@@ -17,7 +17,7 @@ use crate::fixtures::{
     Assigned, claim_and_activate, course_with_students, create_active_course, make_lab_admin,
     provision,
 };
-use crate::helpers::{ReplyExt, TestApp};
+use crate::helpers::{ReplyExt, TestApp, fetch_row, fetch_scalar};
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
@@ -62,19 +62,21 @@ struct SeatRow {
 }
 
 async fn seat(db: &PgPool, id: Uuid) -> SeatRow {
-    sqlx::query_as("SELECT is_consumed, previously_dropped, enrolment_id FROM seat WHERE id = $1")
-        .bind(id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_row(
+        db,
+        "SELECT is_consumed, previously_dropped, enrolment_id FROM seat WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 async fn is_dropped(db: &PgPool, enrolment_id: Uuid) -> bool {
-    sqlx::query_scalar("SELECT is_dropped FROM course_enrolment WHERE id = $1")
-        .bind(enrolment_id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        db,
+        "SELECT is_dropped FROM course_enrolment WHERE id = $1",
+        enrolment_id,
+    )
+    .await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -95,16 +97,15 @@ struct DropRow {
 }
 
 async fn drop_row(db: &PgPool, enrolment_id: Uuid) -> DropRow {
-    sqlx::query_as(
+    fetch_row(
+        db,
         "SELECT reason, requested_by, requested_at, is_early, state, deplete_in_doubt,
                 depleted_amount, seat_recovered, access_attempts, next_access_attempt_at,
                 access_removed_at, last_error, lease_id
          FROM enrolment_drop WHERE enrolment_id = $1",
+        enrolment_id,
     )
-    .bind(enrolment_id)
-    .fetch_one(db)
     .await
-    .unwrap()
 }
 
 /// Moves the course's drop window (and optionally its end) into the past.

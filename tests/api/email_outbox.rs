@@ -11,7 +11,7 @@ use vlab_courses::usecases::email_outbox::{EmailPassSummary, run_pass};
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse, students_body};
-use crate::helpers::{ReplyExt, TestApp, exec};
+use crate::helpers::{ReplyExt, TestApp, exec, fetch_row};
 
 /// One outbox row, as the tests read it.
 #[derive(Debug, sqlx::FromRow)]
@@ -25,14 +25,13 @@ struct Row {
 }
 
 async fn row(app: &TestApp, enrolment_id: Uuid) -> Row {
-    sqlx::query_as(
+    fetch_row(
+        &app.db,
         "SELECT status, attempts, next_attempt_at, last_error, sent_at, lease_id
          FROM email_outbox WHERE enrolment_id = $1",
+        enrolment_id,
     )
-    .bind(enrolment_id)
-    .fetch_one(&app.db)
     .await
-    .unwrap()
 }
 
 /// Assigns `n` students while the first `failures` SMTP sends fail with 451; returns the

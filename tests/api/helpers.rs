@@ -679,6 +679,33 @@ where
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Reads the one row a query with one bind parameter returns.
+pub async fn fetch_row<'q, R, T>(db: &PgPool, sql: &'q str, param: T) -> R
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_as(sql)
+        .bind(param)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Reads the one value a query with one bind parameter returns.
+pub async fn fetch_scalar<'q, O, T>(db: &PgPool, sql: &'q str, param: T) -> O
+where
+    (O,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    O: Send + Unpin,
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_scalar(sql)
+        .bind(param)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// A JSON string holding a UUID, parsed; anything else fails the test.
 pub fn uuid_of(value: &Value) -> Uuid {
     value

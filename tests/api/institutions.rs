@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{ReplyExt, TestApp, json, names};
+use crate::helpers::{ReplyExt, TestApp, fetch_scalar, json, names};
 
 #[sqlx::test]
 async fn create_trims_the_name_and_lower_cases_the_email_domain(db: PgPool) {
@@ -248,11 +248,8 @@ async fn patch_renames_with_trimming_and_may_keep_its_own_name(db: PgPool) {
         body["data"],
         json!({"id": id, "name": "Renamed", "contact_email": "a@a.org"})
     );
-    let stored: String = sqlx::query_scalar("SELECT name FROM institution WHERE id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let stored: String =
+        fetch_scalar(&db, "SELECT name FROM institution WHERE id = $1::uuid", &id).await;
     assert_eq!(stored, "Renamed");
 
     // Its own name is not "another institution's".

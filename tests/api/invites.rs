@@ -11,7 +11,8 @@ use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{CourseLab, create_course_lab, make_lab_admin};
 use crate::helpers::{
-    INVITE_SECRET, ReplyExt, TestApp, TestUser, assert_error_body, refuse_inserts, uuid_of,
+    INVITE_SECRET, ReplyExt, TestApp, TestUser, assert_error_body, fetch_row, fetch_scalar,
+    refuse_inserts, uuid_of,
 };
 
 /// The token in the invite link of the `n`-th captured e-mail.
@@ -69,13 +70,12 @@ struct InviteRow {
 }
 
 async fn invite_row(db: &PgPool, id: Uuid) -> InviteRow {
-    sqlx::query_as(
+    fetch_row(
+        db,
         "SELECT accepted, user_id, inviter_id, inviter_name FROM virtual_lab_invite WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(db)
     .await
-    .unwrap()
 }
 
 async fn invite_count(db: &PgPool) -> i64 {
@@ -100,12 +100,12 @@ async fn faculty_accept_an_admin_invite_and_join_every_project(db: PgPool) {
         .ok_body();
     assert_eq!(body["message"], "Invite sent to user");
     let invite_id = uuid_of(&body["data"]["id"]);
-    let stored: String =
-        sqlx::query_scalar("SELECT user_email FROM virtual_lab_invite WHERE id = $1")
-            .bind(invite_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let stored: String = fetch_scalar(
+        &db,
+        "SELECT user_email FROM virtual_lab_invite WHERE id = $1",
+        invite_id,
+    )
+    .await;
     assert_eq!(stored, "Faculty@example.org");
 
     let messages = app.smtp.wait_for_messages(1, Duration::from_secs(5)).await;
@@ -290,12 +290,12 @@ async fn a_failed_re_send_restores_the_old_values(db: PgPool) {
     let token = token_from_mail(&app, 1).await;
     app.as_faculty().accept_invite(&token).await;
     let before = invite_row(&db, id).await;
-    let updated_before: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT updated_at FROM virtual_lab_invite WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let updated_before: chrono::DateTime<chrono::Utc> = fetch_scalar(
+        &db,
+        "SELECT updated_at FROM virtual_lab_invite WHERE id = $1",
+        id,
+    )
+    .await;
 
     app.smtp
         .inject(Fault::new("smtp_send", FaultAction::Status(451)));
@@ -305,12 +305,12 @@ async fn a_failed_re_send_restores_the_old_values(db: PgPool) {
         .error_body(StatusCode::INTERNAL_SERVER_ERROR, "EXTERNAL_SERVICE_ERROR");
     assert_eq!(invite_row(&db, id).await, before);
     assert!(before.accepted, "still accepted");
-    let updated_after: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT updated_at FROM virtual_lab_invite WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let updated_after: chrono::DateTime<chrono::Utc> = fetch_scalar(
+        &db,
+        "SELECT updated_at FROM virtual_lab_invite WHERE id = $1",
+        id,
+    )
+    .await;
     assert_eq!(updated_after, updated_before);
 }
 

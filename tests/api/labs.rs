@@ -11,8 +11,8 @@ use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{create_course_lab, make_lab_admin};
 use crate::helpers::{
-    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, json, names, one_wins,
-    refuse_inserts, uuid_of,
+    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar,
+    json, names, one_wins, refuse_inserts, uuid_of,
 };
 
 fn lab_body(name: &str) -> Value {
@@ -107,13 +107,12 @@ async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: 
     assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
     let id = uuid_of(&body["id"]);
 
-    let (owner, admin_group, member_group): (Uuid, String, String) = sqlx::query_as(
+    let (owner, admin_group, member_group): (Uuid, String, String) = fetch_row(
+        &db,
         "SELECT owner_id, admin_group_id, member_group_id FROM virtual_lab WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(owner, student.id);
     let admin = app
         .keycloak
@@ -419,12 +418,12 @@ async fn a_group_creation_retried_after_a_timeout_resolves_the_existing_group(db
         .ok_body();
     let id = uuid_of(&body["id"]);
     assert_eq!(lab_groups(&app).len(), 2);
-    let (admin_group,): (String,) =
-        sqlx::query_as("SELECT admin_group_id FROM virtual_lab WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (admin_group,): (String,) = fetch_row(
+        &db,
+        "SELECT admin_group_id FROM virtual_lab WHERE id = $1",
+        id,
+    )
+    .await;
     let admin = app
         .keycloak
         .group_by_name(&format!("vlab/{id}/admin"))
@@ -903,13 +902,12 @@ async fn a_lab_admin_updates_only_the_keys_sent(db: PgPool) {
         .await
         .ok_body();
 
-    let row: (String, Option<String>, String, String) = sqlx::query_as(
+    let row: (String, Option<String>, String, String) = fetch_row(
+        &db,
         "SELECT name, reference_email, description, entity FROM virtual_lab WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(row, ("RENAMED".into(), None, "new".into(), "OBI".into()));
     assert_eq!(admin_calls(&app), kc_calls, "no Keycloak admin calls");
     assert_eq!(app.accounting.calls().len(), acc_calls);
@@ -998,20 +996,20 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
         course_id.to_string()
     );
 
-    let (deleted, at, by): (bool, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) =
-        sqlx::query_as("SELECT deleted, deleted_at, deleted_by FROM virtual_lab WHERE id = $1")
-            .bind(lab.vlab_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (deleted, at, by): (bool, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) = fetch_row(
+        &db,
+        "SELECT deleted, deleted_at, deleted_by FROM virtual_lab WHERE id = $1",
+        lab.vlab_id,
+    )
+    .await;
     assert!(deleted && at.is_some());
     assert_eq!(by, Some(app.users.admin.id));
-    let project: (bool, Option<Uuid>) =
-        sqlx::query_as("SELECT deleted, deleted_by FROM project WHERE id = $1")
-            .bind(lab.template_project_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let project: (bool, Option<Uuid>) = fetch_row(
+        &db,
+        "SELECT deleted, deleted_by FROM project WHERE id = $1",
+        lab.template_project_id,
+    )
+    .await;
     assert_eq!(project, (true, Some(app.users.admin.id)));
     // Keycloak groups, the account and the draft course stay.
     assert!(
@@ -1020,11 +1018,8 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
             .is_some()
     );
     assert!(app.accounting.account_exists(lab.vlab_id));
-    let status: String = sqlx::query_scalar("SELECT status FROM course WHERE id = $1")
-        .bind(course_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let status: String =
+        fetch_scalar(&db, "SELECT status FROM course WHERE id = $1", course_id).await;
     assert_eq!(status, "draft");
 
     app.with_token(&token)
@@ -1050,11 +1045,12 @@ async fn a_lab_with_an_active_course_cannot_be_deleted(db: PgPool) {
         err["message"],
         "A virtual lab with an active course cannot be deleted. Void the course first."
     );
-    let deleted: bool = sqlx::query_scalar("SELECT deleted FROM virtual_lab WHERE id = $1")
-        .bind(lab.vlab_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let deleted: bool = fetch_scalar(
+        &db,
+        "SELECT deleted FROM virtual_lab WHERE id = $1",
+        lab.vlab_id,
+    )
+    .await;
     assert!(!deleted);
     // A voided course no longer blocks it.
     exec(

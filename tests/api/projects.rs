@@ -10,8 +10,8 @@ use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{create_course_lab, make_lab_admin};
 use crate::helpers::{
-    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, names, refuse_inserts,
-    uuid_of,
+    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar,
+    names, refuse_inserts, uuid_of,
 };
 
 /// A regular lab owned by `user`.
@@ -35,11 +35,12 @@ fn project_groups(app: &TestApp, vlab_id: Uuid) -> Vec<String> {
 }
 
 async fn project_rows(db: &PgPool, vlab_id: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM project WHERE virtual_lab_id = $1")
-        .bind(vlab_id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        db,
+        "SELECT count(*) FROM project WHERE virtual_lab_id = $1",
+        vlab_id,
+    )
+    .await
 }
 
 fn make_member(app: &TestApp, group_name: &str, user: &TestUser) {
@@ -92,13 +93,7 @@ async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) 
     assert_eq!(body["user_count"], 2);
     let id = uuid_of(&body["id"]);
 
-    let row: ProjectRow = sqlx::query_as(
-        "SELECT name, description, owner_id, admin_group_id, member_group_id FROM project WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let row: ProjectRow = fetch_row(&db, "SELECT name, description, owner_id, admin_group_id, member_group_id FROM project WHERE id = $1", id).await;
     assert_eq!(row.name, "Project A");
     assert_eq!(row.description, None);
     assert_eq!(row.owner_id, faculty.id);

@@ -7,7 +7,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::fixtures::{self, ActiveCourse};
-use crate::helpers::{ReplyExt, TestApp, assert_error_body, assert_keys, exec, keys_of};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_scalar, keys_of,
+};
 
 fn ids(seats: &Value) -> Vec<String> {
     seats
@@ -78,13 +80,7 @@ async fn provision_creates_one_batch_of_available_seats(db: PgPool) {
         Duration::days(365)
     );
 
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NULL AND NOT is_consumed",
-    )
-    .bind(course.course_id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let stored: i64 = fetch_scalar(&db, "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NULL AND NOT is_consumed", course.course_id).await;
     assert_eq!(stored, 3);
 }
 
@@ -194,11 +190,12 @@ async fn a_batch_is_returned_with_its_institution_and_course(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let course = fixtures::create_active_course(&app, "Neuro 101").await;
     let seats = fixtures::provision(&app, course.course_id, 2).await;
-    let batch_id: String = sqlx::query_scalar("SELECT batch_id::text FROM seat WHERE id = $1")
-        .bind(seats[0])
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let batch_id: String = fetch_scalar(
+        &app.db,
+        "SELECT batch_id::text FROM seat WHERE id = $1",
+        seats[0],
+    )
+    .await;
 
     let (status, body) = app.as_admin().get_batch(&batch_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -282,12 +279,12 @@ async fn batch_search_filters_and_groups_matching_seats(db: PgPool) {
     .await;
     assert_eq!(by_institution["batches"].as_array().unwrap().len(), 3);
 
-    let created_second: DateTime<Utc> =
-        sqlx::query_scalar("SELECT created_at FROM seat WHERE id = $1")
-            .bind(second[0])
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let created_second: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT created_at FROM seat WHERE id = $1",
+        second[0],
+    )
+    .await;
     let at = created_second.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, after) = search(format!("?created_after={at}&course_id={}", neuro.course_id)).await;
     assert_eq!(after["batches"].as_array().unwrap().len(), 1);
@@ -379,17 +376,14 @@ async fn transfer_moves_available_seats_in_expiry_order(db: PgPool) {
         assert_eq!(seat["course_id"], target.course_id.to_string());
         assert_eq!(seat["institution_id"], source.institution_id.to_string());
     }
-    let stale: Option<Uuid> = sqlx::query_scalar("SELECT reservation_id FROM seat WHERE id = $1")
-        .bind(later[0])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let stale: Option<Uuid> = fetch_scalar(
+        &db,
+        "SELECT reservation_id FROM seat WHERE id = $1",
+        later[0],
+    )
+    .await;
     assert_eq!(stale, None);
-    let left: Uuid = sqlx::query_scalar("SELECT course_id FROM seat WHERE id = $1")
-        .bind(first[1])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let left: Uuid = fetch_scalar(&db, "SELECT course_id FROM seat WHERE id = $1", first[1]).await;
     assert_eq!(left, source.course_id, "the reserved seat stayed");
 
     // Only the reserved and the expired seat are left: neither moves.
@@ -407,11 +401,12 @@ async fn transfer_all_moves_every_transferable_seat(db: PgPool) {
     let body = app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": "all"}))
     .await.ok_body();
     assert_eq!(body["data"]["transferred_count"], 3);
-    let in_target: i64 = sqlx::query_scalar("SELECT count(*) FROM seat WHERE course_id = $1")
-        .bind(target.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let in_target: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM seat WHERE course_id = $1",
+        target.course_id,
+    )
+    .await;
     assert_eq!(in_target, 3);
     // After a transfer a batch spans the target course.
     let (_, batches) = app
@@ -537,11 +532,12 @@ async fn transfer_rejects_bad_bodies_and_checks_courses_in_order(db: PgPool) {
         );
 
     app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 2})).await.error_with(StatusCode::CONFLICT, "INVALID_REQUEST", "Requested 2 seats but only 1 available");
-    let unmoved: i64 = sqlx::query_scalar("SELECT count(*) FROM seat WHERE course_id = $1")
-        .bind(source.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let unmoved: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM seat WHERE course_id = $1",
+        source.course_id,
+    )
+    .await;
     assert_eq!(unmoved, 1);
 }
 

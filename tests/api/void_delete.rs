@@ -11,7 +11,7 @@ use crate::fixtures::{
     ActiveCourse, COURSE_KEYS, assign, claim_and_activate, course_with_students,
     create_active_course, create_draft_course, make_lab_admin, provision,
 };
-use crate::helpers::{ReplyExt, TestApp, assert_keys};
+use crate::helpers::{ReplyExt, TestApp, assert_keys, fetch_row, fetch_scalar};
 
 fn summary(dropped: u64, failed: u64, pending: u64, depleted: bool) -> Value {
     json!({"enrolments_dropped": dropped, "enrolments_failed": failed,
@@ -112,12 +112,12 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
     }
     let activated = &app.users.students[0];
     let member = format!("/vlab/{}/member", course.vlab_id);
-    let dropped_first: bool =
-        sqlx::query_scalar("SELECT is_dropped FROM course_enrolment WHERE id = $1")
-            .bind(students[0].enrolment_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let dropped_first: bool = fetch_scalar(
+        &db,
+        "SELECT is_dropped FROM course_enrolment WHERE id = $1",
+        students[0].enrolment_id,
+    )
+    .await;
     assert_eq!(
         app.keycloak
             .user_group_paths(activated.id)
@@ -193,12 +193,12 @@ async fn void_retries_a_failed_access_removal_at_once(db: PgPool) {
         .inject(Fault::new("kc_remove_member", FaultAction::Status(500)));
     let body = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(body["data"]["void_summary"], summary(1, 0, 0, true));
-    let (state, attempts): (String, i32) =
-        sqlx::query_as("SELECT state, access_attempts FROM enrolment_drop WHERE enrolment_id = $1")
-            .bind(students[0].enrolment_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (state, attempts): (String, i32) = fetch_row(
+        &db,
+        "SELECT state, access_attempts FROM enrolment_drop WHERE enrolment_id = $1",
+        students[0].enrolment_id,
+    )
+    .await;
     assert_eq!((state.as_str(), attempts), ("done", 2));
     assert!(
         !app.keycloak
@@ -307,12 +307,12 @@ async fn deleting_a_voided_course_removes_its_seats_enrolments_and_outbox(db: Pg
     assert_eq!(outbox, 0);
     // Student projects are kept; only the link to the student is gone.
     for s in &students {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM project WHERE id = $1)")
-                .bind(s.project_id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let exists: bool = fetch_scalar(
+            &db,
+            "SELECT EXISTS (SELECT 1 FROM project WHERE id = $1)",
+            s.project_id,
+        )
+        .await;
         assert!(exists);
         assert!(app.accounting.account_exists(s.project_id));
     }
