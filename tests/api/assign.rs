@@ -10,8 +10,10 @@ use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
-use crate::fixtures::{self, ActiveCourse, post_assign, students_body};
-use crate::helpers::{TestApp, assert_error_body, json};
+use crate::fixtures::{self, ActiveCourse, students_body};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar, json,
+};
 
 /// `n` students `{prefix}-1..` with e-mails `{prefix}-i@uni.org`.
 fn cohort(prefix: &str, n: usize) -> Value {
@@ -19,6 +21,32 @@ fn cohort(prefix: &str, n: usize) -> Value {
         .map(|i| json!({"student_id": format!("{prefix}-{i}"), "email": format!("{prefix}-{i}@uni.org")}))
         .collect();
     json!({ "students": students })
+}
+
+/// Assigns `body` as faculty and expects a 409 with this code and message; returns the body.
+async fn assign_conflict(
+    app: &TestApp,
+    course_id: Uuid,
+    body: &Value,
+    code: &str,
+    message: &str,
+) -> Value {
+    app.as_faculty()
+        .post_assign(course_id, body)
+        .await
+        .error_with(StatusCode::CONFLICT, code, message)
+}
+
+/// One more student finds no available seat.
+async fn assert_no_seat_left(app: &TestApp, course_id: Uuid) {
+    assign_conflict(
+        app,
+        course_id,
+        &cohort("x", 1),
+        "ENTITY_NOT_FOUND",
+        "Not enough available seats: requested 1, found 0",
+    )
+    .await;
 }
 
 fn results(body: &Value) -> &Vec<Value> {
@@ -31,6 +59,29 @@ async fn count(app: &TestApp, sql: &str, course_id: Uuid) -> i64 {
         .fetch_one(&app.db)
         .await
         .unwrap()
+}
+
+/// Row counts of one course, read in one query.
+#[derive(Debug, sqlx::FromRow)]
+struct CourseCounts {
+    enrolments: i64,
+    /// Seats holding an enrolment.
+    enrolled_seats: i64,
+    /// Seats still held by a reservation.
+    reserved_seats: i64,
+}
+
+async fn counts(app: &TestApp, course_id: Uuid) -> CourseCounts {
+    fetch_row(
+        &app.db,
+        "SELECT (SELECT count(*) FROM course_enrolment WHERE course_id = $1) AS enrolments,
+                (SELECT count(*) FROM seat WHERE course_id = $1 AND enrolment_id IS NOT NULL)
+                    AS enrolled_seats,
+                (SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NOT NULL)
+                    AS reserved_seats",
+        course_id,
+    )
+    .await
 }
 
 /// The Keycloak groups of the lab's projects (the template's two included).
@@ -60,11 +111,12 @@ async fn assert_nothing_left(
     student_id: &str,
     seat_id: &str,
 ) {
-    let projects: i64 = sqlx::query_scalar("SELECT count(*) FROM project WHERE name = $1")
-        .bind(student_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let projects: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM project WHERE name = $1",
+        student_id,
+    )
+    .await;
     assert_eq!(projects, 0, "project of {student_id}");
     let enrolments: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND student_id = $2",
@@ -75,13 +127,12 @@ async fn assert_nothing_left(
     .await
     .unwrap();
     assert_eq!(enrolments, 0, "enrolment of {student_id}");
-    let seat: (Option<Uuid>, Option<Uuid>, Option<String>) = sqlx::query_as(
+    let seat: (Option<Uuid>, Option<Uuid>, Option<String>) = fetch_row(
+        &app.db,
         "SELECT enrolment_id, reservation_id, reserved_student_id FROM seat WHERE id = $1::uuid",
+        seat_id,
     )
-    .bind(seat_id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         seat,
         (None, None, None),
@@ -98,6 +149,36 @@ async fn assert_nothing_left(
     }
 }
 
+#[derive(Debug, PartialEq, sqlx::FromRow)]
+struct EnrolmentRow {
+    course_id: Uuid,
+    project_id: Uuid,
+    contact_email: String,
+    student_id: String,
+    claimed_by: Option<Uuid>,
+    is_dropped: bool,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ProjectRow {
+    virtual_lab_id: Uuid,
+    name: String,
+    description: Option<String>,
+    owner_id: Uuid,
+    admin_group_id: String,
+    member_group_id: String,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct OutboxRow {
+    kind: String,
+    recipient: String,
+    status: String,
+    attempts: i32,
+    payload: Value,
+    lease_id: Option<Uuid>,
+}
+
 #[sqlx::test]
 async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
@@ -106,24 +187,19 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
     let mut sorted_seats = seats.clone();
     sorted_seats.sort();
 
-    let (status, body) = post_assign(
-        &app,
-        course.course_id,
-        &students_body(&[(" stu-001 ", " Ada@Uni.org "), ("stu-002", "bob@uni.org")]),
-    )
-    .await;
+    let (status, body) = app
+        .as_faculty()
+        .post_assign(
+            course.course_id,
+            &students_body(&[(" stu-001 ", " Ada@Uni.org "), ("stu-002", "bob@uni.org")]),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let items = results(&body);
     assert_eq!(items.len(), 2);
-    let keys: Vec<&str> = items[0]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        &items[0],
+        &[
             "student_id",
             "email",
             "assignment_successful",
@@ -132,8 +208,8 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
             "project_id",
             "credit_transferred_amount",
             "email_sent",
-            "error"
-        ]
+            "error",
+        ],
     );
     for (i, (student_id, email)) in [("stu-001", "Ada@Uni.org"), ("stu-002", "bob@uni.org")]
         .into_iter()
@@ -151,42 +227,40 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
 
         let enrolment_id: Uuid = item["enrolment_id"].as_str().unwrap().parse().unwrap();
         let project_id: Uuid = item["project_id"].as_str().unwrap().parse().unwrap();
-        let row: (Uuid, Uuid, String, String, Option<Uuid>, bool) = sqlx::query_as(
+        let row: EnrolmentRow = fetch_row(
+            &db,
             "SELECT course_id, project_id, contact_email, student_id, claimed_by, is_dropped
              FROM course_enrolment WHERE id = $1",
+            enrolment_id,
         )
-        .bind(enrolment_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(
             row,
-            (
-                course.course_id,
+            EnrolmentRow {
+                course_id: course.course_id,
                 project_id,
-                email.to_owned(),
-                student_id.to_owned(),
-                None,
-                false
-            )
+                contact_email: email.to_owned(),
+                student_id: student_id.to_owned(),
+                claimed_by: None,
+                is_dropped: false,
+            }
         );
-        let project: (Uuid, String, Option<String>, Uuid, String, String) = sqlx::query_as(
+        let project: ProjectRow = fetch_row(
+            &db,
             "SELECT virtual_lab_id, name, description, owner_id, admin_group_id, member_group_id
              FROM project WHERE id = $1",
+            project_id,
         )
-        .bind(project_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        assert_eq!(project.0, course.vlab_id);
-        assert_eq!(project.1, student_id);
-        assert_eq!(project.2, None);
-        assert_eq!(project.3, app.users.faculty.id);
+        .await;
+        assert_eq!(project.virtual_lab_id, course.vlab_id);
+        assert_eq!(project.name, student_id);
+        assert_eq!(project.description, None);
+        assert_eq!(project.owner_id, app.users.faculty.id);
         let admin_group = app
             .keycloak
             .group_by_name(&format!("proj/{}/{project_id}/admin", course.vlab_id))
             .expect("project admin group");
-        assert_eq!(admin_group.id, project.4);
+        assert_eq!(admin_group.id, project.admin_group_id);
         // The caller and every other lab admin (the lab's creator) administer it.
         let mut expected = vec![app.users.admin.id, app.users.faculty.id];
         expected.sort();
@@ -197,39 +271,32 @@ async fn assign_enrols_each_student_with_a_funded_project_and_a_claim_email(db: 
             .keycloak
             .group_by_name(&format!("proj/{}/{project_id}/member", course.vlab_id))
             .expect("project member group");
-        assert_eq!(member_group.id, project.5);
+        assert_eq!(member_group.id, project.member_group_id);
         assert!(member_group.members.is_empty());
         assert_eq!(app.accounting.balance(project_id), Some(Decimal::from(200)));
 
-        let seat: (Option<Uuid>, Option<Uuid>, Option<String>, bool) = sqlx::query_as(
-            "SELECT enrolment_id, reservation_id, reserved_email, is_consumed FROM seat WHERE id = $1",
-        )
-        .bind(sorted_seats[i])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+        let seat: (Option<Uuid>, Option<Uuid>, Option<String>, bool) = fetch_row(&db, "SELECT enrolment_id, reservation_id, reserved_email, is_consumed FROM seat WHERE id = $1", sorted_seats[i]).await;
         assert_eq!(seat, (Some(enrolment_id), None, None, false));
 
-        let outbox: (String, String, String, i32, Value, Option<Uuid>) = sqlx::query_as(
+        let outbox: OutboxRow = fetch_row(
+            &db,
             "SELECT kind, recipient, status, attempts, payload, lease_id FROM email_outbox
              WHERE enrolment_id = $1",
+            enrolment_id,
         )
-        .bind(enrolment_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        assert_eq!(outbox.0, "enrolment_claim");
-        assert_eq!(outbox.1, email);
-        assert_eq!((outbox.2.as_str(), outbox.3), ("sent", 1));
+        .await;
+        assert_eq!(outbox.kind, "enrolment_claim");
+        assert_eq!(outbox.recipient, email);
+        assert_eq!((outbox.status.as_str(), outbox.attempts), ("sent", 1));
         assert_eq!(
-            outbox.4,
+            outbox.payload,
             json!({
                 "course_name": "Neuro 101",
                 "claim_link": format!("http://localhost:3000/course-enrolment?enrolment_id={enrolment_id}"),
                 "discover_link": "https://openbraininstitute.org"
             })
         );
-        assert_eq!(outbox.5, None, "the lease is cleared");
+        assert_eq!(outbox.lease_id, None, "the lease is cleared");
     }
     let messages = app.smtp.wait_for_messages(2, Duration::from_secs(5)).await;
     assert_eq!(messages.len(), 2);
@@ -314,31 +381,18 @@ async fn the_assign_body_is_validated_after_the_tier(db: PgPool) {
             "Duplicate email in request: x@UNI.org",
         ),
     ] {
-        let (status, err) = post_assign(&app, course.course_id, &body).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .as_faculty()
+            .post_assign(course.course_id, &body)
+            .await
+            .invalid();
         assert_eq!(err["details"]["students"], message, "{body}");
     }
-    let (status, err) = json(
-        app.request(
-            reqwest::Method::POST,
-            &format!("/seats/courses/{}/assign", course.course_id),
-            Some(&app.faculty_token()),
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let err = app
+        .as_faculty()
+        .post_empty(&format!("/seats/courses/{}/assign", course.course_id))
+        .await
+        .invalid();
     assert_eq!(err["details"]["body"], "Field required");
     // Only the template project's creation listed the lab admins.
     assert_eq!(app.keycloak.call_count("kc_list_members"), 1);
@@ -366,25 +420,17 @@ async fn assign_is_for_course_admins_only(db: PgPool) {
         ),
         ("/seats/courses/nope/assign".to_owned(), app.admin_token()),
     ] {
-        let (status, err) = json(app.post(&path, Some(&token), &bad_body).await).await;
-        assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        let err = app
+            .with_token(&token)
+            .post(&path, &bad_body)
+            .await
+            .not_allowed();
         assert_eq!(err["details"], Value::Null);
     }
-    let (status, err) = json(
-        app.post(
-            &format!("/seats/courses/{}/assign", course.course_id),
-            None,
-            &bad_body,
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous()
+        .post_assign(course.course_id, &bad_body)
+        .await
+        .unauthenticated();
     assert_eq!(
         app.keycloak.call_count("kc_create_group"),
         4,
@@ -397,12 +443,13 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
     let app = TestApp::spawn(db.clone()).await;
     let course = fixtures::course_with_faculty(&app, "Neuro 101").await;
     fixtures::provision(&app, course.course_id, 2).await;
-    let first = post_assign(
-        &app,
-        course.course_id,
-        &students_body(&[("stu-1", "Ada@uni.org")]),
-    )
-    .await;
+    let first = app
+        .as_faculty()
+        .post_assign(
+            course.course_id,
+            &students_body(&[("stu-1", "Ada@uni.org")]),
+        )
+        .await;
     assert_eq!(first.0, StatusCode::OK, "{}", first.1);
     // A live reservation of another request, for stu-9.
     sqlx::query(
@@ -417,7 +464,7 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
     let groups_before = app.keycloak.call_count("kc_create_group");
 
     // Duplicates: the enrolment by e-mail (case-insensitive) and the in-flight reservation by id.
-    let (status, err) = post_assign(
+    let err = assign_conflict(
         &app,
         course.course_id,
         &students_body(&[
@@ -425,74 +472,39 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
             ("new", "ADA@UNI.ORG"),
             ("fresh", "f@uni.org"),
         ]),
+        "ENTITY_ALREADY_EXISTS",
+        "Students already enrolled in this course: stu-1 (Ada@uni.org), stu-9 (Nine@uni.org)",
     )
     .await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
-    assert_eq!(
-        err["message"],
-        "Students already enrolled in this course: stu-1 (Ada@uni.org), stu-9 (Nine@uni.org)"
-    );
     assert_eq!(err["details"], Value::Null);
 
     // The reserved seat is not available either; the lapsed reservation frees it again.
-    let (status, err) = post_assign(&app, course.course_id, &cohort("x", 1)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        err["message"],
-        "Not enough available seats: requested 1, found 0"
-    );
+    assert_no_seat_left(&app, course.course_id).await;
     sqlx::query("UPDATE seat SET reserved_until = now() - interval '1 second' WHERE reservation_id IS NOT NULL")
         .execute(&db)
         .await
         .unwrap();
     // An expired seat does not count.
-    sqlx::query("UPDATE seat SET expiry_date = now() - interval '1 second' WHERE course_id = $1 AND enrolment_id IS NULL")
-        .bind(course.course_id)
-        .execute(&db)
-        .await
-        .unwrap();
-    let (status, err) = post_assign(&app, course.course_id, &cohort("x", 1)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        err["message"],
-        "Not enough available seats: requested 1, found 0"
-    );
+    exec(&db, "UPDATE seat SET expiry_date = now() - interval '1 second' WHERE course_id = $1 AND enrolment_id IS NULL", course.course_id).await;
+    assert_no_seat_left(&app, course.course_id).await;
 
-    // The lab deleted comes before duplicates and seats.
-    sqlx::query("UPDATE virtual_lab SET deleted = true WHERE id = $1")
-        .bind(course.vlab_id)
-        .execute(&db)
-        .await
-        .unwrap();
-    let (status, err) = post_assign(
-        &app,
-        course.course_id,
-        &students_body(&[("stu-1", "a@uni.org")]),
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(
-        err["message"],
-        "Cannot assign seats: the course's virtual lab has been deleted"
-    );
-
-    // The last drop date comes before the lab.
-    sqlx::query("UPDATE course SET last_drop_date = now() - interval '1 second' WHERE id = $1")
-        .bind(course.course_id)
-        .execute(&db)
-        .await
-        .unwrap();
-    let (status, err) = post_assign(
-        &app,
-        course.course_id,
-        &students_body(&[("stu-1", "a@uni.org")]),
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(
-        err["message"],
-        "Cannot assign seats after the course last drop date"
-    );
+    // The lab deleted comes before duplicates and seats; the last drop date before the lab.
+    for (sql, id, message) in [
+        (
+            "UPDATE virtual_lab SET deleted = true WHERE id = $1",
+            course.vlab_id,
+            "Cannot assign seats: the course's virtual lab has been deleted",
+        ),
+        (
+            "UPDATE course SET last_drop_date = now() - interval '1 second' WHERE id = $1",
+            course.course_id,
+            "Cannot assign seats after the course last drop date",
+        ),
+    ] {
+        exec(&db, sql, id).await;
+        let body = students_body(&[("stu-1", "a@uni.org")]);
+        assign_conflict(&app, course.course_id, &body, "INVALID_REQUEST", message).await;
+    }
 
     assert_eq!(
         app.keycloak.call_count("kc_create_group"),
@@ -506,15 +518,7 @@ async fn request_level_conflicts_come_in_order_and_leave_nothing_behind(db: PgPo
     )
     .await;
     assert_eq!(reserved, 0);
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM course_enrolment WHERE course_id = $1",
-            course.course_id
-        )
-        .await,
-        1
-    );
+    assert_eq!(counts(&app, course.course_id).await.enrolments, 1);
 }
 
 #[sqlx::test]
@@ -522,7 +526,10 @@ async fn assign_into_a_course_that_is_not_active_is_refused_first(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let draft = fixtures::create_draft_course(&app, "Draft lab", None, None, None).await;
     fixtures::make_lab_admin(&app, draft.vlab_id, &app.users.faculty);
-    let (status, err) = post_assign(&app, draft.course_id, &cohort("stu", 2)).await;
+    let (status, err) = app
+        .as_faculty()
+        .post_assign(draft.course_id, &cohort("stu", 2))
+        .await;
     assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
     assert_eq!(
         err["message"],
@@ -535,13 +542,14 @@ async fn a_student_id_that_names_an_existing_project_fails_only_that_student(db:
     let app = TestApp::spawn(db).await;
     let course = fixtures::course_with_faculty(&app, "Neuro 101").await;
     fixtures::provision(&app, course.course_id, 2).await;
-    let (status, body) = post_assign(
-        &app,
-        course.course_id,
-        &students_body(&[("Template", "bob@uni.org"), ("stu-2", "s2@uni.org")]),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_assign(
+            course.course_id,
+            &students_body(&[("Template", "bob@uni.org"), ("stu-2", "s2@uni.org")]),
+        )
+        .await
+        .ok_body();
     let failed = &results(&body)[0];
     assert_eq!(
         failed,
@@ -587,16 +595,14 @@ async fn one_student_fails_at(db: PgPool, emulator: &str, fault: Fault, sentence
         "keycloak" => app.keycloak.inject(fault),
         _ => app.accounting.inject(fault),
     }
-    let (status, body) = json(
-        app.post(
-            &format!("/seats/courses/{}/assign", course.course_id),
-            Some(&token),
+    let body = app
+        .with_token(&token)
+        .post_assign(
+            course.course_id,
             &students_body(&[("stu-1", "s1@uni.org"), ("stu-2", "s2@uni.org")]),
         )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        .await
+        .ok_body();
     let (failed, ok) = (&results(&body)[0], &results(&body)[1]);
     assert_eq!(failed["assignment_successful"], false, "{body}");
     assert_eq!(failed["error"], sentence);
@@ -623,15 +629,7 @@ async fn one_student_fails_at(db: PgPool, emulator: &str, fault: Fault, sentence
             ok["project_id"].as_str().unwrap()
         )]
     );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM course_enrolment WHERE course_id = $1",
-            course.course_id
-        )
-        .await,
-        1
-    );
+    assert_eq!(counts(&app, course.course_id).await.enrolments, 1);
     let outbox: i64 = sqlx::query_scalar("SELECT count(*) FROM email_outbox")
         .fetch_one(&app.db)
         .await
@@ -644,48 +642,35 @@ async fn one_student_fails_at(db: PgPool, emulator: &str, fault: Fault, sentence
 const GROUPS: &str = "Could not create the student's project groups in the identity provider";
 const GRANT: &str = "Failed to fund the student's project with 200 credits";
 
-#[sqlx::test]
-async fn a_failed_group_creation_is_compensated(db: PgPool) {
-    let fault = Fault::new("kc_create_group", FaultAction::Status(500));
-    one_student_fails_at(db, "keycloak", fault, GROUPS).await;
+/// One test per row: the named step of the second student fails with the fault, and the
+/// student's answer carries the sentence (see [`one_student_fails_at`]).
+macro_rules! one_student_fails {
+    ($($name:ident: $emulator:literal, $operation:literal, $action:expr, $sentence:expr;)*) => {$(
+        #[sqlx::test]
+        async fn $name(db: PgPool) {
+            let fault = Fault::new($operation, $action);
+            one_student_fails_at(db, $emulator, fault, $sentence).await;
+        }
+    )*};
 }
 
-#[sqlx::test]
-async fn a_group_creation_of_unknown_outcome_is_compensated_by_name(db: PgPool) {
-    let fault = Fault::new(
-        "kc_create_group",
-        FaultAction::TimeoutAfter(Duration::from_millis(300)),
-    );
-    one_student_fails_at(db, "keycloak", fault, GROUPS).await;
-}
+const UNANSWERED: FaultAction = FaultAction::TimeoutAfter(Duration::from_millis(300));
 
-#[sqlx::test]
-async fn a_failed_admin_membership_is_compensated(db: PgPool) {
-    let fault = Fault::new("kc_add_member", FaultAction::Status(500));
-    let sentence = "Could not give the course administrators access to the student's project";
-    one_student_fails_at(db, "keycloak", fault, sentence).await;
-}
-
-#[sqlx::test]
-async fn a_failed_account_creation_is_compensated(db: PgPool) {
-    let fault = Fault::new("acc_create_project_account", FaultAction::Status(500));
-    let sentence = "Could not create the accounting account for the student's project";
-    one_student_fails_at(db, "accounting", fault, sentence).await;
-}
-
-#[sqlx::test]
-async fn a_failed_grant_is_compensated(db: PgPool) {
-    let fault = Fault::new("acc_grant", FaultAction::Status(500));
-    one_student_fails_at(db, "accounting", fault, GRANT).await;
-}
-
-#[sqlx::test]
-async fn a_grant_of_unknown_outcome_is_depleted_again(db: PgPool) {
-    let fault = Fault::new(
-        "acc_grant",
-        FaultAction::TimeoutAfter(Duration::from_millis(300)),
-    );
-    one_student_fails_at(db, "accounting", fault, GRANT).await;
+one_student_fails! {
+    a_failed_group_creation_is_compensated:
+        "keycloak", "kc_create_group", FaultAction::Status(500), GROUPS;
+    a_group_creation_of_unknown_outcome_is_compensated_by_name:
+        "keycloak", "kc_create_group", UNANSWERED, GROUPS;
+    a_failed_admin_membership_is_compensated:
+        "keycloak", "kc_add_member", FaultAction::Status(500),
+        "Could not give the course administrators access to the student's project";
+    a_failed_account_creation_is_compensated:
+        "accounting", "acc_create_project_account", FaultAction::Status(500),
+        "Could not create the accounting account for the student's project";
+    a_failed_grant_is_compensated:
+        "accounting", "acc_grant", FaultAction::Status(500), GRANT;
+    a_grant_of_unknown_outcome_is_depleted_again:
+        "accounting", "acc_grant", UNANSWERED, GRANT;
 }
 
 #[sqlx::test]
@@ -696,8 +681,11 @@ async fn when_the_lab_admins_cannot_be_read_every_student_fails_cleanly(db: PgPo
     let listings = app.keycloak.call_count("kc_list_members");
     app.keycloak
         .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
-    let (status, body) = post_assign(&app, course.course_id, &cohort("stu", 3)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_assign(course.course_id, &cohort("stu", 3))
+        .await
+        .ok_body();
     for item in results(&body) {
         assert_eq!(
             item["error"],
@@ -777,12 +765,7 @@ async fn two_servers_racing_for_too_few_seats_never_over_assign(db: PgPool) {
         .count();
     assert_eq!(successes, 4);
 
-    let assigned = count(
-        &app,
-        "SELECT count(*) FROM seat WHERE course_id = $1 AND enrolment_id IS NOT NULL",
-        course.course_id,
-    )
-    .await;
+    let assigned = counts(&app, course.course_id).await.enrolled_seats;
     let distinct = count(
         &app,
         "SELECT count(DISTINCT enrolment_id) FROM seat WHERE course_id = $1",
@@ -790,24 +773,8 @@ async fn two_servers_racing_for_too_few_seats_never_over_assign(db: PgPool) {
     )
     .await;
     assert_eq!((assigned, distinct), (4, 4));
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NOT NULL",
-            course.course_id
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM course_enrolment WHERE course_id = $1",
-            course.course_id
-        )
-        .await,
-        4
-    );
+    assert_eq!(counts(&app, course.course_id).await.reserved_seats, 0);
+    assert_eq!(counts(&app, course.course_id).await.enrolments, 4);
     assert_eq!(project_groups(&app, course.vlab_id), 2 + 2 * 4);
     assert_eq!(project_accounts(&app, course.vlab_id), 1 + 4);
 }
@@ -840,32 +807,10 @@ async fn two_servers_assigning_the_same_student_enrol_it_once(db: PgPool) {
             .iter()
             .all(|r| r["assignment_successful"] == true)
     );
-    let shared: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND lower(contact_email) = 'shared@uni.org'",
-    )
-    .bind(course.course_id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let shared: i64 = fetch_scalar(&db, "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND lower(contact_email) = 'shared@uni.org'", course.course_id).await;
     assert_eq!(shared, 1);
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NOT NULL",
-            course.course_id
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM seat WHERE course_id = $1 AND enrolment_id IS NOT NULL",
-            course.course_id
-        )
-        .await,
-        2
-    );
+    assert_eq!(counts(&app, course.course_id).await.reserved_seats, 0);
+    assert_eq!(counts(&app, course.course_id).await.enrolled_seats, 2);
     assert_eq!(project_groups(&app, course.vlab_id), 2 + 2 * 2);
     assert_eq!(project_accounts(&app, course.vlab_id), 1 + 2);
 }
@@ -898,7 +843,10 @@ async fn assigning_200_students_with_slow_upstreams(db: PgPool) {
     app.accounting.set_latency(Duration::from_millis(20));
 
     let started = Instant::now();
-    let (status, body) = json(app.post(&path, Some(&token), &cohort("stu", 200)).await).await;
+    let (status, body) = app
+        .with_token(&token)
+        .post(&path, &cohort("stu", 200))
+        .await;
     let elapsed = started.elapsed();
     eprintln!("assign of 200 students (20 ms upstream latency, concurrency 16): {elapsed:?}");
 
@@ -910,14 +858,6 @@ async fn assigning_200_students_with_slow_upstreams(db: PgPool) {
         assert_eq!(item["assignment_successful"], true, "{item}");
         assert_eq!(item["email_sent"], true, "{item}");
     }
-    assert_eq!(
-        count(
-            &app,
-            "SELECT count(*) FROM seat WHERE course_id = $1 AND enrolment_id IS NOT NULL",
-            course.course_id
-        )
-        .await,
-        200
-    );
+    assert_eq!(counts(&app, course.course_id).await.enrolled_seats, 200);
     assert_eq!(app.keycloak.call_count("kc_list_members") - listings, 1);
 }

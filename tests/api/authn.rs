@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use vlab_emulators::{Fault, FaultAction, KeycloakEmulator, KeycloakOptions, UserSpec};
 
-use crate::helpers::{TestApp, assert_error_body, json};
+use crate::helpers::{ReplyExt, TestApp, assert_error_body, json};
 
 const SA_ROUTE: &str = "/institutions/_search";
 
@@ -38,7 +38,7 @@ fn claims_for(app: &TestApp, overrides: Value) -> Value {
 }
 
 async fn call(app: &TestApp, token: Option<&str>) -> (StatusCode, Value) {
-    json(app.get(SA_ROUTE, token).await).await
+    app.caller(token).get(SA_ROUTE).await
 }
 
 fn assert_invalid_credentials(status: StatusCode, body: &Value) {
@@ -57,17 +57,18 @@ fn assert_invalid_credentials(status: StatusCode, body: &Value) {
 #[sqlx::test]
 async fn a_service_admin_token_passes_the_admin_gate(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = call(&app, Some(&app.admin_token())).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = call(&app, Some(&app.admin_token())).await.ok_body();
     assert_eq!(body["data"][0]["name"], "Open Brain Institute");
 }
 
 #[sqlx::test]
 async fn a_non_admin_is_refused_by_the_admin_gate(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = call(&app, Some(&app.faculty_token())).await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    assert_eq!(body["message"], "Access denied");
+    let body = call(&app, Some(&app.faculty_token())).await.error_with(
+        StatusCode::FORBIDDEN,
+        "AUTHORIZATION_ERROR",
+        "Access denied",
+    );
     assert_eq!(
         body["details"],
         "You do not have the required privileges to access this resource"
@@ -77,14 +78,11 @@ async fn a_non_admin_is_refused_by_the_admin_gate(db: PgPool) {
 #[sqlx::test]
 async fn missing_or_non_bearer_credentials_are_401(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = call(&app, None).await;
-    assert_error_body(
-        &body,
-        status,
+    call(&app, None).await.error_with(
         StatusCode::UNAUTHORIZED,
         "AUTHORIZATION_ERROR",
+        "No Authentication was provided",
     );
-    assert_eq!(body["message"], "No Authentication was provided");
     let response = app
         .client
         .get(app.url(SA_ROUTE))
@@ -219,14 +217,11 @@ async fn a_revoked_session_is_401(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let token = app.admin_token();
     app.keycloak.revoke_user_sessions(app.users.admin.id);
-    let (status, body) = call(&app, Some(&token)).await;
-    assert_error_body(
-        &body,
-        status,
+    let body = call(&app, Some(&token)).await.error_with(
         StatusCode::UNAUTHORIZED,
         "AUTHORIZATION_ERROR",
+        "Invalid authentication session",
     );
-    assert_eq!(body["message"], "Invalid authentication session");
     assert_eq!(body["details"], "Session not active");
 }
 
@@ -235,16 +230,10 @@ async fn an_unreachable_identity_provider_is_502(db: PgPool) {
     let app = TestApp::spawn(db).await;
     app.keycloak
         .inject(Fault::new("kc_userinfo", FaultAction::Status(503)).times(3));
-    let (status, body) = call(&app, Some(&app.admin_token())).await;
-    assert_error_body(
-        &body,
-        status,
+    call(&app, Some(&app.admin_token())).await.error_with(
         StatusCode::BAD_GATEWAY,
         "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        body["message"],
-        "Could not verify the session with the identity provider"
+        "Could not verify the session with the identity provider",
     );
 }
 

@@ -11,7 +11,10 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse, Assigned};
-use crate::helpers::{TestApp, TestUser, assert_error_body, json};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar, json,
+    one_wins,
+};
 
 /// A course with faculty as lab admin and `n` assigned students.
 async fn enrolled(app: &TestApp, name: &str, n: usize) -> (ActiveCourse, Vec<Assigned>) {
@@ -19,35 +22,6 @@ async fn enrolled(app: &TestApp, name: &str, n: usize) -> (ActiveCourse, Vec<Ass
     fixtures::provision(app, course.course_id, n).await;
     let assigned = fixtures::assign(app, course.course_id, n).await;
     (course, assigned)
-}
-
-async fn claim(app: &TestApp, user: &TestUser, enrolment_id: Uuid) -> (StatusCode, Value) {
-    json(
-        app.post(
-            "/courses/claim",
-            Some(&app.token(user)),
-            &json!({ "enrolment_id": enrolment_id }),
-        )
-        .await,
-    )
-    .await
-}
-
-async fn activate(app: &TestApp, token: &str) -> (StatusCode, Value) {
-    json(
-        app.request(
-            reqwest::Method::POST,
-            "/courses/activate-enrolments",
-            Some(token),
-            None,
-        )
-        .await,
-    )
-    .await
-}
-
-async fn exec(app: &TestApp, sql: &str, id: Uuid) {
-    sqlx::query(sql).bind(id).execute(&app.db).await.unwrap();
 }
 
 /// A drop of the enrolment has started (a `depleting` drop record, as D1 writes it).
@@ -68,11 +42,12 @@ async fn start_drop(app: &TestApp, course: &ActiveCourse, student: &Assigned) {
 }
 
 async fn activated_at(app: &TestApp, enrolment_id: Uuid) -> Option<DateTime<Utc>> {
-    sqlx::query_scalar("SELECT activated_at FROM course_enrolment WHERE id = $1")
-        .bind(enrolment_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        &app.db,
+        "SELECT activated_at FROM course_enrolment WHERE id = $1",
+        enrolment_id,
+    )
+    .await
 }
 
 #[sqlx::test]
@@ -80,15 +55,18 @@ async fn a_claim_binds_the_enrolment_to_the_caller(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (course, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let student = app.users.students[0].clone();
-    let (status, body) = claim(&app, &student, assigned[0].enrolment_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_user(&student)
+        .claim(assigned[0].enrolment_id)
+        .await
+        .ok_body();
     assert_eq!(body["message"], "Enrolment claimed successfully");
-    let dates: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        sqlx::query_as("SELECT start_date, end_date FROM course WHERE id = $1")
-            .bind(course.course_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let dates: (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = fetch_row(
+        &app.db,
+        "SELECT start_date, end_date FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     let fmt = |d: Option<DateTime<Utc>>| {
         let d = d.unwrap();
         if d.timestamp_subsec_micros() == 0 {
@@ -108,30 +86,24 @@ async fn a_claim_binds_the_enrolment_to_the_caller(db: PgPool) {
         }
     });
     assert_eq!(body["data"], expected);
-    let keys: Vec<&str> = body["data"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        &body["data"],
+        &[
             "id",
             "course_id",
             "project_id",
             "contact_email",
             "student_id",
             "claimed_by",
-            "course"
-        ]
+            "course",
+        ],
     );
-    let claimed_by: Option<Uuid> =
-        sqlx::query_scalar("SELECT claimed_by FROM course_enrolment WHERE id = $1")
-            .bind(assigned[0].enrolment_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let claimed_by: Option<Uuid> = fetch_scalar(
+        &app.db,
+        "SELECT claimed_by FROM course_enrolment WHERE id = $1",
+        assigned[0].enrolment_id,
+    )
+    .await;
     assert_eq!(claimed_by, Some(student.id));
 }
 
@@ -144,41 +116,25 @@ async fn the_claim_body_is_validated(db: PgPool) {
         (json!({"enrolment_id": "nope"}), "Must be a UUID"),
         (json!({"enrolment_id": null}), "Must not be null"),
     ] {
-        let (status, err) = json(app.post("/courses/claim", Some(&token), &body).await).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&token)
+            .post("/courses/claim", &body)
+            .await
+            .invalid();
         assert_eq!(err["details"]["enrolment_id"], message);
     }
-    let (status, err) = json(
-        app.post(
-            "/courses/claim",
-            None,
-            &json!({"enrolment_id": Uuid::new_v4()}),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
-    let (status, err) = json(
-        app.post(
-            "/courses/claim",
-            Some(&token),
-            &json!({"enrolment_id": Uuid::new_v4()}),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(err["message"], "Enrolment not found");
+    app.anonymous()
+        .post("/courses/claim", &json!({"enrolment_id": Uuid::new_v4()}))
+        .await
+        .unauthenticated();
+    app.with_token(&token)
+        .post("/courses/claim", &json!({"enrolment_id": Uuid::new_v4()}))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            "Enrolment not found",
+        );
 }
 
 #[sqlx::test]
@@ -194,39 +150,39 @@ async fn claim_checks_drop_claim_course_and_uniqueness_in_order(db: PgPool) {
 
     // Dropped, by the flag or by a drop that has started.
     exec(
-        &app,
+        &app.db,
         "UPDATE course_enrolment SET is_dropped = true WHERE id = $1",
         assigned[0].enrolment_id,
     )
     .await;
-    let (status, err) = claim(&app, &ada, assigned[0].enrolment_id).await;
+    let (status, err) = app.as_user(&ada).claim(assigned[0].enrolment_id).await;
     conflict(&err, status, "This enrolment has been dropped");
     start_drop(&app, &course, &assigned[1]).await;
-    let (status, err) = claim(&app, &ada, assigned[1].enrolment_id).await;
+    let (status, err) = app.as_user(&ada).claim(assigned[1].enrolment_id).await;
     conflict(&err, status, "This enrolment has been dropped");
 
     // Claimed already: by another user, or by the caller.
-    let (status, _) = claim(&app, &ada, assigned[2].enrolment_id).await;
+    let (status, _) = app.as_user(&ada).claim(assigned[2].enrolment_id).await;
     assert_eq!(status, StatusCode::OK);
-    let (status, err) = claim(&app, &bob, assigned[2].enrolment_id).await;
+    let (status, err) = app.as_user(&bob).claim(assigned[2].enrolment_id).await;
     conflict(&err, status, "This enrolment has already been claimed");
-    let (status, err) = claim(&app, &ada, assigned[2].enrolment_id).await;
+    let (status, err) = app.as_user(&ada).claim(assigned[2].enrolment_id).await;
     conflict(&err, status, "This enrolment has already been claimed");
 
     // One claimed, undropped enrolment per user and course.
-    let (status, err) = claim(&app, &ada, assigned[3].enrolment_id).await;
+    let (status, err) = app.as_user(&ada).claim(assigned[3].enrolment_id).await;
     conflict(
         &err,
         status,
         "You have already claimed another enrolment in this course",
     );
     exec(
-        &app,
+        &app.db,
         "UPDATE course_enrolment SET is_dropped = true WHERE id = $1",
         assigned[2].enrolment_id,
     )
     .await;
-    let (status, body) = claim(&app, &ada, assigned[3].enrolment_id).await;
+    let (status, body) = app.as_user(&ada).claim(assigned[3].enrolment_id).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -235,27 +191,27 @@ async fn claim_checks_drop_claim_course_and_uniqueness_in_order(db: PgPool) {
 
     // The course: ended, then not active (status is checked first).
     exec(
-        &app,
+        &app.db,
         "UPDATE course SET end_date = now() - interval '1 second' WHERE id = $1",
         course.course_id,
     )
     .await;
-    let (status, err) = claim(&app, &bob, assigned[4].enrolment_id).await;
+    let (status, err) = app.as_user(&bob).claim(assigned[4].enrolment_id).await;
     conflict(&err, status, "Cannot claim enrolment: course has ended");
     exec(
-        &app,
+        &app.db,
         "UPDATE course SET status = 'voided' WHERE id = $1",
         course.course_id,
     )
     .await;
-    let (status, err) = claim(&app, &bob, assigned[4].enrolment_id).await;
+    let (status, err) = app.as_user(&bob).claim(assigned[4].enrolment_id).await;
     conflict(
         &err,
         status,
         "Cannot claim enrolment: course is in 'voided' status",
     );
     // A claimed enrolment says so before the course status.
-    let (status, err) = claim(&app, &bob, assigned[3].enrolment_id).await;
+    let (status, err) = app.as_user(&bob).claim(assigned[3].enrolment_id).await;
     conflict(&err, status, "This enrolment has already been claimed");
 }
 
@@ -265,32 +221,22 @@ async fn one_user_racing_two_claims_in_a_course_wins_once(db: PgPool) {
     let (_, assigned) = enrolled(&app, "Neuro 101", 6).await;
     for (round, pair) in assigned.chunks(2).enumerate() {
         let user = app.users.students[round].clone();
+        let (first, second) = (app.as_user(&user), app.as_user(&user));
         let (a, b) = tokio::join!(
-            claim(&app, &user, pair[0].enrolment_id),
-            claim(&app, &user, pair[1].enrolment_id)
+            first.claim(pair[0].enrolment_id),
+            second.claim(pair[1].enrolment_id)
         );
-        let mut statuses = [a.0, b.0];
-        statuses.sort();
-        assert_eq!(
-            statuses,
-            [StatusCode::OK, StatusCode::CONFLICT],
-            "{a:?} {b:?}"
-        );
-        let loser = if a.0 == StatusCode::CONFLICT {
-            &a.1
-        } else {
-            &b.1
-        };
+        let (_, (_, loser)) = one_wins(&a, &b, StatusCode::CONFLICT);
         assert_eq!(
             loser["message"],
             "You have already claimed another enrolment in this course"
         );
-        let claimed: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM course_enrolment WHERE claimed_by = $1")
-                .bind(user.id)
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+        let claimed: i64 = fetch_scalar(
+            &app.db,
+            "SELECT count(*) FROM course_enrolment WHERE claimed_by = $1",
+            user.id,
+        )
+        .await;
         assert_eq!(claimed, 1);
     }
 }
@@ -300,28 +246,23 @@ async fn two_users_racing_for_one_enrolment_claim_it_once(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (_, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let (ada, bob) = (app.users.students[0].clone(), app.users.students[1].clone());
+    let (as_ada, as_bob) = (app.as_user(&ada), app.as_user(&bob));
     let (a, b) = tokio::join!(
-        claim(&app, &ada, assigned[0].enrolment_id),
-        claim(&app, &bob, assigned[0].enrolment_id)
+        as_ada.claim(assigned[0].enrolment_id),
+        as_bob.claim(assigned[0].enrolment_id)
     );
-    let mut statuses = [a.0, b.0];
-    statuses.sort();
-    assert_eq!(
-        statuses,
-        [StatusCode::OK, StatusCode::CONFLICT],
-        "{a:?} {b:?}"
-    );
-    let winner = if a.0 == StatusCode::OK {
+    let (won, _) = one_wins(&a, &b, StatusCode::CONFLICT);
+    let winner = if std::ptr::eq(won, &a) {
         ada.id
     } else {
         bob.id
     };
-    let claimed_by: Option<Uuid> =
-        sqlx::query_scalar("SELECT claimed_by FROM course_enrolment WHERE id = $1")
-            .bind(assigned[0].enrolment_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let claimed_by: Option<Uuid> = fetch_scalar(
+        &app.db,
+        "SELECT claimed_by FROM course_enrolment WHERE id = $1",
+        assigned[0].enrolment_id,
+    )
+    .await;
     assert_eq!(claimed_by, Some(winner));
 }
 
@@ -331,7 +272,7 @@ async fn activation_grants_access_and_the_caller_sees_it_at_once(db: PgPool) {
     let (course, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let student = app.users.students[0].clone();
     let token = app.token(&student);
-    let (status, _) = claim(&app, &student, assigned[0].enrolment_id).await;
+    let (status, _) = app.as_user(&student).claim(assigned[0].enrolment_id).await;
     assert_eq!(status, StatusCode::OK);
     // The same token is refused the lab first (and its groups are now cached).
     let lab = format!("/virtual-labs/{}", course.vlab_id);
@@ -340,8 +281,7 @@ async fn activation_grants_access_and_the_caller_sees_it_at_once(db: PgPool) {
         StatusCode::FORBIDDEN
     );
 
-    let (status, body) = activate(&app, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.with_token(&token).activate_enrolments().await.ok_body();
     assert_eq!(
         body,
         json!({"results": [{"enrolment_id": assigned[0].enrolment_id, "activated": true,
@@ -361,21 +301,17 @@ async fn activation_grants_access_and_the_caller_sees_it_at_once(db: PgPool) {
     );
     assert!(activated_at(&app, assigned[0].enrolment_id).await.is_some());
     // The cached groups were dropped: the new membership counts on this token now.
-    let (status, seen) = json(app.get(&lab, Some(&token)).await).await;
-    assert_eq!(status, StatusCode::OK, "{seen}");
+    app.with_token(&token).get(&lab).await.ok_body();
 
     // Nothing is pending any more.
     let adds = app.keycloak.call_count("kc_add_member");
-    let (status, body) = activate(&app, &token).await;
+    let (status, body) = app.with_token(&token).activate_enrolments().await;
     assert_eq!((status, body), (StatusCode::OK, json!({"results": []})));
     assert_eq!(app.keycloak.call_count("kc_add_member"), adds);
-    let (status, err) = activate(&app, "").await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.with_token("")
+        .activate_enrolments()
+        .await
+        .unauthenticated();
 }
 
 #[sqlx::test]
@@ -405,24 +341,24 @@ async fn activation_waits_for_the_start_and_refuses_ended_or_inactive_courses(db
         voided_students[0].enrolment_id,
     ];
     for id in ids {
-        let (status, body) = claim(&app, &student, id).await;
+        let (status, body) = app.as_user(&student).claim(id).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     exec(
-        &app,
+        &app.db,
         "UPDATE course SET end_date = now() - interval '1 second' WHERE id = $1",
         ended.course_id,
     )
     .await;
     exec(
-        &app,
+        &app.db,
         "UPDATE course SET status = 'voided' WHERE id = $1",
         voided.course_id,
     )
     .await;
 
     let adds = app.keycloak.call_count("kc_add_member");
-    let (status, body) = activate(&app, &token).await;
+    let (status, body) = app.with_token(&token).activate_enrolments().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let expected: Vec<Value> = ids
         .iter()
@@ -447,7 +383,7 @@ async fn activation_waits_for_the_start_and_refuses_ended_or_inactive_courses(db
         assert_eq!(activated_at(&app, id).await, None);
     }
     // They stay pending and come back on the next call.
-    let (_, again) = activate(&app, &token).await;
+    let (_, again) = app.with_token(&token).activate_enrolments().await;
     assert_eq!(again["results"].as_array().unwrap().len(), 3);
 }
 
@@ -457,18 +393,17 @@ async fn a_keycloak_failure_leaves_the_enrolment_pending_for_the_next_call(db: P
     let (_, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let student = app.users.students[0].clone();
     let token = app.token(&student);
-    claim(&app, &student, assigned[0].enrolment_id).await;
+    app.as_user(&student).claim(assigned[0].enrolment_id).await;
     app.keycloak
         .inject(Fault::new("kc_add_member", FaultAction::Status(500)));
-    let (status, body) = activate(&app, &token).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.with_token(&token).activate_enrolments().await.ok_body();
     assert_eq!(
         body["results"][0],
         json!({"enrolment_id": assigned[0].enrolment_id, "activated": false, "project_id": null,
                "error": "Failed to grant access \u{2014} please try again later"})
     );
     assert_eq!(activated_at(&app, assigned[0].enrolment_id).await, None);
-    let (_, body) = activate(&app, &token).await;
+    let (_, body) = app.with_token(&token).activate_enrolments().await;
     assert_eq!(body["results"][0]["activated"], true, "{body}");
     assert!(activated_at(&app, assigned[0].enrolment_id).await.is_some());
 }
@@ -478,10 +413,10 @@ async fn a_drop_that_started_first_keeps_the_enrolment_out_of_activation(db: PgP
     let app = TestApp::spawn(db).await;
     let (course, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let student = app.users.students[0].clone();
-    claim(&app, &student, assigned[0].enrolment_id).await;
+    app.as_user(&student).claim(assigned[0].enrolment_id).await;
     start_drop(&app, &course, &assigned[0]).await;
     let adds = app.keycloak.call_count("kc_add_member");
-    let (status, body) = activate(&app, &app.token(&student)).await;
+    let (status, body) = app.as_user(&student).activate_enrolments().await;
     assert_eq!((status, body), (StatusCode::OK, json!({"results": []})));
     assert_eq!(app.keycloak.call_count("kc_add_member"), adds);
 }
@@ -492,7 +427,7 @@ async fn a_drop_that_wins_the_race_takes_the_new_access_back(db: PgPool) {
     let (course, assigned) = enrolled(&app, "Neuro 101", 1).await;
     let student = app.users.students[0].clone();
     let token = app.token(&student);
-    claim(&app, &student, assigned[0].enrolment_id).await;
+    app.as_user(&student).claim(assigned[0].enrolment_id).await;
     // Authenticate once, so only the activation's own Keycloak calls are slowed below.
     app.get(&format!("/virtual-labs/{}", course.vlab_id), Some(&token))
         .await;
@@ -554,15 +489,14 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
     fixtures::claim_and_activate(&app, assigned[0].enrolment_id, &student).await;
     start_drop(&app, &course, &assigned[1]).await;
     exec(
-        &app,
+        &app.db,
         "UPDATE course_enrolment SET is_dropped = true WHERE id = $1",
         assigned[2].enrolment_id,
     )
     .await;
 
     let path = format!("/courses/{}/enrolments", course.course_id);
-    let (status, body) = json(app.get(&path, Some(&app.faculty_token())).await).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_faculty().get(&path).await.ok_body();
     let listed = body["enrolments"].as_array().unwrap();
     let ids: Vec<&str> = listed.iter().map(|e| e["id"].as_str().unwrap()).collect();
     let mut expected: Vec<String> = assigned
@@ -590,15 +524,9 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
 
     let by_id = |id: Uuid| listed.iter().find(|e| e["id"] == id.to_string()).unwrap();
     let active = by_id(assigned[0].enrolment_id);
-    let keys: Vec<&str> = active
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        active,
+        &[
             "id",
             "course_id",
             "project_id",
@@ -609,8 +537,8 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
             "is_dropped",
             "created_at",
             "seat",
-            "drop_state"
-        ]
+            "drop_state",
+        ],
     );
     assert_eq!(active["claimed_by"], student.id.to_string());
     assert!(active["activated_at"].is_string());
@@ -633,7 +561,6 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
         ),
         ("/courses/nope/enrolments".to_owned(), app.faculty_token()),
     ] {
-        let (status, err) = json(app.get(&p, Some(&token)).await).await;
-        assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        app.with_token(&token).get(&p).await.not_allowed();
     }
 }

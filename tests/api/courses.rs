@@ -4,66 +4,28 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, TimeDelta, Utc};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
-use crate::fixtures::{CourseLab, create_course_lab, create_draft_course, obi_institution_id};
-use crate::helpers::{TestApp, assert_error_body, json};
+use crate::fixtures::{
+    COURSE_KEYS, CourseLab, create_course_lab, create_draft_course, obi_institution_id,
+};
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, data_strings, fetch_row, fetch_scalar, json,
+    uuid_of,
+};
 
 // ---- helpers -------------------------------------------------------------------------------
 
-async fn post_course(app: &TestApp, body: &Value) -> (StatusCode, Value) {
-    json(app.post("/courses", Some(&app.admin_token()), body).await).await
-}
-
-async fn patch_course(
-    app: &TestApp,
-    course_id: impl std::fmt::Display,
-    body: &Value,
-) -> (StatusCode, Value) {
-    json(
-        app.request(
-            Method::PATCH,
-            &format!("/courses/{course_id}"),
-            Some(&app.admin_token()),
-            Some(body),
-        )
-        .await,
-    )
-    .await
-}
-
-async fn activate(app: &TestApp, course_id: impl std::fmt::Display) -> (StatusCode, Value) {
-    json(
-        app.request(
-            Method::POST,
-            &format!("/courses/{course_id}/activate"),
-            Some(&app.admin_token()),
-            None,
-        )
-        .await,
-    )
-    .await
-}
-
-async fn get_course(app: &TestApp, course_id: impl std::fmt::Display) -> (StatusCode, Value) {
-    json(
-        app.get(&format!("/courses/{course_id}"), Some(&app.admin_token()))
-            .await,
-    )
-    .await
-}
-
-async fn search(app: &TestApp, query: &str) -> (StatusCode, Value) {
-    json(
-        app.get(&format!("/courses?{query}"), Some(&app.admin_token()))
-            .await,
-    )
-    .await
+/// A new course lab and the body that creates its course on the seeded institution.
+async fn lab_and_course_body(app: &TestApp, name: &str) -> (CourseLab, Value) {
+    let lab = create_course_lab(app, name).await;
+    let body = create_body(&lab, obi_institution_id(app).await);
+    (lab, body)
 }
 
 fn create_body(lab: &CourseLab, institution_id: Uuid) -> Value {
@@ -82,11 +44,12 @@ async fn course_rows(app: &TestApp) -> i64 {
 }
 
 async fn course_status(app: &TestApp, course_id: Uuid) -> String {
-    sqlx::query_scalar("SELECT status FROM course WHERE id = $1")
-        .bind(course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        &app.db,
+        "SELECT status FROM course WHERE id = $1",
+        course_id,
+    )
+    .await
 }
 
 fn balance(app: &TestApp, account: Uuid) -> Decimal {
@@ -105,37 +68,19 @@ fn out(dt: DateTime<Utc>) -> String {
     dt.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn uuid_of(value: &Value) -> Uuid {
-    value
-        .as_str()
-        .expect("a uuid string")
-        .parse()
-        .expect("uuid")
-}
-
 /// A regular (non-course) lab of `token`'s user with one project, as `(vlab_id, project_id)`.
 async fn regular_lab(app: &TestApp, token: &str, name: &str) -> (Uuid, Uuid) {
-    let (status, lab) = json(
-        app.post(
-            "/virtual-labs",
-            Some(token),
-            &json!({"name": name, "description": "", "entity": "EPFL"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{lab}");
+    let lab = app
+        .with_token(token)
+        .post_virtual_lab(&json!({"name": name, "description": "", "entity": "EPFL"}))
+        .await
+        .ok_body();
     let vlab_id = uuid_of(&lab["id"]);
-    let (status, project) = json(
-        app.post(
-            &format!("/virtual-labs/{vlab_id}/projects"),
-            Some(token),
-            &json!({"name": "Template"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{project}");
+    let project = app
+        .with_token(token)
+        .post_project(vlab_id, "", &json!({"name": "Template"}))
+        .await
+        .ok_body();
     (vlab_id, uuid_of(&project["id"]))
 }
 
@@ -151,31 +96,11 @@ async fn create_inserts_a_draft_course_and_funds_its_template_once(db: PgPool) {
     body["start_date"] = json!(out(start));
     body["end_date"] = Value::Null;
 
-    let (status, created) = post_course(&app, &body).await;
+    let (status, created) = app.as_admin().post_course(&body).await;
     assert_eq!(status, StatusCode::OK, "{created}");
     assert_eq!(created["message"], "Course created successfully");
     let data = &created["data"];
-    let keys: Vec<&str> = data
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "id",
-            "virtual_lab_id",
-            "institution_id",
-            "template_project_id",
-            "status",
-            "credits_per_seat",
-            "start_date",
-            "end_date",
-            "last_drop_date",
-            "budget_depleted"
-        ]
-    );
+    assert_keys(data, &COURSE_KEYS);
     assert_eq!(data["virtual_lab_id"], lab.vlab_id.to_string());
     assert_eq!(data["institution_id"], institution.to_string());
     assert_eq!(
@@ -190,14 +115,13 @@ async fn create_inserts_a_draft_course_and_funds_its_template_once(db: PgPool) {
     assert_eq!(data["budget_depleted"], false);
 
     let id = uuid_of(&data["id"]);
-    let row: (Uuid, String, i32, bool, Option<DateTime<Utc>>) = sqlx::query_as(
+    let row: (Uuid, String, i32, bool, Option<DateTime<Utc>>) = fetch_row(
+        &app.db,
         "SELECT virtual_lab_id, status, credits_per_seat, budget_depleted, start_date
          FROM course WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&app.db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         row,
         (lab.vlab_id, "draft".to_owned(), 200, false, Some(start))
@@ -214,9 +138,11 @@ async fn create_uses_the_configured_credits_per_seat(db: PgPool) {
     })
     .await;
     let lab = create_course_lab(&app, "Neuro 150").await;
-    let (status, created) =
-        post_course(&app, &create_body(&lab, obi_institution_id(&app).await)).await;
-    assert_eq!(status, StatusCode::OK, "{created}");
+    let created = app
+        .as_admin()
+        .post_course(&create_body(&lab, obi_institution_id(&app).await))
+        .await
+        .ok_body();
     assert_eq!(created["data"]["credits_per_seat"], 150);
     assert_eq!(balance(&app, lab.template_project_id), Decimal::from(150));
 }
@@ -229,51 +155,33 @@ async fn create_refuses_missing_deleted_and_regular_labs_in_order(db: PgPool) {
     let missing = Uuid::new_v4();
 
     // A missing lab wins over a missing project and institution.
-    let (status, body) = post_course(
-        &app,
-        &json!({"virtual_lab_id": missing, "template_project_id": Uuid::new_v4(), "institution_id": Uuid::new_v4()}),
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Virtual lab {missing} not found"));
+    let body = app.as_admin().post_course(&json!({"virtual_lab_id": missing, "template_project_id": Uuid::new_v4(), "institution_id": Uuid::new_v4()}))
+    .await.error_with(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND", &format!("Virtual lab {missing} not found"));
     assert_eq!(body["details"], Value::Null);
     assert_eq!(body["data"], Value::Null);
 
     // A regular lab of another user is not a course lab (403), before its project is looked up.
     let (regular, regular_project) = regular_lab(&app, &app.faculty_token(), "Faculty Lab").await;
-    let (status, body) = post_course(
-        &app,
-        &json!({"virtual_lab_id": regular, "template_project_id": Uuid::new_v4(), "institution_id": institution}),
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
-    assert_eq!(body["message"], "Virtual lab is not a course lab");
+    let body = app.as_admin().post_course(&json!({"virtual_lab_id": regular, "template_project_id": Uuid::new_v4(), "institution_id": institution}))
+    .await.error_with(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP", "Virtual lab is not a course lab");
     assert_eq!(body["details"], Value::Null);
-    let (status, _) = post_course(
-        &app,
-        &json!({"virtual_lab_id": regular, "template_project_id": regular_project, "institution_id": institution}),
-    )
+    let (status, _) = app.as_admin().post_course(&json!({"virtual_lab_id": regular, "template_project_id": regular_project, "institution_id": institution}))
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A soft-deleted course lab counts as missing.
-    let (status, deleted) = json(
-        app.request(
-            Method::DELETE,
-            &format!("/virtual-labs/{}", lab.vlab_id),
-            Some(&app.admin_token()),
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{deleted}");
-    let (status, body) = post_course(&app, &create_body(&lab, institution)).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        body["message"],
-        format!("Virtual lab {} not found", lab.vlab_id)
-    );
+    app.as_admin()
+        .delete_virtual_lab(lab.vlab_id)
+        .await
+        .ok_body();
+    app.as_admin()
+        .post_course(&create_body(&lab, institution))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Virtual lab {} not found", lab.vlab_id),
+        );
 
     assert_eq!(course_rows(&app).await, 0);
     assert_eq!(app.accounting.call_count("acc_grant"), 0);
@@ -284,13 +192,8 @@ async fn a_regular_lab_of_the_obi_owner_user_qualifies(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let owner_token = app.token(&app.users.owner);
     let (vlab_id, project_id) = regular_lab(&app, &owner_token, "OBI Regular").await;
-    let (status, body) = post_course(
-        &app,
-        &json!({"virtual_lab_id": vlab_id, "template_project_id": project_id,
-                "institution_id": obi_institution_id(&app).await}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().post_course(&json!({"virtual_lab_id": vlab_id, "template_project_id": project_id, "institution_id": obi_institution_id(&app).await}))
+    .await.ok_body();
     assert_eq!(body["data"]["virtual_lab_id"], vlab_id.to_string());
 }
 
@@ -302,30 +205,27 @@ async fn create_refuses_projects_outside_the_lab_then_unknown_institutions(db: P
     let other = create_course_lab(&app, "Lab B").await;
 
     for project in [Uuid::new_v4(), other.template_project_id] {
-        let (status, body) = post_course(
-            &app,
-            &json!({"virtual_lab_id": lab.vlab_id, "template_project_id": project,
-                    "institution_id": Uuid::new_v4()}),
-        )
-        .await;
-        assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-        assert_eq!(
-            body["message"],
-            format!("Project {project} not found in virtual lab {}", lab.vlab_id)
-        );
+        app.as_admin().post_course(&json!({"virtual_lab_id": lab.vlab_id, "template_project_id": project, "institution_id": Uuid::new_v4()}))
+        .await.error_with(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND", &format!("Project {project} not found in virtual lab {}", lab.vlab_id));
     }
 
     let unknown = Uuid::new_v4();
-    let (status, body) = post_course(&app, &create_body(&lab, unknown)).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Institution {unknown} not found"));
+    let body = app
+        .as_admin()
+        .post_course(&create_body(&lab, unknown))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Institution {unknown} not found"),
+        );
     assert_eq!(body["data"], Value::Null);
 
     // Ids are echoed lower-case whatever case they were sent in.
     let upper = Uuid::new_v4();
     let mut body = create_body(&lab, institution);
     body["institution_id"] = json!(upper.to_string().to_uppercase());
-    let (_, response) = post_course(&app, &body).await;
+    let (_, response) = app.as_admin().post_course(&body).await;
     assert_eq!(
         response["message"],
         format!("Institution {upper} not found")
@@ -340,15 +240,21 @@ async fn a_second_course_on_a_lab_is_a_conflict_without_a_second_grant(db: PgPoo
     let app = TestApp::spawn(db).await;
     let lab = create_course_lab(&app, "Lab Twice").await;
     let institution = obi_institution_id(&app).await;
-    let (status, _) = post_course(&app, &create_body(&lab, institution)).await;
+    let (status, _) = app
+        .as_admin()
+        .post_course(&create_body(&lab, institution))
+        .await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, body) = post_course(&app, &create_body(&lab, institution)).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
-    assert_eq!(
-        body["message"],
-        "Course creation failed due to a conflict (virtual lab may already have a course)"
-    );
+    let body = app
+        .as_admin()
+        .post_course(&create_body(&lab, institution))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "ENTITY_ALREADY_EXISTS",
+            "Course creation failed due to a conflict (virtual lab may already have a course)",
+        );
     assert_eq!(body["details"], Value::Null);
     assert_eq!(course_rows(&app).await, 1);
     assert_eq!(app.accounting.call_count("acc_grant"), 1);
@@ -358,13 +264,13 @@ async fn a_second_course_on_a_lab_is_a_conflict_without_a_second_grant(db: PgPoo
 #[sqlx::test]
 async fn concurrent_creations_on_one_lab_fund_the_template_exactly_once(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Race Lab").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Race Lab").await;
     // A slow grant keeps both requests in flight together.
     app.accounting
         .set_operation_latency("acc_grant", Duration::from_millis(300));
 
-    let (first, second) = tokio::join!(post_course(&app, &body), post_course(&app, &body));
+    let admin = app.as_admin();
+    let (first, second) = tokio::join!(admin.post_course(&body), admin.post_course(&body));
     let mut outcomes = [first, second];
     outcomes.sort_by_key(|(status, _)| status.as_u16());
     let [(won, created), (lost, refused)] = outcomes;
@@ -389,24 +295,17 @@ async fn concurrent_creations_on_one_lab_fund_the_template_exactly_once(db: PgPo
 #[sqlx::test]
 async fn a_refused_grant_is_502_and_leaves_nothing_behind(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Refused Grant").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Refused Grant").await;
     app.accounting
         .inject(Fault::new("acc_grant", FaultAction::Status(500)));
 
-    let (status, response) = post_course(&app, &body).await;
-    assert_error_body(
-        &response,
-        status,
+    let response = app.as_admin().post_course(&body).await.error_with(
         StatusCode::BAD_GATEWAY,
         "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        response["message"],
-        format!(
+        &format!(
             "Failed to fund the template project {}",
             lab.template_project_id
-        )
+        ),
     );
     assert_eq!(response["details"], Value::Null);
     assert_eq!(course_rows(&app).await, 0);
@@ -415,35 +314,27 @@ async fn a_refused_grant_is_502_and_leaves_nothing_behind(db: PgPool) {
     assert_eq!(app.accounting.call_count("acc_deplete_project"), 0);
 
     // Nothing was taken: the same lab can have its course now.
-    let (status, created) = post_course(&app, &body).await;
-    assert_eq!(status, StatusCode::OK, "{created}");
+    app.as_admin().post_course(&body).await.ok_body();
     assert_eq!(balance(&app, lab.template_project_id), Decimal::from(200));
 }
 
 #[sqlx::test]
 async fn an_uncertain_grant_is_compensated_and_502(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let lab = create_course_lab(&app, "Uncertain Grant").await;
-    let body = create_body(&lab, obi_institution_id(&app).await);
+    let (lab, body) = lab_and_course_body(&app, "Uncertain Grant").await;
     // The grant is performed, then the answer never comes (HTTP_TIMEOUT_SECONDS=2).
     app.accounting.inject(Fault::new(
         "acc_grant",
         FaultAction::TimeoutAfter(Duration::from_secs(3)),
     ));
 
-    let (status, response) = post_course(&app, &body).await;
-    assert_error_body(
-        &response,
-        status,
+    app.as_admin().post_course(&body).await.error_with(
         StatusCode::BAD_GATEWAY,
         "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        response["message"],
-        format!(
+        &format!(
             "Failed to fund the template project {}",
             lab.template_project_id
-        )
+        ),
     );
     assert_eq!(course_rows(&app).await, 0);
     assert_eq!(app.accounting.call_count("acc_grant"), 1);
@@ -455,32 +346,19 @@ async fn an_uncertain_grant_is_compensated_and_502(db: PgPool) {
 async fn invalid_create_bodies_are_422_and_non_admins_get_403_first(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let id = Uuid::new_v4();
-    let (status, body) = post_course(&app, &json!({})).await;
-    assert_error_body(
-        &body,
-        status,
+    let body = app.as_admin().post_course(&json!({})).await.error_with(
         StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_REQUEST",
+        "Validation error",
     );
-    assert_eq!(body["message"], "Validation error");
     assert_eq!(
         body["details"],
         json!({"virtual_lab_id": "Field required", "template_project_id": "Field required",
                "institution_id": "Field required"})
     );
 
-    let (status, body) = post_course(
-        &app,
-        &json!({"virtual_lab_id": null, "template_project_id": "nope", "institution_id": 5,
-                "start_date": "tomorrow", "end_date": null, "last_drop_date": true}),
-    )
-    .await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app.as_admin().post_course(&json!({"virtual_lab_id": null, "template_project_id": "nope", "institution_id": 5, "start_date": "tomorrow", "end_date": null, "last_drop_date": true}))
+    .await.invalid();
     assert_eq!(
         body["details"],
         json!({"virtual_lab_id": "Must not be null", "template_project_id": "Must be a UUID",
@@ -505,21 +383,16 @@ async fn invalid_create_bodies_are_422_and_non_admins_get_403_first(db: PgPool) 
 
     // Tier before syntax: a non-admin never learns the body was invalid.
     for path in ["/courses".to_owned(), format!("/courses/{id}/activate")] {
-        let (status, body) = json(
-            app.post(&path, Some(&app.faculty_token()), &json!({}))
-                .await,
-        )
-        .await;
-        assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-        assert_eq!(body["message"], "Access denied");
+        app.as_faculty().post(&path, &json!({})).await.error_with(
+            StatusCode::FORBIDDEN,
+            "AUTHORIZATION_ERROR",
+            "Access denied",
+        );
     }
-    let (status, body) = json(app.post("/courses", None, &json!({})).await).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous()
+        .post_course(&json!({}))
+        .await
+        .unauthenticated();
 }
 
 // ---- datetimes -------------------------------------------------------------------------------
@@ -541,8 +414,7 @@ async fn datetimes_are_read_in_every_input_form_and_written_in_utc_with_z(db: Pg
     body["start_date"] = json!(naive);
     body["last_drop_date"] = json!(date_only);
     body["end_date"] = json!(base.timestamp());
-    let (status, created) = post_course(&app, &body).await;
-    assert_eq!(status, StatusCode::OK, "{created}");
+    let created = app.as_admin().post_course(&body).await.ok_body();
     assert_eq!(created["data"]["start_date"], out(base), "naive is UTC");
     assert_eq!(
         created["data"]["last_drop_date"],
@@ -552,14 +424,8 @@ async fn datetimes_are_read_in_every_input_form_and_written_in_utc_with_z(db: Pg
     assert_eq!(created["data"]["end_date"], out(base), "Unix seconds");
     let id = uuid_of(&created["data"]["id"]);
 
-    let (status, patched) = patch_course(
-        &app,
-        id,
-        &json!({"start_date": offset, "end_date": format!("{naive}.5"),
-                "last_drop_date": format!("{naive}.123456789Z")}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{patched}");
+    let patched = app.as_admin().patch_course(id, &json!({"start_date": offset, "end_date": format!("{naive}.5"), "last_drop_date": format!("{naive}.123456789Z")}))
+    .await.ok_body();
     assert_eq!(
         patched["data"]["start_date"],
         out(base),
@@ -571,12 +437,12 @@ async fn datetimes_are_read_in_every_input_form_and_written_in_utc_with_z(db: Pg
         format!("{naive}.123456Z"),
         "sub-microsecond digits are truncated"
     );
-    let stored: DateTime<Utc> =
-        sqlx::query_scalar("SELECT last_drop_date FROM course WHERE id = $1")
-            .bind(id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let stored: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT last_drop_date FROM course WHERE id = $1",
+        id,
+    )
+    .await;
     assert_eq!(stored, base + TimeDelta::microseconds(123_456));
 }
 
@@ -588,7 +454,10 @@ async fn get_returns_the_course_detail_or_404(db: PgPool) {
     let start = now_secs() - TimeDelta::days(1);
     let course = create_draft_course(&app, "Neuro 101 — Fall", Some(start), None, None).await;
 
-    let (status, body) = get_course(&app, course.course_id.to_string().to_uppercase()).await;
+    let (status, body) = app
+        .as_admin()
+        .get_course(course.course_id.to_string().to_uppercase())
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "Course retrieved successfully");
     assert_eq!(
@@ -602,15 +471,9 @@ async fn get_returns_the_course_detail_or_404(db: PgPool) {
             "credits_per_seat": 200, "budget_depleted": false
         })
     );
-    let keys: Vec<&str> = body["data"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        &body["data"],
+        &[
             "id",
             "virtual_lab_id",
             "virtual_lab_name",
@@ -622,32 +485,23 @@ async fn get_returns_the_course_detail_or_404(db: PgPool) {
             "end_date",
             "last_drop_date",
             "credits_per_seat",
-            "budget_depleted"
-        ]
+            "budget_depleted",
+        ],
     );
 
     let missing = Uuid::new_v4();
-    let (status, body) = get_course(&app, missing).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Course {missing} not found"));
+    let body = app.as_admin().get_course(missing).await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        &format!("Course {missing} not found"),
+    );
     assert_eq!(body["details"], Value::Null);
     assert_eq!(body["data"], Value::Null);
 
-    let (status, body) = get_course(&app, "not-a-uuid").await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app.as_admin().get_course("not-a-uuid").await.invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 
-    let (status, body) = json(
-        app.get("/courses/not-a-uuid", Some(&app.faculty_token()))
-            .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/courses/not-a-uuid").await.denied();
 }
 
 #[sqlx::test]
@@ -658,17 +512,13 @@ async fn search_matches_lab_names_literally_in_byte_order_with_deleted_labs(db: 
         let course = create_draft_course(&app, name, None, None, None).await;
         ids.insert(name, course);
     }
-    let names = |body: &Value| -> Vec<String> {
-        body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["virtual_lab_name"].as_str().unwrap().to_owned())
-            .collect()
-    };
+    let names = |body: &Value| data_strings(body, "virtual_lab_name");
 
-    let (status, body) = search(&app, "vlab_name=neuro").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_admin()
+        .search_courses("vlab_name=neuro")
+        .await
+        .ok_body();
     assert_eq!(body["message"], "Found 4 course(s)");
     assert_eq!(
         names(&body),
@@ -677,30 +527,24 @@ async fn search_matches_lab_names_literally_in_byte_order_with_deleted_labs(db: 
     assert_eq!(body["data"][0]["id"], ids["NEUROXa"].course_id.to_string());
     assert_eq!(body["data"][0]["institution_name"], "Open Brain Institute");
 
-    let (_, body) = search(&app, "vlab_name=_").await;
+    let (_, body) = app.as_admin().search_courses("vlab_name=_").await;
     assert_eq!(names(&body), ["neuro_a"]);
-    let (_, body) = search(&app, "vlab_name=%25").await;
+    let (_, body) = app.as_admin().search_courses("vlab_name=%25").await;
     assert_eq!(names(&body), ["Neuro 100%"]);
-    let (_, body) = search(&app, "vlab_name=%20%20100%20").await;
+    let (_, body) = app
+        .as_admin()
+        .search_courses("vlab_name=%20%20100%20")
+        .await;
     assert_eq!(body["message"], "Found 2 course(s)");
-    let (_, body) = search(&app, "vlab_name=zzz").await;
+    let (_, body) = app.as_admin().search_courses("vlab_name=zzz").await;
     assert_eq!(body["message"], "Found 0 course(s)");
     assert_eq!(body["data"], json!([]));
 
     // A soft-deleted lab's course is still found.
     let other = &ids["Other"];
-    let (status, _) = json(
-        app.request(
-            Method::DELETE,
-            &format!("/virtual-labs/{}", other.vlab_id),
-            Some(&app.admin_token()),
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, _) = app.as_admin().delete_virtual_lab(other.vlab_id).await;
     assert_eq!(status, StatusCode::OK);
-    let (_, body) = search(&app, "vlab_name=OTHER").await;
+    let (_, body) = app.as_admin().search_courses("vlab_name=OTHER").await;
     assert_eq!(names(&body), ["Other"]);
     assert_eq!(body["data"][0]["id"], other.course_id.to_string());
 }
@@ -713,17 +557,10 @@ async fn search_requires_a_non_empty_vlab_name(db: PgPool) {
         ("vlab_name=", "Must not be empty"),
         ("vlab_name=%20%20", "Must not be empty"),
     ] {
-        let (status, body) = search(&app, query).await;
-        assert_error_body(
-            &body,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let body = app.as_admin().search_courses(query).await.invalid();
         assert_eq!(body["details"], json!({"vlab_name": message}), "{query}");
     }
-    let (status, body) = json(app.get("/courses", Some(&app.faculty_token())).await).await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/courses").await.denied();
 }
 
 // ---- update ----------------------------------------------------------------------------------
@@ -734,25 +571,21 @@ async fn update_applies_present_keys_clears_nulls_and_checks_no_date_rules(db: P
     let start = now_secs() + TimeDelta::days(5);
     let end = start + TimeDelta::days(60);
     let course = create_draft_course(&app, "Patch Lab", Some(start), None, Some(end)).await;
-    let (_, other) = json(
-        app.post(
-            "/institutions",
-            Some(&app.admin_token()),
-            &json!({"name": "EPFL", "contact_email": "a@epfl.ch"}),
-        )
-        .await,
-    )
-    .await;
+    let (_, other) = app
+        .as_admin()
+        .post_institution(&json!({"name": "EPFL", "contact_email": "a@epfl.ch"}))
+        .await;
     let epfl = uuid_of(&other["data"]["id"]);
 
     // End before start is accepted: dates are only checked at activation.
     let early_end = start - TimeDelta::days(3);
-    let (status, body) = patch_course(
-        &app,
-        course.course_id,
-        &json!({"end_date": out(early_end), "start_date": null, "institution_id": epfl}),
-    )
-    .await;
+    let (status, body) = app
+        .as_admin()
+        .patch_course(
+            course.course_id,
+            &json!({"end_date": out(early_end), "start_date": null, "institution_id": epfl}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "Course updated successfully");
     assert_eq!(
@@ -764,28 +597,33 @@ async fn update_applies_present_keys_clears_nulls_and_checks_no_date_rules(db: P
             "last_drop_date": null, "budget_depleted": false
         })
     );
-    let row: (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid) =
-        sqlx::query_as("SELECT start_date, end_date, institution_id FROM course WHERE id = $1")
-            .bind(course.course_id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let row: (Option<DateTime<Utc>>, Option<DateTime<Utc>>, Uuid) = fetch_row(
+        &app.db,
+        "SELECT start_date, end_date, institution_id FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!(row, (None, Some(early_end), epfl));
 
     // `{}` returns the course unchanged, without touching the row.
-    let before: DateTime<Utc> = sqlx::query_scalar("SELECT updated_at FROM course WHERE id = $1")
-        .bind(course.course_id)
-        .fetch_one(&app.db)
+    let before: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT updated_at FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
+    let unchanged = app
+        .as_admin()
+        .patch_course(course.course_id, &json!({}))
         .await
-        .unwrap();
-    let (status, unchanged) = patch_course(&app, course.course_id, &json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{unchanged}");
+        .ok_body();
     assert_eq!(unchanged["data"], body["data"]);
-    let after: DateTime<Utc> = sqlx::query_scalar("SELECT updated_at FROM course WHERE id = $1")
-        .bind(course.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+    let after: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT updated_at FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!(before, after);
 }
 
@@ -795,55 +633,52 @@ async fn update_refusals_follow_the_contract_order(db: PgPool) {
     let course = create_draft_course(&app, "Refusals Lab", None, None, None).await;
     let unknown = Uuid::new_v4();
 
-    let (status, body) = patch_course(
-        &app,
-        course.course_id,
-        &json!({"institution_id": null, "end_date": "x"}),
-    )
-    .await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app
+        .as_admin()
+        .patch_course(
+            course.course_id,
+            &json!({"institution_id": null, "end_date": "x"}),
+        )
+        .await
+        .invalid();
     assert_eq!(
         body["details"],
         json!({"end_date": "Must be a valid date-time", "institution_id": "Must not be null"})
     );
 
-    let (status, body) = patch_course(&app, "nope", &json!({})).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app
+        .as_admin()
+        .patch_course("nope", &json!({}))
+        .await
+        .invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 
     // A missing course wins over a missing institution.
     let missing = Uuid::new_v4();
-    let (status, body) = patch_course(&app, missing, &json!({"institution_id": unknown})).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Course {missing} not found"));
+    app.as_admin()
+        .patch_course(missing, &json!({"institution_id": unknown}))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Course {missing} not found"),
+        );
 
-    let (status, body) =
-        patch_course(&app, course.course_id, &json!({"institution_id": unknown})).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Institution {unknown} not found"));
+    let body = app
+        .as_admin()
+        .patch_course(course.course_id, &json!({"institution_id": unknown}))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Institution {unknown} not found"),
+        );
     assert_eq!(body["data"], Value::Null);
 
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
-            &format!("/courses/{}", course.course_id),
-            Some(&app.faculty_token()),
-            Some(&json!({"institution_id": null})),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty()
+        .patch_course(course.course_id, &json!({"institution_id": null}))
+        .await
+        .denied();
 }
 
 // ---- activate and the state machine ----------------------------------------------------------
@@ -859,7 +694,7 @@ async fn activation_moves_a_valid_draft_to_active_and_freezes_it(db: PgPool) {
     let course =
         create_draft_course(&app, "Past Lab", Some(start), Some(last_drop), Some(end)).await;
 
-    let (status, body) = activate(&app, course.course_id).await;
+    let (status, body) = app.as_admin().activate_course(course.course_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "Course activated successfully");
     assert_eq!(
@@ -875,36 +710,37 @@ async fn activation_moves_a_valid_draft_to_active_and_freezes_it(db: PgPool) {
     assert_eq!(course_status(&app, course.course_id).await, "active");
 
     // active → activate and active → update are refused.
-    let (status, body) = activate(&app, course.course_id).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "NOT_ALLOWED_OP");
-    assert_eq!(body["message"], "Only draft courses can be modified");
+    app.as_admin()
+        .activate_course(course.course_id)
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "NOT_ALLOWED_OP",
+            "Only draft courses can be modified",
+        );
     for patch in [
         json!({}),
         json!({"start_date": null}),
         json!({"institution_id": Uuid::new_v4()}),
     ] {
-        let (status, body) = patch_course(&app, course.course_id, &patch).await;
+        let (status, body) = app.as_admin().patch_course(course.course_id, &patch).await;
         assert_error_body(&body, status, StatusCode::CONFLICT, "NOT_ALLOWED_OP");
         assert_eq!(
             body["message"], "Only draft courses can be modified",
             "{patch}"
         );
     }
-    let (_, detail) = get_course(&app, course.course_id).await;
+    let (_, detail) = app.as_admin().get_course(course.course_id).await;
     assert_eq!(detail["data"]["status"], "active");
     assert_eq!(detail["data"]["start_date"], out(start));
 
     let missing = Uuid::new_v4();
-    let (status, body) = activate(&app, missing).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Course {missing} not found"));
-    let (status, body) = activate(&app, "42").await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
+    app.as_admin().activate_course(missing).await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        &format!("Course {missing} not found"),
     );
+    let body = app.as_admin().activate_course("42").await.invalid();
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 }
 
@@ -919,20 +755,20 @@ async fn activation_date_rules_are_checked_in_order_with_exact_messages(db: PgPo
         body["message"].as_str().unwrap().to_owned()
     };
 
-    let (status, body) = activate(&app, id).await;
+    let (status, body) = app.as_admin().activate_course(id).await;
     assert_eq!(
         refused(&body, status),
         "Cannot activate: the following fields are not set: start_date, end_date, last_drop_date"
     );
 
     let start = now_secs() + TimeDelta::days(1);
-    patch_course(
-        &app,
-        id,
-        &json!({"last_drop_date": out(start - TimeDelta::days(2))}),
-    )
-    .await;
-    let (status, body) = activate(&app, id).await;
+    app.as_admin()
+        .patch_course(
+            id,
+            &json!({"last_drop_date": out(start - TimeDelta::days(2))}),
+        )
+        .await;
+    let (status, body) = app.as_admin().activate_course(id).await;
     assert_eq!(
         refused(&body, status),
         "Cannot activate: the following fields are not set: start_date, end_date"
@@ -940,13 +776,10 @@ async fn activation_date_rules_are_checked_in_order_with_exact_messages(db: PgPo
 
     let end = start + TimeDelta::days(60);
     let early = start - TimeDelta::days(2);
-    patch_course(
-        &app,
-        id,
-        &json!({"start_date": out(start), "end_date": out(end)}),
-    )
-    .await;
-    let (status, body) = activate(&app, id).await;
+    app.as_admin()
+        .patch_course(id, &json!({"start_date": out(start), "end_date": out(end)}))
+        .await;
+    let (status, body) = app.as_admin().activate_course(id).await;
     assert_eq!(
         refused(&body, status),
         format!(
@@ -959,13 +792,13 @@ async fn activation_date_rules_are_checked_in_order_with_exact_messages(db: PgPo
 
     // Equal dates are not a strict order; fractional seconds print with 6 digits.
     let fractional = start + TimeDelta::milliseconds(250);
-    patch_course(
-        &app,
-        id,
-        &json!({"last_drop_date": out(start), "end_date": fractional.to_rfc3339()}),
-    )
-    .await;
-    let (status, body) = activate(&app, id).await;
+    app.as_admin()
+        .patch_course(
+            id,
+            &json!({"last_drop_date": out(start), "end_date": fractional.to_rfc3339()}),
+        )
+        .await;
+    let (status, body) = app.as_admin().activate_course(id).await;
     let end_text = format!("{}.250000Z", start.format("%Y-%m-%dT%H:%M:%S"));
     assert_eq!(
         refused(&body, status),
@@ -977,13 +810,13 @@ async fn activation_date_rules_are_checked_in_order_with_exact_messages(db: PgPo
     );
 
     let late = start + TimeDelta::days(14) + TimeDelta::seconds(1);
-    patch_course(
-        &app,
-        id,
-        &json!({"last_drop_date": out(late), "end_date": out(end)}),
-    )
-    .await;
-    let (status, body) = activate(&app, id).await;
+    app.as_admin()
+        .patch_course(
+            id,
+            &json!({"last_drop_date": out(late), "end_date": out(end)}),
+        )
+        .await;
+    let (status, body) = app.as_admin().activate_course(id).await;
     assert_eq!(
         refused(&body, status),
         format!(
@@ -994,82 +827,66 @@ async fn activation_date_rules_are_checked_in_order_with_exact_messages(db: PgPo
     );
     assert_eq!(course_status(&app, id).await, "draft");
 
-    patch_course(
-        &app,
-        id,
-        &json!({"last_drop_date": out(start + TimeDelta::days(14))}),
-    )
+    app.as_admin()
+        .patch_course(
+            id,
+            &json!({"last_drop_date": out(start + TimeDelta::days(14))}),
+        )
+        .await;
+    app.as_admin().activate_course(id).await.ok_body();
+}
+
+/// With `DROP_WINDOW_MAX_DAYS` set to `days`, a last drop date one day past the window blocks
+/// activation (the message names the window as `window`); exactly `days` after the start passes.
+async fn the_drop_window_follows(db: PgPool, days: i64, window: &str, lab: &str) {
+    let app = TestApp::spawn_with(db, |vars| {
+        vars.insert("DROP_WINDOW_MAX_DAYS".to_owned(), days.to_string());
+    })
     .await;
-    let (status, body) = activate(&app, id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let start = now_secs();
+    let end = start + TimeDelta::days(30);
+    let late = start + TimeDelta::days(days + 1);
+    let course = create_draft_course(&app, lab, Some(start), Some(late), Some(end)).await;
+    app.as_admin()
+        .activate_course(course.course_id)
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "NOT_ALLOWED_OP",
+            &format!(
+                "Cannot activate: last_drop_date must be within {window} of start_date, got {} but max allowed is {}",
+                out(late),
+                out(start + TimeDelta::days(days))
+            ),
+        );
+    app.as_admin()
+        .patch_course(
+            course.course_id,
+            &json!({"last_drop_date": out(start + TimeDelta::days(days))}),
+        )
+        .await;
+    app.as_admin()
+        .activate_course(course.course_id)
+        .await
+        .ok_body();
 }
 
 #[sqlx::test]
 async fn the_drop_window_follows_drop_window_max_days_7(db: PgPool) {
-    let app = TestApp::spawn_with(db, |vars| {
-        vars.insert("DROP_WINDOW_MAX_DAYS".to_owned(), "7".to_owned());
-    })
-    .await;
-    let start = now_secs();
-    let end = start + TimeDelta::days(30);
-    let late = start + TimeDelta::days(8);
-    let course = create_draft_course(&app, "Week Lab", Some(start), Some(late), Some(end)).await;
-    let (status, body) = activate(&app, course.course_id).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "NOT_ALLOWED_OP");
-    assert_eq!(
-        body["message"],
-        format!(
-            "Cannot activate: last_drop_date must be within 1 week of start_date, got {} but max allowed is {}",
-            out(late),
-            out(start + TimeDelta::days(7))
-        )
-    );
-    patch_course(
-        &app,
-        course.course_id,
-        &json!({"last_drop_date": out(start + TimeDelta::days(7))}),
-    )
-    .await;
-    let (status, body) = activate(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    the_drop_window_follows(db, 7, "1 week", "Week Lab").await;
 }
 
 #[sqlx::test]
 async fn the_drop_window_follows_drop_window_max_days_10(db: PgPool) {
-    let app = TestApp::spawn_with(db, |vars| {
-        vars.insert("DROP_WINDOW_MAX_DAYS".to_owned(), "10".to_owned());
-    })
-    .await;
-    let start = now_secs();
-    let end = start + TimeDelta::days(30);
-    let late = start + TimeDelta::days(11);
-    let course = create_draft_course(&app, "Ten Lab", Some(start), Some(late), Some(end)).await;
-    let (status, body) = activate(&app, course.course_id).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "NOT_ALLOWED_OP");
-    assert_eq!(
-        body["message"],
-        format!(
-            "Cannot activate: last_drop_date must be within 10 days of start_date, got {} but max allowed is {}",
-            out(late),
-            out(start + TimeDelta::days(10))
-        )
-    );
     // 14 days would pass the default window but not this one; 10 days exactly passes.
-    patch_course(
-        &app,
-        course.course_id,
-        &json!({"last_drop_date": out(start + TimeDelta::days(10))}),
-    )
-    .await;
-    let (status, body) = activate(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    the_drop_window_follows(db, 10, "10 days", "Ten Lab").await;
 }
 
 #[sqlx::test]
 async fn the_active_course_fixture_yields_an_active_course(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let course = crate::fixtures::create_active_course(&app, "Fixture Lab").await;
-    let (status, body) = get_course(&app, course.course_id).await;
+    let (status, body) = app.as_admin().get_course(course.course_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["status"], "active");
     assert_eq!(body["data"]["virtual_lab_id"], course.vlab_id.to_string());

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -14,10 +14,10 @@ use vlab_courses::usecases::drops;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{
-    Assigned, claim_and_activate, course_with_students, create_active_course, drop_seats,
-    make_lab_admin, provision,
+    Assigned, claim_and_activate, course_with_students, create_active_course, make_lab_admin,
+    provision,
 };
-use crate::helpers::{TestApp, assert_error_body, json};
+use crate::helpers::{ReplyExt, TestApp, fetch_row, fetch_scalar};
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
@@ -25,8 +25,11 @@ fn dec(s: &str) -> Decimal {
 
 /// The one result of a one-seat drop.
 async fn drop_one(app: &TestApp, course_id: Uuid, seat_id: Uuid) -> Value {
-    let (status, body) = drop_seats(app, course_id, &[seat_id]).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_drop(course_id, &[seat_id])
+        .await
+        .ok_body();
     let results = body["results"].as_array().expect("results");
     assert_eq!(results.len(), 1, "{body}");
     assert_eq!(results[0]["seat_id"], seat_id.to_string());
@@ -59,19 +62,21 @@ struct SeatRow {
 }
 
 async fn seat(db: &PgPool, id: Uuid) -> SeatRow {
-    sqlx::query_as("SELECT is_consumed, previously_dropped, enrolment_id FROM seat WHERE id = $1")
-        .bind(id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_row(
+        db,
+        "SELECT is_consumed, previously_dropped, enrolment_id FROM seat WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 async fn is_dropped(db: &PgPool, enrolment_id: Uuid) -> bool {
-    sqlx::query_scalar("SELECT is_dropped FROM course_enrolment WHERE id = $1")
-        .bind(enrolment_id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        db,
+        "SELECT is_dropped FROM course_enrolment WHERE id = $1",
+        enrolment_id,
+    )
+    .await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -92,16 +97,15 @@ struct DropRow {
 }
 
 async fn drop_row(db: &PgPool, enrolment_id: Uuid) -> DropRow {
-    sqlx::query_as(
+    fetch_row(
+        db,
         "SELECT reason, requested_by, requested_at, is_early, state, deplete_in_doubt,
                 depleted_amount, seat_recovered, access_attempts, next_access_attempt_at,
                 access_removed_at, last_error, lease_id
          FROM enrolment_drop WHERE enrolment_id = $1",
+        enrolment_id,
     )
-    .bind(enrolment_id)
-    .fetch_one(db)
     .await
-    .unwrap()
 }
 
 /// Moves the course's drop window (and optionally its end) into the past.
@@ -123,16 +127,14 @@ async fn close_drop_window(db: &PgPool, course_id: Uuid, also_end: bool) {
 /// Assigns one student with an id of our choosing (the fixture always uses stu-1..stu-n).
 async fn assign_one(app: &TestApp, course_id: Uuid, student_id: &str) -> Assigned {
     let email = format!("{student_id}@uni.org");
-    let (status, body) = json(
-        app.post(
-            &format!("/seats/courses/{course_id}/assign"),
-            Some(&app.faculty_token()),
+    let body = app
+        .as_faculty()
+        .post_assign(
+            course_id,
             &json!({"students": [{"student_id": student_id, "email": email}]}),
         )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        .await
+        .ok_body();
     let item = &body["results"][0];
     assert_eq!(item["assignment_successful"], true, "{item}");
     let id = |key: &str| item[key].as_str().unwrap().parse::<Uuid>().unwrap();
@@ -197,15 +199,11 @@ async fn an_early_drop_of_a_student_who_spent_nothing_recovers_the_seat(db: PgPo
     ));
 
     // The seat is available again: the course's seat list shows it unassigned.
-    let (status, seats) = json(
-        app.get(
-            &format!("/seats/courses/{}", course.course_id),
-            Some(&app.faculty_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{seats}");
+    let seats = app
+        .as_faculty()
+        .get_course_seats(course.course_id)
+        .await
+        .ok_body();
     assert_eq!(seats["data"][0]["enrolment_id"], Value::Null);
     assert_eq!(seats["data"][0]["previously_dropped"], true);
     assert_eq!(seats["data"][0]["is_consumed"], false);
@@ -302,13 +300,11 @@ async fn results_follow_request_order_with_a_pre_check_error_per_seat(db: PgPool
     let unknown = Uuid::new_v4();
     let assigned = students[0].seat_id;
 
-    let (status, body) = drop_seats(
-        &app,
-        course.course_id,
-        &[unknown, foreign, assigned, unassigned],
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_drop(course.course_id, &[unknown, foreign, assigned, unassigned])
+        .await
+        .ok_body();
     let results = body["results"].as_array().unwrap();
     let ids: Vec<&str> = results
         .iter()
@@ -353,27 +349,14 @@ async fn invalid_drop_bodies_are_422_under_seat_ids(db: PgPool) {
     ];
     let path = format!("/seats/courses/{}/drop", course.course_id);
     for (body, message) in cases {
-        let (status, answer) = json(app.post(&path, Some(&app.faculty_token()), &body).await).await;
-        assert_error_body(
-            &answer,
-            status,
+        let answer = app.as_faculty().post(&path, &body).await.error_with(
             StatusCode::UNPROCESSABLE_ENTITY,
             "INVALID_REQUEST",
+            "Validation error",
         );
-        assert_eq!(answer["message"], "Validation error");
         assert_eq!(answer["details"], json!({"seat_ids": message}), "{body}");
     }
-    let (status, answer) = json(
-        app.request(Method::POST, &path, Some(&app.faculty_token()), None)
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &answer,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let answer = app.as_faculty().post_empty(&path).await.invalid();
     assert_eq!(answer["details"], json!({"body": "Field required"}));
 }
 
@@ -384,13 +367,7 @@ async fn only_a_course_admin_may_drop(db: PgPool) {
     let path = format!("/seats/courses/{}/drop", course.course_id);
     let body = json!({"seat_ids": []});
 
-    let (status, answer) = json(app.post(&path, None, &body).await).await;
-    assert_error_body(
-        &answer,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous().post(&path, &body).await.unauthenticated();
 
     // Not a lab admin of this course: 403 before the 422. (The service admin created the lab,
     // so it is a lab admin; the OBI owner user is not.)
@@ -399,21 +376,21 @@ async fn only_a_course_admin_may_drop(db: PgPool) {
         app.token(&app.users.owner),
         app.faculty_token(),
     ] {
-        let (status, answer) = json(app.post(&path, Some(&token), &body).await).await;
-        assert_error_body(&answer, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
-        assert_eq!(answer["message"], "Not authorized to perform this action");
+        let answer = app.with_token(&token).post(&path, &body).await.error_with(
+            StatusCode::FORBIDDEN,
+            "NOT_ALLOWED_OP",
+            "Not authorized to perform this action",
+        );
         assert_eq!(answer["details"], Value::Null);
     }
     make_lab_admin(&app, course.vlab_id, &app.users.faculty);
     let token = app.token(&app.users.faculty);
     // A malformed or unknown course id fails the tier, never 422 or 404.
     for bad in ["not-a-uuid".to_owned(), Uuid::new_v4().to_string()] {
-        let (status, answer) = json(
-            app.post(&format!("/seats/courses/{bad}/drop"), Some(&token), &body)
-                .await,
-        )
-        .await;
-        assert_error_body(&answer, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+        app.with_token(&token)
+            .post(&format!("/seats/courses/{bad}/drop"), &body)
+            .await
+            .not_allowed();
     }
 }
 
@@ -428,9 +405,10 @@ async fn of_two_concurrent_drops_of_one_seat_exactly_one_settles(db: PgPool) {
     app.accounting
         .set_operation_latency("acc_deplete_project", Duration::from_millis(600));
     let seats = [seat_id];
+    let faculty = app.as_faculty();
     let (a, b) = tokio::join!(
-        drop_seats(&app, course.course_id, &seats),
-        drop_seats(&app, course.course_id, &seats),
+        faculty.post_drop(course.course_id, &seats),
+        faculty.post_drop(course.course_id, &seats),
     );
     assert_eq!(a.0, StatusCode::OK, "{}", a.1);
     assert_eq!(b.0, StatusCode::OK, "{}", b.1);

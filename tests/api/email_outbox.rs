@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use reqwest::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_courses::domain::backoff::backoff_bounds;
 use vlab_courses::usecases::email_outbox::{EmailPassSummary, run_pass};
 use vlab_emulators::{Fault, FaultAction};
 
-use crate::fixtures::{self, ActiveCourse, post_assign, students_body};
-use crate::helpers::TestApp;
+use crate::fixtures::{self, ActiveCourse, students_body};
+use crate::helpers::{ReplyExt, TestApp, exec, fetch_row};
 
 /// One outbox row, as the tests read it.
 #[derive(Debug, sqlx::FromRow)]
@@ -26,14 +25,13 @@ struct Row {
 }
 
 async fn row(app: &TestApp, enrolment_id: Uuid) -> Row {
-    sqlx::query_as(
+    fetch_row(
+        &app.db,
         "SELECT status, attempts, next_attempt_at, last_error, sent_at, lease_id
          FROM email_outbox WHERE enrolment_id = $1",
+        enrolment_id,
     )
-    .bind(enrolment_id)
-    .fetch_one(&app.db)
     .await
-    .unwrap()
 }
 
 /// Assigns `n` students while the first `failures` SMTP sends fail with 451; returns the
@@ -55,8 +53,11 @@ async fn assign_with_smtp_failures(
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let before = Utc::now();
-    let (status, body) = post_assign(app, course.course_id, &students_body(&pairs)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_assign(course.course_id, &students_body(&pairs))
+        .await
+        .ok_body();
     let results = body["results"]
         .as_array()
         .unwrap()
@@ -181,11 +182,12 @@ async fn an_email_gives_up_after_the_twelfth_failed_attempt(db: PgPool) {
 async fn the_email_of_a_dropped_enrolment_is_cancelled(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (_, results, _) = assign_with_smtp_failures(&app, 2, 2).await;
-    sqlx::query("UPDATE course_enrolment SET is_dropped = true WHERE id = $1")
-        .bind(results[0].0)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    exec(
+        &app.db,
+        "UPDATE course_enrolment SET is_dropped = true WHERE id = $1",
+        results[0].0,
+    )
+    .await;
     let summary = run_pass(
         &app.services(),
         Utc::now() + chrono::Duration::minutes(2),

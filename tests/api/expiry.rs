@@ -9,7 +9,7 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse};
-use crate::helpers::{TestApp, json};
+use crate::helpers::{TestApp, assert_keys, fetch_row, fetch_scalar};
 
 struct JobRun {
     code: i32,
@@ -59,13 +59,12 @@ async fn end_course(db: &PgPool, course_id: Uuid) {
 }
 
 async fn undropped(db: &PgPool, course_id: Uuid) -> i64 {
-    sqlx::query_scalar(
+    fetch_scalar(
+        db,
         "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND NOT is_dropped",
+        course_id,
     )
-    .bind(course_id)
-    .fetch_one(db)
     .await
-    .unwrap()
 }
 
 async fn ended_course_with_students(app: &TestApp, name: &str, n: usize) -> ActiveCourse {
@@ -97,27 +96,21 @@ async fn an_ended_course_is_closed_once_and_a_rerun_does_nothing(db: PgPool) {
 
     // Every student dropped, every seat consumed (the course is past its last drop date).
     assert_eq!(undropped(&db, course.course_id).await, 0);
-    let consumed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM seat WHERE course_id = $1 AND is_consumed")
-            .bind(course.course_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!(consumed, 3);
-    let done: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM enrolment_drop WHERE course_id = $1 AND state = 'done' AND reason = 'expiry'",
+    let consumed: i64 = fetch_scalar(
+        &db,
+        "SELECT count(*) FROM seat WHERE course_id = $1 AND is_consumed",
+        course.course_id,
     )
-    .bind(course.course_id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
+    assert_eq!(consumed, 3);
+    let done: i64 = fetch_scalar(&db, "SELECT count(*) FROM enrolment_drop WHERE course_id = $1 AND state = 'done' AND reason = 'expiry'", course.course_id).await;
     assert_eq!(done, 3);
-    let (status, body): (String, bool) =
-        sqlx::query_as("SELECT status, budget_depleted FROM course WHERE id = $1")
-            .bind(course.course_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (status, body): (String, bool) = fetch_row(
+        &db,
+        "SELECT status, budget_depleted FROM course WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!((status.as_str(), body), ("active", true));
     assert_eq!(app.accounting.call_count("acc_deplete_vlab"), 1);
     assert_eq!(app.accounting.call_count("acc_deplete_project"), 3);
@@ -143,15 +136,7 @@ async fn a_voided_course_left_unfinished_is_finished_by_the_job(db: PgPool) {
         .inject(Fault::new("acc_deplete_project", FaultAction::Status(500)).times(2));
     app.accounting
         .inject(Fault::new("acc_deplete_vlab", FaultAction::Status(500)).times(1));
-    let (status, body) = json(
-        app.post(
-            &format!("/courses/{}/void", course.course_id),
-            Some(&app.admin_token()),
-            &json!({}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.as_admin().void_course(course.course_id).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["void_summary"]["enrolments_failed"], 2);
     assert_eq!(body["data"]["void_summary"]["budget_depleted"], false);
@@ -181,12 +166,12 @@ async fn a_draft_course_with_past_dates_is_left_alone(db: PgPool) {
     let run = run_job(&app, &[]).await;
     assert_eq!(run.code, 0);
     assert_eq!(run.summary["expired_courses_found"], 0);
-    let (status, depleted): (String, bool) =
-        sqlx::query_as("SELECT status, budget_depleted FROM course WHERE id = $1")
-            .bind(draft.course_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (status, depleted): (String, bool) = fetch_row(
+        &db,
+        "SELECT status, budget_depleted FROM course WHERE id = $1",
+        draft.course_id,
+    )
+    .await;
     assert_eq!((status.as_str(), depleted), ("draft", false));
     assert_eq!(app.accounting.call_count("acc_deplete_vlab"), 0);
 }
@@ -239,8 +224,10 @@ async fn two_instances_started_together_drop_each_enrolment_once(db: PgPool) {
         } else {
             &b
         };
-        let keys: Vec<&String> = skipped.summary.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["job", "status", "started_at", "finished_at"]);
+        assert_keys(
+            &skipped.summary,
+            &["job", "status", "started_at", "finished_at"],
+        );
     }
     assert_eq!(app.accounting.call_count("acc_deplete_project"), 6);
     assert_eq!(app.accounting.call_count("acc_deplete_vlab"), 1);

@@ -2,8 +2,20 @@
 
 //! The test rig: the real server on port 0 with its own fresh Postgres database (from
 //! `#[sqlx::test]`) and in-process Keycloak, accounting and SMTP emulators on loopback.
+//!
+//! The vocabulary every test module speaks:
+//! - requests: `app.as_admin().post_course(&body)` and friends, one typed helper per route on
+//!   a [`Caller`] (`as_admin`, `as_faculty`, `as_user`, `with_token`, `anonymous`), each
+//!   returning a [`Reply`] `(status, body)`;
+//! - answers: [`ReplyExt`] (`ok_body`, `error_with`, `invalid`, `denied`, ...), the error body
+//!   of api.md §2.1 ([`assert_error_body`]), key order ([`assert_keys`]), [`uuid_of`];
+//! - set-up the API cannot do: [`exec`], [`refuse_inserts`]; scenarios live in `fixtures.rs`.
+//!
+//! `TEST_LOG=1` prints the server's logs (filtered by `RUST_LOG`); the default is quiet.
 
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -76,6 +88,7 @@ impl TestApp {
         db: PgPool,
         tweak: impl FnOnce(&mut HashMap<String, String>),
     ) -> TestApp {
+        init_test_log();
         let keycloak = KeycloakEmulator::start(KeycloakOptions::default())
             .await
             .expect("keycloak emulator");
@@ -256,6 +269,45 @@ impl TestApp {
         self.request(Method::POST, path, token, Some(body)).await
     }
 
+    /// Requests as the caller holding `token`.
+    pub fn with_token(&self, token: &str) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: Some(token.to_owned()),
+        }
+    }
+
+    /// Requests as `user`, with a fresh 1-hour token.
+    pub fn as_user(&self, user: &TestUser) -> Caller<'_> {
+        self.with_token(&self.token(user))
+    }
+
+    /// Requests as the service admin.
+    pub fn as_admin(&self) -> Caller<'_> {
+        self.with_token(&self.admin_token())
+    }
+
+    /// Requests as the seeded faculty user.
+    pub fn as_faculty(&self) -> Caller<'_> {
+        self.with_token(&self.faculty_token())
+    }
+
+    /// Requests with this bearer token, or none.
+    pub fn caller(&self, token: Option<&str>) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: token.map(str::to_owned),
+        }
+    }
+
+    /// Requests without credentials.
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: None,
+        }
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -281,6 +333,423 @@ pub struct ServerProcess {
     _child: tokio::process::Child,
 }
 
+/// A status and a parsed JSON body: what every typed request helper returns.
+pub type Reply = (StatusCode, Value);
+
+/// The test app seen by one caller: one typed helper per route, each returning a [`Reply`].
+/// "Empty" helpers send no body at all (no content type), as a bare `POST` does.
+pub struct Caller<'a> {
+    app: &'a TestApp,
+    token: Option<String>,
+}
+
+impl Caller<'_> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        json(
+            self.app
+                .request(method, path, self.token.as_deref(), body)
+                .await,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.send(Method::POST, path, None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    // ---- /virtual-labs
+
+    pub async fn post_virtual_lab(&self, body: &Value) -> Reply {
+        self.post("/virtual-labs", body).await
+    }
+
+    /// `query` is the whole query string with its `?`, or empty.
+    pub async fn get_virtual_labs(&self, query: &str) -> Reply {
+        self.get(&format!("/virtual-labs{query}")).await
+    }
+
+    pub async fn get_virtual_lab(&self, vlab: impl Display, query: &str) -> Reply {
+        self.get(&format!("/virtual-labs/{vlab}{query}")).await
+    }
+
+    pub async fn patch_virtual_lab(&self, vlab: impl Display, body: &Value) -> Reply {
+        self.patch(&format!("/virtual-labs/{vlab}"), body).await
+    }
+
+    pub async fn delete_virtual_lab(&self, vlab: impl Display) -> Reply {
+        self.delete(&format!("/virtual-labs/{vlab}")).await
+    }
+
+    // ---- /virtual-labs/{id}/projects
+
+    pub async fn post_project(&self, vlab: impl Display, query: &str, body: &Value) -> Reply {
+        self.post(&format!("/virtual-labs/{vlab}/projects{query}"), body)
+            .await
+    }
+
+    pub async fn get_projects(&self, vlab: impl Display, query: &str) -> Reply {
+        self.get(&format!("/virtual-labs/{vlab}/projects{query}"))
+            .await
+    }
+
+    pub async fn get_project(
+        &self,
+        vlab: impl Display,
+        project: impl Display,
+        query: &str,
+    ) -> Reply {
+        self.get(&format!("/virtual-labs/{vlab}/projects/{project}{query}"))
+            .await
+    }
+
+    // ---- invites
+
+    pub async fn post_invite(&self, vlab: impl Display, email: &str, role: &str) -> Reply {
+        self.post(
+            &format!("/virtual-labs/{vlab}/invites"),
+            &serde_json::json!({"email": email, "role": role}),
+        )
+        .await
+    }
+
+    pub async fn cancel_invite(&self, vlab: impl Display, email: &str, role: &str) -> Reply {
+        self.post(
+            &format!("/virtual-labs/{vlab}/invites/cancel"),
+            &serde_json::json!({"email": email, "role": role}),
+        )
+        .await
+    }
+
+    pub async fn get_invite(&self, invite_token: &str) -> Reply {
+        self.get(&format!("/invites?token={invite_token}")).await
+    }
+
+    pub async fn accept_invite(&self, invite_token: &str) -> Reply {
+        self.post_empty(&format!("/invites?token={invite_token}"))
+            .await
+    }
+
+    // ---- /institutions
+
+    pub async fn post_institution(&self, body: &Value) -> Reply {
+        self.post("/institutions", body).await
+    }
+
+    pub async fn get_institution(&self, id: impl Display) -> Reply {
+        self.get(&format!("/institutions/{id}")).await
+    }
+
+    pub async fn patch_institution(&self, id: impl Display, body: &Value) -> Reply {
+        self.patch(&format!("/institutions/{id}"), body).await
+    }
+
+    /// `query` is the whole query string with its `?`, or empty.
+    pub async fn search_institutions(&self, query: &str) -> Reply {
+        self.get(&format!("/institutions/_search{query}")).await
+    }
+
+    // ---- /courses
+
+    pub async fn post_course(&self, body: &Value) -> Reply {
+        self.post("/courses", body).await
+    }
+
+    /// `query` is the query string without its `?`.
+    pub async fn search_courses(&self, query: &str) -> Reply {
+        self.get(&format!("/courses?{query}")).await
+    }
+
+    pub async fn get_course(&self, course: impl Display) -> Reply {
+        self.get(&format!("/courses/{course}")).await
+    }
+
+    pub async fn patch_course(&self, course: impl Display, body: &Value) -> Reply {
+        self.patch(&format!("/courses/{course}"), body).await
+    }
+
+    pub async fn delete_course(&self, course: impl Display) -> Reply {
+        self.delete(&format!("/courses/{course}")).await
+    }
+
+    /// `POST /courses/{id}/activate` with no body.
+    pub async fn activate_course(&self, course: impl Display) -> Reply {
+        self.post_empty(&format!("/courses/{course}/activate"))
+            .await
+    }
+
+    /// `POST /courses/{id}/void` with an empty JSON object.
+    pub async fn void_course(&self, course: impl Display) -> Reply {
+        self.post(&format!("/courses/{course}/void"), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn claim(&self, enrolment_id: impl serde::Serialize) -> Reply {
+        self.post(
+            "/courses/claim",
+            &serde_json::json!({ "enrolment_id": enrolment_id }),
+        )
+        .await
+    }
+
+    /// `POST /courses/activate-enrolments` with no body.
+    pub async fn activate_enrolments(&self) -> Reply {
+        self.post_empty("/courses/activate-enrolments").await
+    }
+
+    pub async fn get_enrolments(&self, course: impl Display) -> Reply {
+        self.get(&format!("/courses/{course}/enrolments")).await
+    }
+
+    // ---- /seats
+
+    pub async fn provision(&self, body: &Value) -> Reply {
+        self.post("/seats/provision", body).await
+    }
+
+    pub async fn transfer(&self, body: &Value) -> Reply {
+        self.post("/seats/transfer", body).await
+    }
+
+    pub async fn post_assign(&self, course: impl Display, body: &Value) -> Reply {
+        self.post(&format!("/seats/courses/{course}/assign"), body)
+            .await
+    }
+
+    pub async fn post_drop(&self, course: impl Display, seat_ids: &[Uuid]) -> Reply {
+        self.post(
+            &format!("/seats/courses/{course}/drop"),
+            &serde_json::json!({ "seat_ids": seat_ids }),
+        )
+        .await
+    }
+
+    pub async fn get_course_seats(&self, course: impl Display) -> Reply {
+        self.get(&format!("/seats/courses/{course}")).await
+    }
+
+    /// `query` is the whole query string with its `?`, or empty.
+    pub async fn search_batches(&self, query: &str) -> Reply {
+        self.get(&format!("/seats/batches{query}")).await
+    }
+
+    pub async fn get_batch(&self, batch: impl Display) -> Reply {
+        self.get(&format!("/seats/batches/{batch}")).await
+    }
+}
+
+/// Assertions on a [`Reply`] that hand back its body.
+pub trait ReplyExt {
+    /// Asserts a 200 and returns the body.
+    fn ok_body(self) -> Value;
+    /// Asserts the error body of api.md §2.1 with this status and code (see
+    /// [`assert_error_body`]) and returns it.
+    fn error_body(self, expected: StatusCode, code: &str) -> Value;
+    /// [`ReplyExt::error_body`] that also asserts the message.
+    fn error_with(self, expected: StatusCode, code: &str, message: &str) -> Value;
+    /// The answer for a missing or deleted lab: a 404 with `DATABASE_ERROR` (the upstream's
+    /// code, kept on purpose).
+    fn lab_not_found(self) -> Value;
+    /// A 422 `INVALID_REQUEST`: the request's shape or values were refused.
+    fn invalid(self) -> Value;
+    /// A 401 `AUTHORIZATION_ERROR`: no usable credentials.
+    fn unauthenticated(self) -> Value;
+    /// A 403 `AUTHORIZATION_ERROR`: the caller's tier is too low.
+    fn denied(self) -> Value;
+    /// A 403 `NOT_ALLOWED_OP`: the caller holds no role on the resource.
+    fn not_allowed(self) -> Value;
+}
+
+impl ReplyExt for Reply {
+    fn ok_body(self) -> Value {
+        let (status, body) = self;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    fn error_body(self, expected: StatusCode, code: &str) -> Value {
+        let (status, body) = self;
+        assert_error_body(&body, status, expected, code);
+        body
+    }
+
+    fn error_with(self, expected: StatusCode, code: &str, message: &str) -> Value {
+        let body = self.error_body(expected, code);
+        assert_eq!(body["message"], message, "{body}");
+        body
+    }
+
+    fn lab_not_found(self) -> Value {
+        self.error_with(
+            StatusCode::NOT_FOUND,
+            "DATABASE_ERROR",
+            "No virtual lab with this id found",
+        )
+    }
+
+    fn invalid(self) -> Value {
+        self.error_body(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_REQUEST")
+    }
+
+    fn unauthenticated(self) -> Value {
+        self.error_body(StatusCode::UNAUTHORIZED, "AUTHORIZATION_ERROR")
+    }
+
+    fn denied(self) -> Value {
+        self.error_body(StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR")
+    }
+
+    fn not_allowed(self) -> Value {
+        self.error_body(StatusCode::FORBIDDEN, "NOT_ALLOWED_OP")
+    }
+}
+
+/// Installs a tracing subscriber that prints the server's logs through the test writer when
+/// `TEST_LOG` is set (`RUST_LOG` filters them, `info` by default), once per process. Without
+/// `TEST_LOG` the tests stay quiet.
+fn init_test_log() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_none() {
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Two racing requests: asserts one got 200 and the other `lost` (in either order); returns
+/// `(winner, loser)`.
+pub fn one_wins<'r>(a: &'r Reply, b: &'r Reply, lost: StatusCode) -> (&'r Reply, &'r Reply) {
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    let mut expected = [StatusCode::OK, lost];
+    expected.sort();
+    assert_eq!(statuses, expected, "{a:?} {b:?}");
+    if a.0 == StatusCode::OK {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+/// Makes every insert into `table` fail with a database error that is not a constraint
+/// violation (the trigger is created once per test database).
+pub async fn refuse_inserts(db: &PgPool, table: &str) {
+    let sql = format!(
+        "CREATE FUNCTION fail_{table}_insert() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
+         CREATE TRIGGER fail_{table}_insert BEFORE INSERT ON {table}
+             FOR EACH ROW EXECUTE FUNCTION fail_{table}_insert();"
+    );
+    sqlx::raw_sql(&sql)
+        .execute(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Runs one statement with one bind parameter (test set-up that the API cannot do).
+pub async fn exec<'q, T>(db: &PgPool, sql: &'q str, param: T)
+where
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query(sql)
+        .bind(param)
+        .execute(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Reads the one row a query with one bind parameter returns.
+pub async fn fetch_row<'q, R, T>(db: &PgPool, sql: &'q str, param: T) -> R
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_as(sql)
+        .bind(param)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Reads the one value a query with one bind parameter returns.
+pub async fn fetch_scalar<'q, O, T>(db: &PgPool, sql: &'q str, param: T) -> O
+where
+    (O,): for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    O: Send + Unpin,
+    T: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    sqlx::query_scalar(sql)
+        .bind(param)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// A JSON string holding a UUID, parsed; anything else fails the test.
+pub fn uuid_of(value: &Value) -> Uuid {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a uuid string: {value}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("not a uuid: {value}"))
+}
+
+/// The `key` string of each item of a listing's `data` array, in order.
+pub fn data_strings(page: &Value, key: &str) -> Vec<String> {
+    page["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no data array: {page}"))
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key} string: {item}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The names in a listing's `data`, in order.
+pub fn names(page: &Value) -> Vec<String> {
+    data_strings(page, "name")
+}
+
+/// The keys of a JSON object, in the order the body lists them.
+pub fn keys_of(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// Asserts a JSON object has exactly these keys, in this order.
+pub fn assert_keys(value: &Value, expected: &[&str]) {
+    assert_eq!(keys_of(value), expected, "{value}");
+}
+
 /// Reads a response as `(status, json)`; a non-JSON body fails the test.
 pub async fn json(response: reqwest::Response) -> (StatusCode, Value) {
     let status = response.status();
@@ -293,9 +762,8 @@ pub async fn json(response: reqwest::Response) -> (StatusCode, Value) {
 /// Asserts the error body of api.md §2.1: exactly the four keys, in order.
 pub fn assert_error_body(body: &Value, status: StatusCode, expected: StatusCode, code: &str) {
     assert_eq!(status, expected, "unexpected status, body: {body}");
-    let object = body.as_object().expect("error body is an object");
-    let keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["error_code", "message", "details", "data"], "{body}");
+    assert!(body.is_object(), "error body is an object: {body}");
+    assert_keys(body, &["error_code", "message", "details", "data"]);
     assert_eq!(body["error_code"], code, "{body}");
     assert!(body["message"].is_string(), "{body}");
 }

@@ -1,28 +1,19 @@
 //! `/institutions` (api.md §4.4).
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, assert_error_body, json};
-
-async fn create(app: &TestApp, body: Value) -> (StatusCode, Value) {
-    json(
-        app.post("/institutions", Some(&app.admin_token()), &body)
-            .await,
-    )
-    .await
-}
+use crate::helpers::{ReplyExt, TestApp, fetch_scalar, json, names};
 
 #[sqlx::test]
 async fn create_trims_the_name_and_lower_cases_the_email_domain(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
-    let (status, body) = create(
-        &app,
-        json!({"name": "  EPFL ", "contact_email": " Contact@INSTITUTION.org "}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_admin()
+        .post_institution(&json!({"name": "  EPFL ", "contact_email": " Contact@INSTITUTION.org "}))
+        .await
+        .ok_body();
     assert_eq!(body["message"], "Newly created institution");
     assert_eq!(body["data"]["name"], "EPFL");
     assert_eq!(body["data"]["contact_email"], "Contact@institution.org");
@@ -37,15 +28,23 @@ async fn create_trims_the_name_and_lower_cases_the_email_domain(db: PgPool) {
 #[sqlx::test]
 async fn create_with_an_existing_name_returns_it_unchanged(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, first) = create(&app, json!({"name": "EPFL", "contact_email": "a@epfl.ch"})).await;
-    let (status, second) =
-        create(&app, json!({"name": "EPFL", "contact_email": "b@epfl.ch"})).await;
+    let (_, first) = app
+        .as_admin()
+        .post_institution(&json!({"name": "EPFL", "contact_email": "a@epfl.ch"}))
+        .await;
+    let (status, second) = app
+        .as_admin()
+        .post_institution(&json!({"name": "EPFL", "contact_email": "b@epfl.ch"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(second["message"], "Newly created institution");
     assert_eq!(second["data"], first["data"]);
     assert_eq!(second["data"]["contact_email"], "a@epfl.ch");
     // Names are case-sensitive: another spelling is another institution.
-    let (_, third) = create(&app, json!({"name": "epfl", "contact_email": "c@epfl.ch"})).await;
+    let (_, third) = app
+        .as_admin()
+        .post_institution(&json!({"name": "epfl", "contact_email": "c@epfl.ch"}))
+        .await;
     assert_ne!(third["data"]["id"], first["data"]["id"]);
 }
 
@@ -84,14 +83,15 @@ async fn invalid_create_bodies_are_422_with_field_messages(db: PgPool) {
             "Must be a valid e-mail address",
         ),
     ] {
-        let (status, response) = create(&app, body.clone()).await;
-        assert_error_body(
-            &response,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
-        assert_eq!(response["message"], "Validation error");
+        let response = app
+            .as_admin()
+            .post_institution(&body.clone())
+            .await
+            .error_with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST",
+                "Validation error",
+            );
         assert_eq!(response["details"][field], message, "{body}");
     }
     let response = app
@@ -110,57 +110,35 @@ async fn invalid_create_bodies_are_422_with_field_messages(db: PgPool) {
 #[sqlx::test]
 async fn non_admins_get_403_before_any_validation(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = json(
-        app.post(
-            "/institutions",
-            Some(&app.faculty_token()),
-            &json!({"name": null}),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    let (status, _) = json(
-        app.get("/institutions/not-a-uuid", Some(&app.faculty_token()))
-            .await,
-    )
-    .await;
+    app.as_faculty()
+        .post_institution(&json!({"name": null}))
+        .await
+        .denied();
+    let (status, _) = app.as_faculty().get("/institutions/not-a-uuid").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[sqlx::test]
 async fn get_finds_by_id_and_reports_missing_or_malformed_ids(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (_, created) = create(&app, json!({"name": "EPFL", "contact_email": "a@epfl.ch"})).await;
+    let (_, created) = app
+        .as_admin()
+        .post_institution(&json!({"name": "EPFL", "contact_email": "a@epfl.ch"}))
+        .await;
     let id = created["data"]["id"].as_str().unwrap().to_uppercase();
-    let (status, body) = json(
-        app.get(&format!("/institutions/{id}"), Some(&app.admin_token()))
-            .await,
-    )
-    .await;
+    let (status, body) = app.as_admin().get_institution(id).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["message"], "Institution found");
     assert_eq!(body["data"]["id"], created["data"]["id"]);
 
     let missing = uuid::Uuid::new_v4();
-    let (status, body) = json(
-        app.get(
-            &format!("/institutions/{missing}"),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], "Institution not found");
-
-    let (status, body) = json(app.get("/institutions/42", Some(&app.admin_token())).await).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
+    app.as_admin().get_institution(missing).await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        "Institution not found",
     );
+
+    let body = app.as_admin().get("/institutions/42").await.invalid();
     assert_eq!(body["details"]["institution_id"], "Must be a UUID");
 }
 
@@ -168,94 +146,74 @@ async fn get_finds_by_id_and_reports_missing_or_malformed_ids(db: PgPool) {
 async fn patch_updates_present_keys_and_refuses_nulls_empties_and_clashes(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let token = app.admin_token();
-    let (_, a) = create(&app, json!({"name": "A", "contact_email": "a@a.org"})).await;
-    create(&app, json!({"name": "B", "contact_email": "b@b.org"})).await;
+    let (_, a) = app
+        .as_admin()
+        .post_institution(&json!({"name": "A", "contact_email": "a@a.org"}))
+        .await;
+    app.as_admin()
+        .post_institution(&json!({"name": "B", "contact_email": "b@b.org"}))
+        .await;
     let path = format!("/institutions/{}", a["data"]["id"].as_str().unwrap());
 
     let patch = |body: Value| {
         let app = &app;
         let path = path.clone();
         let token = token.clone();
-        async move {
-            json(
-                app.request(Method::PATCH, &path, Some(&token), Some(&body))
-                    .await,
-            )
-            .await
-        }
+        async move { app.with_token(&token).patch(&path, &body).await }
     };
 
-    let (status, body) = patch(json!({"contact_email": "New@A.ORG"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = patch(json!({"contact_email": "New@A.ORG"})).await.ok_body();
     assert_eq!(body["message"], "Updated institution");
     assert_eq!(body["data"]["name"], "A");
     assert_eq!(body["data"]["contact_email"], "New@a.org");
 
-    let (status, body) = patch(json!({})).await;
-    assert_error_body(&body, status, StatusCode::BAD_REQUEST, "INVALID_REQUEST");
-    assert_eq!(body["message"], "No fields to update");
-
-    let (status, body) = patch(json!({"name": null})).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
+    patch(json!({})).await.error_with(
+        StatusCode::BAD_REQUEST,
         "INVALID_REQUEST",
+        "No fields to update",
     );
+
+    let body = patch(json!({"name": null})).await.invalid();
     assert_eq!(body["details"]["name"], "Must not be null");
 
-    let (status, body) = patch(json!({"name": " B "})).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
-    assert_eq!(
-        body["message"],
-        "Another institution with the same name already exists"
+    patch(json!({"name": " B "})).await.error_with(
+        StatusCode::CONFLICT,
+        "ENTITY_ALREADY_EXISTS",
+        "Another institution with the same name already exists",
     );
 
     let missing = format!("/institutions/{}", uuid::Uuid::new_v4());
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
-            &missing,
-            Some(&token),
-            Some(&json!({"name": "Z"})),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+    app.with_token(&token)
+        .patch(&missing, &json!({"name": "Z"}))
+        .await
+        .error_body(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
 }
 
 #[sqlx::test]
 async fn search_matches_literally_case_insensitively_in_a_stable_order(db: PgPool) {
     let app = TestApp::spawn(db).await;
     for name in ["b_lab", "bXlab", "100% Uni", "100 Uni", "Alpha"] {
-        create(&app, json!({"name": name, "contact_email": "x@y.org"})).await;
+        app.as_admin()
+            .post_institution(&json!({"name": name, "contact_email": "x@y.org"}))
+            .await;
     }
     let token = app.admin_token();
-    let names = |body: &Value| -> Vec<String> {
-        body["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
 
-    let (status, body) = json(app.get("/institutions/_search?q=_", Some(&token)).await).await;
+    let (status, body) = app.with_token(&token).search_institutions("?q=_").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["message"], "Institutions matching query");
     assert_eq!(names(&body), ["b_lab"]);
 
-    let (_, body) = json(app.get("/institutions/_search?q=%25", Some(&token)).await).await;
+    let (_, body) = app.with_token(&token).search_institutions("?q=%25").await;
     assert_eq!(names(&body), ["100% Uni"]);
 
-    let (_, body) = json(app.get("/institutions/_search?q=ALPHA", Some(&token)).await).await;
+    let (_, body) = app.with_token(&token).search_institutions("?q=ALPHA").await;
     assert_eq!(names(&body), ["Alpha"]);
 
-    let (_, body) = json(app.get("/institutions/_search?q=zzz", Some(&token)).await).await;
+    let (_, body) = app.with_token(&token).search_institutions("?q=zzz").await;
     assert_eq!(body["data"], json!([]));
 
-    let (_, body) = json(app.get("/institutions/_search?q=%20", Some(&token)).await).await;
+    let (_, body) = app.with_token(&token).search_institutions("?q=%20").await;
     assert_eq!(body["message"], "All institutions");
     assert_eq!(
         names(&body),
@@ -273,45 +231,36 @@ async fn search_matches_literally_case_insensitively_in_a_stable_order(db: PgPoo
 #[sqlx::test]
 async fn patch_renames_with_trimming_and_may_keep_its_own_name(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
-    let (_, a) = create(&app, json!({"name": "A", "contact_email": "a@a.org"})).await;
+    let (_, a) = app
+        .as_admin()
+        .post_institution(&json!({"name": "A", "contact_email": "a@a.org"}))
+        .await;
     let id = a["data"]["id"].as_str().unwrap().to_owned();
     let path = format!("/institutions/{id}");
     let token = app.admin_token();
 
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(&json!({"name": "  Renamed "})),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .with_token(&token)
+        .patch(&path, &json!({"name": "  Renamed "}))
+        .await
+        .ok_body();
     assert_eq!(
         body["data"],
         json!({"id": id, "name": "Renamed", "contact_email": "a@a.org"})
     );
-    let stored: String = sqlx::query_scalar("SELECT name FROM institution WHERE id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let stored: String =
+        fetch_scalar(&db, "SELECT name FROM institution WHERE id = $1::uuid", &id).await;
     assert_eq!(stored, "Renamed");
 
     // Its own name is not "another institution's".
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
+    let body = app
+        .with_token(&token)
+        .patch(
             &path,
-            Some(&token),
-            Some(&json!({"name": "Renamed", "contact_email": "b@b.org"})),
+            &json!({"name": "Renamed", "contact_email": "b@b.org"}),
         )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        .await
+        .ok_body();
     assert_eq!(body["data"]["contact_email"], "b@b.org");
 
     for (patch, field, message) in [
@@ -327,17 +276,7 @@ async fn patch_renames_with_trimming_and_may_keep_its_own_name(db: PgPool) {
             "Must be a valid e-mail address",
         ),
     ] {
-        let (status, body) = json(
-            app.request(Method::PATCH, &path, Some(&token), Some(&patch))
-                .await,
-        )
-        .await;
-        assert_error_body(
-            &body,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let body = app.with_token(&token).patch(&path, &patch).await.invalid();
         assert_eq!(body["details"], json!({ field: message }), "{patch}");
     }
 }
@@ -347,69 +286,41 @@ async fn patch_checks_existence_before_the_empty_body_and_ids_before_both(db: Pg
     let app = TestApp::spawn(db).await;
     let token = app.admin_token();
     let missing = format!("/institutions/{}", uuid::Uuid::new_v4());
-    let (status, body) = json(
-        app.request(Method::PATCH, &missing, Some(&token), Some(&json!({})))
-            .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], "Institution not found");
+    app.with_token(&token)
+        .patch(&missing, &json!({}))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            "Institution not found",
+        );
 
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
-            "/institutions/nope",
-            Some(&token),
-            Some(&json!({})),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app
+        .with_token(&token)
+        .patch("/institutions/nope", &json!({}))
+        .await
+        .invalid();
     assert_eq!(body["details"]["institution_id"], "Must be a UUID");
 
     // Non-admins get 403 before any of that; no token is 401.
-    let (status, body) = json(
-        app.request(
-            Method::PATCH,
-            "/institutions/nope",
-            Some(&app.faculty_token()),
-            Some(&json!({"name": null})),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    let (status, body) = json(
-        app.get("/institutions/_search", Some(&app.faculty_token()))
-            .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    let (status, body) = json(app.post("/institutions", None, &json!({})).await).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.as_faculty()
+        .patch("/institutions/nope", &json!({"name": null}))
+        .await
+        .denied();
+    app.as_faculty().search_institutions("").await.denied();
+    app.anonymous()
+        .post_institution(&json!({}))
+        .await
+        .unauthenticated();
 }
 
 #[sqlx::test]
 async fn search_without_q_lists_every_institution(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    create(&app, json!({"name": "Zurich", "contact_email": "z@z.org"})).await;
-    let (status, body) = json(
-        app.get("/institutions/_search", Some(&app.admin_token()))
-            .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_admin()
+        .post_institution(&json!({"name": "Zurich", "contact_email": "z@z.org"}))
+        .await;
+    let body = app.as_admin().search_institutions("").await.ok_body();
     assert_eq!(body["message"], "All institutions");
     let names: Vec<&str> = body["data"]
         .as_array()

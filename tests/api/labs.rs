@@ -10,25 +10,23 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{create_course_lab, make_lab_admin};
-use crate::helpers::{TestApp, TestUser, assert_error_body, json};
+use crate::helpers::{
+    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar,
+    json, names, one_wins, refuse_inserts, uuid_of,
+};
 
 fn lab_body(name: &str) -> Value {
     json!({"name": name, "description": "A lab", "entity": "EPFL"})
 }
 
-async fn create_lab(app: &TestApp, token: &str, body: &Value) -> (StatusCode, Value) {
-    json(app.post("/virtual-labs", Some(token), body).await).await
-}
-
 /// Creates a regular lab owned by `user` and returns its id.
 async fn lab_of(app: &TestApp, user: &TestUser, name: &str) -> Uuid {
-    let (status, body) = create_lab(app, &app.token(user), &lab_body(name)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_user(user)
+        .post_virtual_lab(&lab_body(name))
+        .await
+        .ok_body();
     uuid_of(&body["id"])
-}
-
-fn uuid_of(value: &Value) -> Uuid {
-    value.as_str().expect("uuid string").parse().expect("uuid")
 }
 
 /// Groups whose name starts with `vlab/` (every lab group the service made).
@@ -64,16 +62,7 @@ async fn create_course(app: &TestApp, vlab_id: Uuid, template_project_id: Uuid) 
             .fetch_one(&app.db)
             .await
             .unwrap();
-    let (status, body) = json(
-        app.post(
-            "/courses",
-            Some(&app.admin_token()),
-            &json!({"virtual_lab_id": vlab_id, "template_project_id": template_project_id,
-                    "institution_id": institution}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.as_admin().post_course(&json!({"virtual_lab_id": vlab_id, "template_project_id": template_project_id, "institution_id": institution})).await;
     assert_eq!(status, StatusCode::OK, "create course: {body}");
     uuid_of(&body["data"]["id"])
 }
@@ -84,22 +73,14 @@ async fn create_course(app: &TestApp, vlab_id: Uuid, template_project_id: Uuid) 
 async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let student = app.users.students[0].clone();
-    let (status, body) = create_lab(
-        &app,
-        &app.token(&student),
-        &json!({"name": "  My Lab ", "description": "", "entity": " EPFL "}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    let body = app
+        .as_user(&student)
+        .post_virtual_lab(&json!({"name": "  My Lab ", "description": "", "entity": " EPFL "}))
+        .await
+        .ok_body();
+    assert_keys(
+        &body,
+        &[
             "id",
             "name",
             "description",
@@ -111,8 +92,8 @@ async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: 
             "created_at",
             "updated_at",
             "projects_count",
-            "course"
-        ]
+            "course",
+        ],
     );
     assert_eq!(body["name"], "My Lab");
     assert_eq!(body["description"], "");
@@ -126,13 +107,12 @@ async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: 
     assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
     let id = uuid_of(&body["id"]);
 
-    let (owner, admin_group, member_group): (Uuid, String, String) = sqlx::query_as(
+    let (owner, admin_group, member_group): (Uuid, String, String) = fetch_row(
+        &db,
         "SELECT owner_id, admin_group_id, member_group_id FROM virtual_lab WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(owner, student.id);
     let admin = app
         .keycloak
@@ -154,15 +134,8 @@ async fn a_regular_lab_gets_groups_an_owner_membership_an_account_and_a_row(db: 
 #[sqlx::test]
 async fn optional_fields_are_applied_and_email_verified_is_ignored(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
-    let (status, body) = create_lab(
-        &app,
-        &app.faculty_token(),
-        &json!({"name": "Lab", "description": "d", "entity": "e", "compute_cell": "cell_b",
-                "reference_email": " Contact@EXAMPLE.ORG ", "email_verified": true,
-                "is_course": false}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_faculty().post_virtual_lab(&json!({"name": "Lab", "description": "d", "entity": "e", "compute_cell": "cell_b", "reference_email": " Contact@EXAMPLE.ORG ", "email_verified": true, "is_course": false}))
+    .await.ok_body();
     assert_eq!(body["compute_cell"], "cell_b");
     assert_eq!(body["reference_email"], "Contact@example.org");
     assert_eq!(body["email_verified"], false);
@@ -235,14 +208,15 @@ async fn invalid_create_bodies_are_422(db: PgPool) {
             "Must be a boolean",
         ),
     ] {
-        let (status, err) = create_lab(&app, &token, &body).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
-        assert_eq!(err["message"], "Validation error");
+        let err = app
+            .with_token(&token)
+            .post_virtual_lab(&body)
+            .await
+            .error_with(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_REQUEST",
+                "Validation error",
+            );
         assert_eq!(err["details"][field], message, "{body}");
         assert_eq!(err["data"], Value::Null);
     }
@@ -254,13 +228,7 @@ async fn invalid_create_bodies_are_422(db: PgPool) {
         .send()
         .await
         .unwrap();
-    let (status, err) = json(response).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let err = json(response).await.invalid();
     assert_eq!(err["details"]["body"], "Request body is not valid JSON");
     assert_eq!(lab_rows(&db).await, 0);
     assert_eq!(app.keycloak.call_count("kc_create_group"), 0);
@@ -269,13 +237,10 @@ async fn invalid_create_bodies_are_422(db: PgPool) {
 #[sqlx::test]
 async fn creating_a_lab_needs_a_token(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, err) = json(app.post("/virtual-labs", None, &lab_body("Lab")).await).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous()
+        .post_virtual_lab(&lab_body("Lab"))
+        .await
+        .unauthenticated();
 }
 
 #[sqlx::test]
@@ -283,22 +248,23 @@ async fn only_service_admins_and_the_owner_user_create_course_labs(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let mut body = lab_body("Course Lab");
     body["is_course"] = json!(true);
-    let (status, err) = create_lab(&app, &app.faculty_token(), &body).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
-    assert_eq!(
-        err["message"],
-        "Only service administrators can create course virtual labs."
+    let err = app.as_faculty().post_virtual_lab(&body).await.error_with(
+        StatusCode::FORBIDDEN,
+        "NOT_ALLOWED_OP",
+        "Only service administrators can create course virtual labs.",
     );
     assert_eq!(err["details"], Value::Null);
     assert_eq!(err["data"], Value::Null);
     assert_eq!(app.keycloak.call_count("kc_create_group"), 0);
 
-    let (status, admin_lab) = create_lab(&app, &app.admin_token(), &body).await;
-    assert_eq!(status, StatusCode::OK, "{admin_lab}");
+    let admin_lab = app.as_admin().post_virtual_lab(&body).await.ok_body();
     assert_eq!(admin_lab["is_course"], true);
     body["name"] = json!("Owner Course Lab");
-    let (status, owner_lab) = create_lab(&app, &app.token(&app.users.owner), &body).await;
-    assert_eq!(status, StatusCode::OK, "{owner_lab}");
+    let owner_lab = app
+        .as_user(&app.users.owner)
+        .post_virtual_lab(&body)
+        .await
+        .ok_body();
     assert_eq!(owner_lab["is_course"], true);
     assert_eq!(lab_rows(&db).await, 2);
 }
@@ -308,7 +274,7 @@ async fn a_regular_owner_may_hold_only_one_regular_lab(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let faculty = app.users.faculty.clone();
     let first = lab_of(&app, &faculty, "First").await;
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Second")).await;
+    let (status, err) = app.as_faculty().post_virtual_lab(&lab_body("Second")).await;
     assert_error_body(&err, status, StatusCode::FORBIDDEN, "FORBIDDEN_OPERATION");
     assert_eq!(
         err["message"],
@@ -327,8 +293,10 @@ async fn a_regular_owner_may_hold_only_one_regular_lab(db: PgPool) {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let (status, body) = create_lab(&app, &app.faculty_token(), &lab_body("Second")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_faculty()
+        .post_virtual_lab(&lab_body("Second"))
+        .await
+        .ok_body();
 }
 
 #[sqlx::test]
@@ -348,12 +316,15 @@ async fn the_owner_user_and_course_labs_are_exempt_from_the_one_lab_rule(db: PgP
 async fn a_lab_name_is_unique_case_insensitively_among_non_deleted_labs(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     lab_of(&app, &app.users.students[0].clone(), "Neuro Lab").await;
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("  neuro LAB ")).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
-    assert_eq!(
-        err["message"],
-        "A virtual lab with this name already exists."
-    );
+    let err = app
+        .as_faculty()
+        .post_virtual_lab(&lab_body("  neuro LAB "))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "ENTITY_ALREADY_EXISTS",
+            "A virtual lab with this name already exists.",
+        );
     assert_eq!(err["details"], "name=neuro LAB");
     assert_eq!(err["data"], json!({"name": "neuro LAB"}));
     assert_eq!(lab_groups(&app).len(), 2);
@@ -376,6 +347,18 @@ async fn assert_nothing_left(app: &TestApp, user: &TestUser) {
     assert_eq!(lab_rows(&app.db).await, 0, "leftover row");
 }
 
+/// Creating "Lab" as faculty answers 502 with this message and leaves nothing behind (see
+/// [`assert_nothing_left`]); returns the error body.
+async fn creation_fails_cleanly(app: &TestApp, message: &str) -> Value {
+    let err = app
+        .as_faculty()
+        .post_virtual_lab(&lab_body("Lab"))
+        .await
+        .error_with(StatusCode::BAD_GATEWAY, "EXTERNAL_SERVICE_ERROR", message);
+    assert_nothing_left(app, &app.users.faculty).await;
+    err
+}
+
 fn lab_accounts(app: &TestApp) -> usize {
     app.accounting.accounts().len()
 }
@@ -383,24 +366,16 @@ fn lab_accounts(app: &TestApp) -> usize {
 #[sqlx::test]
 async fn a_failed_group_creation_is_502_and_leaves_nothing(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let faculty = app.users.faculty.clone();
     // The first and then the second of the two concurrent creations fails.
     for skip in [0, 1] {
         app.keycloak
             .inject(Fault::new("kc_create_group", FaultAction::Status(500)).skip(skip));
-        let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::BAD_GATEWAY,
-            "EXTERNAL_SERVICE_ERROR",
-        );
-        assert_eq!(
-            err["message"],
-            "Failed to create the admin/member groups in the auth provider."
-        );
+        let err = creation_fails_cleanly(
+            &app,
+            "Failed to create the admin/member groups in the auth provider.",
+        )
+        .await;
         assert_eq!(err["details"], Value::Null);
-        assert_nothing_left(&app, &faculty).await;
         assert_eq!(lab_accounts(&app), 0);
         app.keycloak.clear_faults();
     }
@@ -410,25 +385,17 @@ async fn a_failed_group_creation_is_502_and_leaves_nothing(db: PgPool) {
 #[sqlx::test]
 async fn a_group_created_but_unanswered_is_found_by_name_and_deleted(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let faculty = app.users.faculty.clone();
     // Performed, then the connection closes without an answer: an uncertain outcome.
     app.keycloak.inject(Fault::new(
         "kc_create_group",
         FaultAction::TimeoutAfter(Duration::from_millis(50)),
     ));
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Failed to create the admin/member groups in the auth provider."
-    );
+    creation_fails_cleanly(
+        &app,
+        "Failed to create the admin/member groups in the auth provider.",
+    )
+    .await;
     assert!(app.keycloak.call_count("kc_find_group") >= 1);
-    assert_nothing_left(&app, &faculty).await;
     assert_eq!(lab_accounts(&app), 0);
 }
 
@@ -444,16 +411,19 @@ async fn a_group_creation_retried_after_a_timeout_resolves_the_existing_group(db
         )
         .times(2),
     );
-    let (status, body) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_faculty()
+        .post_virtual_lab(&lab_body("Lab"))
+        .await
+        .ok_body();
     let id = uuid_of(&body["id"]);
     assert_eq!(lab_groups(&app).len(), 2);
-    let (admin_group,): (String,) =
-        sqlx::query_as("SELECT admin_group_id FROM virtual_lab WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (admin_group,): (String,) = fetch_row(
+        &db,
+        "SELECT admin_group_id FROM virtual_lab WHERE id = $1",
+        id,
+    )
+    .await;
     let admin = app
         .keycloak
         .group_by_name(&format!("vlab/{id}/admin"))
@@ -465,69 +435,41 @@ async fn a_group_creation_retried_after_a_timeout_resolves_the_existing_group(db
 #[sqlx::test]
 async fn a_failed_owner_membership_is_502_and_leaves_nothing(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let faculty = app.users.faculty.clone();
     app.keycloak
         .inject(Fault::new("kc_add_member", FaultAction::Status(500)));
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Failed to attach the owner to the admin group."
-    );
+    let err = creation_fails_cleanly(&app, "Failed to attach the owner to the admin group.").await;
     assert_eq!(err["details"], Value::Null);
     assert_eq!(app.keycloak.call_count("kc_create_group"), 2);
-    assert_nothing_left(&app, &faculty).await;
     assert_eq!(lab_accounts(&app), 0);
 }
 
 #[sqlx::test]
 async fn a_failed_lab_account_is_502_and_leaves_nothing(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let faculty = app.users.faculty.clone();
     app.accounting.inject(Fault::new(
         "acc_create_vlab_account",
         FaultAction::Status(500),
     ));
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Failed to create the accounting account for the virtual lab."
-    );
-    assert_nothing_left(&app, &faculty).await;
+    creation_fails_cleanly(
+        &app,
+        "Failed to create the accounting account for the virtual lab.",
+    )
+    .await;
     assert_eq!(lab_accounts(&app), 0);
 }
 
 #[sqlx::test]
 async fn an_unanswered_lab_account_is_502_and_leaves_only_the_logged_orphan(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let faculty = app.users.faculty.clone();
     app.accounting.inject(Fault::new(
         "acc_create_vlab_account",
         FaultAction::TimeoutAfter(Duration::from_millis(50)),
     ));
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Failed to create the accounting account for the virtual lab."
-    );
-    assert_nothing_left(&app, &faculty).await;
+    creation_fails_cleanly(
+        &app,
+        "Failed to create the accounting account for the virtual lab.",
+    )
+    .await;
     // The accounting service cannot delete accounts: the orphan stays (and is logged).
     assert_eq!(lab_accounts(&app), 1);
     assert_eq!(app.accounting.call_count("acc_create_vlab_account"), 1);
@@ -538,21 +480,16 @@ async fn a_failed_insert_is_400_and_compensates_every_external_step(db: PgPool) 
     let app = TestApp::spawn(db.clone()).await;
     let faculty = app.users.faculty.clone();
     // A database failure at insert that is not a name clash.
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_lab_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-         CREATE TRIGGER fail_lab_insert BEFORE INSERT ON virtual_lab
-             FOR EACH ROW EXECUTE FUNCTION fail_lab_insert();",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
-    let (status, err) = create_lab(&app, &app.faculty_token(), &lab_body("Lab")).await;
-    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "DATABASE_ERROR");
-    assert_eq!(
-        err["message"],
-        "The virtual lab could not be saved to the database."
-    );
+    refuse_inserts(&db, "virtual_lab").await;
+    let err = app
+        .as_faculty()
+        .post_virtual_lab(&lab_body("Lab"))
+        .await
+        .error_with(
+            StatusCode::BAD_REQUEST,
+            "DATABASE_ERROR",
+            "The virtual lab could not be saved to the database.",
+        );
     assert_eq!(err["details"], Value::Null);
     assert_nothing_left(&app, &faculty).await;
 }
@@ -564,22 +501,12 @@ async fn two_concurrent_creations_of_one_name_give_one_lab_and_one_409(db: PgPoo
     app.keycloak
         .set_operation_latency("kc_create_group", Duration::from_millis(300));
     let (a, b) = (app.users.students[0].clone(), app.users.students[1].clone());
-    let (ta, tb) = (app.token(&a), app.token(&b));
+    let (ta, tb) = (app.as_user(&a), app.as_user(&b));
     let (body_a, body_b) = (lab_body("Same Name"), lab_body("same name"));
-    let (first, second) = tokio::join!(
-        create_lab(&app, &ta, &body_a),
-        create_lab(&app, &tb, &body_b),
-    );
-    let mut statuses = [first.0, second.0];
-    statuses.sort();
-    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
-    let (winner, loser) = if first.0 == StatusCode::OK {
-        (first.1, second.1)
-    } else {
-        (second.1, first.1)
-    };
+    let (first, second) = tokio::join!(ta.post_virtual_lab(&body_a), tb.post_virtual_lab(&body_b),);
+    let ((_, winner), (_, loser)) = one_wins(&first, &second, StatusCode::CONFLICT);
     assert_error_body(
-        &loser,
+        loser,
         StatusCode::CONFLICT,
         StatusCode::CONFLICT,
         "ENTITY_ALREADY_EXISTS",
@@ -599,19 +526,6 @@ async fn two_concurrent_creations_of_one_name_give_one_lab_and_one_409(db: PgPoo
 
 // ---- GET /virtual-labs ---------------------------------------------------------------------
 
-async fn list(app: &TestApp, token: &str, query: &str) -> (StatusCode, Value) {
-    json(app.get(&format!("/virtual-labs{query}"), Some(token)).await).await
-}
-
-fn names(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|lab| lab["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[sqlx::test]
 async fn the_listing_shows_owned_labs_and_labs_of_the_callers_groups(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
@@ -624,15 +538,19 @@ async fn the_listing_shows_owned_labs_and_labs_of_the_callers_groups(db: PgPool)
     lab_of(&app, &app.users.students[1].clone(), "Unrelated").await;
     let deleted = lab_of(&app, &app.users.students[2].clone(), "Deleted").await;
     make_lab_member(&app, deleted, &faculty);
-    sqlx::query("UPDATE virtual_lab SET deleted = true WHERE id = $1")
-        .bind(deleted)
-        .execute(&db)
-        .await
-        .unwrap();
+    exec(
+        &db,
+        "UPDATE virtual_lab SET deleted = true WHERE id = $1",
+        deleted,
+    )
+    .await;
     let token = app.faculty_token();
 
-    let (status, page) = list(&app, &token, "?order_by=name&order_direction=asc").await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = app
+        .with_token(&token)
+        .get_virtual_labs("?order_by=name&order_direction=asc")
+        .await
+        .ok_body();
     assert_eq!(names(&page), ["Admin of", "Member of", "Own"]);
     assert_eq!(
         page["pagination"],
@@ -644,15 +562,27 @@ async fn the_listing_shows_owned_labs_and_labs_of_the_callers_groups(db: PgPool)
     assert_eq!(admin_lab["is_course"], true);
     assert_eq!(page["data"][2]["id"], own.to_string());
 
-    let (_, page) = list(&app, &token, "?scope=self").await;
+    let (_, page) = app.with_token(&token).get_virtual_labs("?scope=self").await;
     assert_eq!(names(&page), ["Own"]);
-    let (_, page) = list(&app, &token, "?scope=external&order_by=name").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?scope=external&order_by=name")
+        .await;
     assert_eq!(names(&page), ["Member of", "Admin of"]);
-    let (_, page) = list(&app, &token, "?admin_access_only=TRUE&order_by=name").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?admin_access_only=TRUE&order_by=name")
+        .await;
     assert_eq!(names(&page), ["Own", "Admin of"]);
-    let (_, page) = list(&app, &token, "?admin_access_only=1&scope=external").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?admin_access_only=1&scope=external")
+        .await;
     assert_eq!(names(&page), ["Admin of"]);
-    let (_, page) = list(&app, &token, "?query=%20MEMBER%20").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?query=%20MEMBER%20")
+        .await;
     assert_eq!(names(&page), ["Member of"]);
 }
 
@@ -672,12 +602,10 @@ async fn the_listing_pages_orders_and_breaks_ties_by_id(db: PgPool) {
     ids.sort();
     let token = app.token(&owner);
     for direction in ["asc", "desc"] {
-        let (_, page) = list(
-            &app,
-            &token,
-            &format!("?order_by=created_at&order_direction={direction}"),
-        )
-        .await;
+        let (_, page) = app
+            .with_token(&token)
+            .get_virtual_labs(&format!("?order_by=created_at&order_direction={direction}"))
+            .await;
         let got: Vec<Uuid> = page["data"]
             .as_array()
             .unwrap()
@@ -686,31 +614,32 @@ async fn the_listing_pages_orders_and_breaks_ties_by_id(db: PgPool) {
             .collect();
         assert_eq!(got, ids, "{direction}");
     }
-    let (_, page) = list(
-        &app,
-        &token,
-        "?order_by=name&order_direction=desc&page=2&page_size=3",
-    )
-    .await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?order_by=name&order_direction=desc&page=2&page_size=3")
+        .await;
     assert_eq!(names(&page), ["a"]);
     assert_eq!(
         page["pagination"],
         json!({"page": 2, "page_size": 1, "total_items": 4})
     );
-    let (_, page) = list(&app, &token, "?page=3&page_size=3").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_virtual_labs("?page=3&page_size=3")
+        .await;
     assert_eq!(names(&page), Vec::<String>::new());
     assert_eq!(page["pagination"]["total_items"], 4);
     // The search is literal: `%` matches only itself.
-    let (_, page) = list(&app, &token, "?query=0%25").await;
+    let (_, page) = app.with_token(&token).get_virtual_labs("?query=0%25").await;
     assert_eq!(names(&page), ["b 50%"]);
-    let (_, page) = list(&app, &token, "?query=_").await;
+    let (_, page) = app.with_token(&token).get_virtual_labs("?query=_").await;
     assert_eq!(names(&page), Vec::<String>::new());
     // Default order: updated_at descending.
     sqlx::query("UPDATE virtual_lab SET updated_at = now() WHERE name = 'c'")
         .execute(&db)
         .await
         .unwrap();
-    let (_, page) = list(&app, &token, "").await;
+    let (_, page) = app.with_token(&token).get_virtual_labs("").await;
     assert_eq!(names(&page)[0], "c");
 }
 
@@ -745,16 +674,14 @@ async fn invalid_listing_queries_are_422(db: PgPool) {
         ),
         ("?query=%20", "query", "Must not be empty"),
     ] {
-        let (status, err) = list(&app, &token, query).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&token)
+            .get_virtual_labs(query)
+            .await
+            .invalid();
         assert_eq!(err["details"][field], message, "{query}");
     }
-    let (status, _) = json(app.get("/virtual-labs", None).await).await;
+    let (status, _) = app.anonymous().get("/virtual-labs").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -771,8 +698,7 @@ async fn a_lab_member_reads_the_lab_with_its_admins_and_owner(db: PgPool) {
     let token = app.token(&student);
     let path = format!("/virtual-labs/{}", lab.vlab_id);
 
-    let (status, body) = json(app.get(&path, Some(&token)).await).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.with_token(&token).get(&path).await.ok_body();
     assert_eq!(body["projects_count"], 1);
     assert_eq!(body["created_by"], app.users.admin.id.to_string());
     assert!(body.get("admins").is_none());
@@ -781,8 +707,11 @@ async fn a_lab_member_reads_the_lab_with_its_admins_and_owner(db: PgPool) {
     let mut admins = vec![app.users.admin.id.to_string(), faculty.id.to_string()];
     admins.sort();
     for query in ["?expand=admins,owner", "?expand=admins&expand=owner"] {
-        let (status, body) = json(app.get(&format!("{path}{query}"), Some(&token)).await).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let body = app
+            .with_token(&token)
+            .get(&format!("{path}{query}"))
+            .await
+            .ok_body();
         assert_eq!(body["admins"], json!(admins));
         let owner = &body["owner"];
         assert_eq!(owner["id"], app.users.admin.id.to_string());
@@ -792,26 +721,23 @@ async fn a_lab_member_reads_the_lab_with_its_admins_and_owner(db: PgPool) {
         assert_eq!(owner["last_name"], "Test");
         assert_eq!(owner["name"], "obi-admin Test");
         assert!(owner["created_at"].as_str().unwrap().ends_with('Z'));
-        let keys: Vec<&str> = owner
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(
-            keys,
-            [
+        assert_keys(
+            owner,
+            &[
                 "id",
                 "username",
                 "email",
                 "created_at",
                 "first_name",
                 "last_name",
-                "name"
-            ]
+                "name",
+            ],
         );
     }
-    let (_, body) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
+    let (_, body) = app
+        .with_token(&token)
+        .get(&format!("{path}?expand=owner"))
+        .await;
     assert!(body.get("admins").is_none());
     assert!(body.get("owner").is_some());
 }
@@ -821,14 +747,7 @@ async fn the_course_summary_is_shown_on_the_lab(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let lab = create_course_lab(&app, "Course").await;
     let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
-    let (status, body) = json(
-        app.get(
-            &format!("/virtual-labs/{}", lab.vlab_id),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.as_admin().get_virtual_lab(lab.vlab_id, "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let course = &body["course"];
     assert_eq!(course["id"], course_id.to_string());
@@ -840,7 +759,7 @@ async fn the_course_summary_is_shown_on_the_lab(db: PgPool) {
     assert_eq!(course["status"], "draft");
     assert_eq!(course["credits_per_seat"], 200);
     assert_eq!(course["start_date"], Value::Null);
-    let (_, page) = list(&app, &app.admin_token(), "").await;
+    let (_, page) = app.as_admin().get_virtual_labs("").await;
     assert_eq!(page["data"][0]["course"]["id"], course_id.to_string());
 }
 
@@ -850,65 +769,51 @@ async fn reading_a_lab_checks_the_tier_the_expand_values_and_existence(db: PgPoo
     let lab = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
     let path = format!("/virtual-labs/{lab}");
 
-    let (status, err) = json(app.get(&path, Some(&app.student_token(0))).await).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
-    assert_eq!(err["message"], "Not authorized to perform this action");
+    let err = app
+        .as_user(&app.users.students[0])
+        .get(&path)
+        .await
+        .error_with(
+            StatusCode::FORBIDDEN,
+            "NOT_ALLOWED_OP",
+            "Not authorized to perform this action",
+        );
     assert_eq!(err["details"], format!("vlab:any on {lab}"));
-    let (status, err) = json(
-        app.get("/virtual-labs/not-a-uuid", Some(&app.faculty_token()))
-            .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    app.as_faculty()
+        .get("/virtual-labs/not-a-uuid")
+        .await
+        .not_allowed();
 
     let token = app.faculty_token();
-    let (status, err) = json(
-        app.get(&format!("{path}?expand=admins,projects"), Some(&token))
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let err = app
+        .with_token(&token)
+        .get(&format!("{path}?expand=admins,projects"))
+        .await
+        .invalid();
     assert_eq!(err["details"]["expand"], "Must be one of: admins, owner");
 
     app.keycloak
         .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
-    let (status, err) = json(
-        app.get(&format!("{path}?expand=admins"), Some(&token))
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Could not load user details from the identity provider."
-    );
+    app.with_token(&token)
+        .get(&format!("{path}?expand=admins"))
+        .await
+        .error_with(
+            StatusCode::BAD_GATEWAY,
+            "EXTERNAL_SERVICE_ERROR",
+            "Could not load user details from the identity provider.",
+        );
     app.keycloak
         .inject(Fault::new("kc_get_user", FaultAction::Status(500)));
-    let (status, err) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
+    app.with_token(&token)
+        .get(&format!("{path}?expand=owner"))
+        .await
+        .error_body(StatusCode::BAD_GATEWAY, "EXTERNAL_SERVICE_ERROR");
 
     sqlx::query("UPDATE virtual_lab SET deleted = true")
         .execute(&db)
         .await
         .unwrap();
-    let (status, err) = json(app.get(&path, Some(&token)).await).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
-    assert_eq!(err["message"], "No virtual lab with this id found");
+    app.with_token(&token).get(&path).await.lab_not_found();
 }
 
 #[sqlx::test]
@@ -916,20 +821,12 @@ async fn an_owner_unknown_to_keycloak_has_null_details(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let lab = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
     let ghost = Uuid::new_v4();
-    sqlx::query("UPDATE virtual_lab SET owner_id = $1")
-        .bind(ghost)
-        .execute(&db)
+    exec(&db, "UPDATE virtual_lab SET owner_id = $1", ghost).await;
+    let body = app
+        .as_faculty()
+        .get(&format!("/virtual-labs/{lab}?expand=owner"))
         .await
-        .unwrap();
-    let (status, body) = json(
-        app.get(
-            &format!("/virtual-labs/{lab}?expand=owner"),
-            Some(&app.faculty_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        .ok_body();
     assert_eq!(
         body["owner"],
         json!({"id": ghost.to_string(), "username": null, "email": null, "created_at": null,
@@ -953,19 +850,6 @@ fn admin_calls(app: &TestApp) -> usize {
         .count()
 }
 
-async fn patch(app: &TestApp, token: &str, id: Uuid, body: &Value) -> (StatusCode, Value) {
-    json(
-        app.request(
-            Method::PATCH,
-            &format!("/virtual-labs/{id}"),
-            Some(token),
-            Some(body),
-        )
-        .await,
-    )
-    .await
-}
-
 #[sqlx::test]
 async fn a_lab_admin_updates_only_the_keys_sent(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
@@ -975,14 +859,14 @@ async fn a_lab_admin_updates_only_the_keys_sent(db: PgPool) {
     let kc_calls = admin_calls(&app);
     let acc_calls = app.accounting.calls().len();
 
-    let (status, body) = patch(
-        &app,
-        &token,
-        id,
-        &json!({"name": " Renamed ", "reference_email": "X@EXAMPLE.org"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .with_token(&token)
+        .patch_virtual_lab(
+            id,
+            &json!({"name": " Renamed ", "reference_email": "X@EXAMPLE.org"}),
+        )
+        .await
+        .ok_body();
     assert_eq!(body["message"], "Updated virtual lab");
     let lab = &body["data"]["virtual_lab"];
     assert_eq!(lab["name"], "Renamed");
@@ -991,35 +875,39 @@ async fn a_lab_admin_updates_only_the_keys_sent(db: PgPool) {
     assert_eq!(lab["entity"], "EPFL");
     assert_eq!(lab["projects_count"], Value::Null);
 
-    let (status, body) = patch(
-        &app,
-        &token,
-        id,
-        &json!({"reference_email": null, "description": "new", "entity": " OBI "}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .with_token(&token)
+        .patch_virtual_lab(
+            id,
+            &json!({"reference_email": null, "description": "new", "entity": " OBI "}),
+        )
+        .await
+        .ok_body();
     let lab = &body["data"]["virtual_lab"];
     assert_eq!(lab["reference_email"], Value::Null);
     assert_eq!(lab["description"], "new");
     assert_eq!(lab["entity"], "OBI");
     assert_eq!(lab["name"], "Renamed");
 
-    let (status, body) = patch(&app, &token, id, &json!({})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .with_token(&token)
+        .patch_virtual_lab(id, &json!({}))
+        .await
+        .ok_body();
     assert_eq!(body["data"]["virtual_lab"]["name"], "Renamed");
 
     // Renaming to the same name in another case is not a clash with itself.
-    let (status, body) = patch(&app, &token, id, &json!({"name": "RENAMED"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.with_token(&token)
+        .patch_virtual_lab(id, &json!({"name": "RENAMED"}))
+        .await
+        .ok_body();
 
-    let row: (String, Option<String>, String, String) = sqlx::query_as(
+    let row: (String, Option<String>, String, String) = fetch_row(
+        &db,
         "SELECT name, reference_email, description, entity FROM virtual_lab WHERE id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    .await;
     assert_eq!(row, ("RENAMED".into(), None, "new".into(), "OBI".into()));
     assert_eq!(admin_calls(&app), kc_calls, "no Keycloak admin calls");
     assert_eq!(app.accounting.calls().len(), acc_calls);
@@ -1033,12 +921,15 @@ async fn patch_errors(db: PgPool) {
     lab_of(&app, &app.users.students[0].clone(), "Taken").await;
     let token = app.faculty_token();
 
-    let (status, err) = patch(&app, &token, id, &json!({"name": "TAKEN"})).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "ENTITY_ALREADY_EXISTS");
-    assert_eq!(
-        err["message"],
-        "Another virtual lab with same name already exists"
-    );
+    let err = app
+        .with_token(&token)
+        .patch_virtual_lab(id, &json!({"name": "TAKEN"}))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "ENTITY_ALREADY_EXISTS",
+            "Another virtual lab with same name already exists",
+        );
     assert_eq!(err["details"], Value::Null);
 
     for (body, field, message) in [
@@ -1056,47 +947,37 @@ async fn patch_errors(db: PgPool) {
             "Must be a valid e-mail address",
         ),
     ] {
-        let (status, err) = patch(&app, &token, id, &body).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&token)
+            .patch_virtual_lab(id, &body)
+            .await
+            .invalid();
         assert_eq!(err["details"][field], message, "{body}");
     }
 
     // A member is not an admin: 403 before any validation.
     let student = app.users.students[1].clone();
     make_lab_member(&app, id, &student);
-    let (status, err) = patch(&app, &app.token(&student), id, &json!({"name": null})).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .as_user(&student)
+        .patch_virtual_lab(id, &json!({"name": null}))
+        .await
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {id}"));
 
-    sqlx::query("UPDATE virtual_lab SET deleted = true WHERE id = $1")
-        .bind(id)
-        .execute(&db)
+    exec(
+        &db,
+        "UPDATE virtual_lab SET deleted = true WHERE id = $1",
+        id,
+    )
+    .await;
+    app.with_token(&token)
+        .patch_virtual_lab(id, &json!({"name": "x"}))
         .await
-        .unwrap();
-    let (status, err) = patch(&app, &token, id, &json!({"name": "x"})).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
-    assert_eq!(err["message"], "No virtual lab with this id found");
+        .lab_not_found();
 }
 
 // ---- DELETE /virtual-labs/{id} -------------------------------------------------------------
-
-async fn delete(app: &TestApp, token: &str, id: Uuid) -> (StatusCode, Value) {
-    json(
-        app.request(
-            Method::DELETE,
-            &format!("/virtual-labs/{id}"),
-            Some(token),
-            None,
-        )
-        .await,
-    )
-    .await
-}
 
 #[sqlx::test]
 async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
@@ -1105,7 +986,7 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
     let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
     let token = app.admin_token();
 
-    let (status, body) = delete(&app, &token, lab.vlab_id).await;
+    let (status, body) = app.with_token(&token).delete_virtual_lab(lab.vlab_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "Deleted virtual lab");
     assert_eq!(body["data"]["virtual_lab"]["id"], lab.vlab_id.to_string());
@@ -1115,20 +996,20 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
         course_id.to_string()
     );
 
-    let (deleted, at, by): (bool, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) =
-        sqlx::query_as("SELECT deleted, deleted_at, deleted_by FROM virtual_lab WHERE id = $1")
-            .bind(lab.vlab_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (deleted, at, by): (bool, Option<chrono::DateTime<chrono::Utc>>, Option<Uuid>) = fetch_row(
+        &db,
+        "SELECT deleted, deleted_at, deleted_by FROM virtual_lab WHERE id = $1",
+        lab.vlab_id,
+    )
+    .await;
     assert!(deleted && at.is_some());
     assert_eq!(by, Some(app.users.admin.id));
-    let project: (bool, Option<Uuid>) =
-        sqlx::query_as("SELECT deleted, deleted_by FROM project WHERE id = $1")
-            .bind(lab.template_project_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let project: (bool, Option<Uuid>) = fetch_row(
+        &db,
+        "SELECT deleted, deleted_by FROM project WHERE id = $1",
+        lab.template_project_id,
+    )
+    .await;
     assert_eq!(project, (true, Some(app.users.admin.id)));
     // Keycloak groups, the account and the draft course stay.
     assert!(
@@ -1137,16 +1018,14 @@ async fn deleting_a_lab_soft_deletes_it_and_its_projects_only(db: PgPool) {
             .is_some()
     );
     assert!(app.accounting.account_exists(lab.vlab_id));
-    let status: String = sqlx::query_scalar("SELECT status FROM course WHERE id = $1")
-        .bind(course_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let status: String =
+        fetch_scalar(&db, "SELECT status FROM course WHERE id = $1", course_id).await;
     assert_eq!(status, "draft");
 
-    let (status, err) = delete(&app, &token, lab.vlab_id).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "DATABASE_ERROR");
-    assert_eq!(err["message"], "No virtual lab with this id found");
+    app.with_token(&token)
+        .delete_virtual_lab(lab.vlab_id)
+        .await
+        .lab_not_found();
 }
 
 #[sqlx::test]
@@ -1154,31 +1033,36 @@ async fn a_lab_with_an_active_course_cannot_be_deleted(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let lab = create_course_lab(&app, "Course").await;
     let course_id = create_course(&app, lab.vlab_id, lab.template_project_id).await;
-    sqlx::query("UPDATE course SET status = 'active' WHERE id = $1")
-        .bind(course_id)
-        .execute(&db)
-        .await
-        .unwrap();
-    let (status, err) = delete(&app, &app.admin_token(), lab.vlab_id).await;
+    exec(
+        &db,
+        "UPDATE course SET status = 'active' WHERE id = $1",
+        course_id,
+    )
+    .await;
+    let (status, err) = app.as_admin().delete_virtual_lab(lab.vlab_id).await;
     assert_error_body(&err, status, StatusCode::CONFLICT, "FORBIDDEN_OPERATION");
     assert_eq!(
         err["message"],
         "A virtual lab with an active course cannot be deleted. Void the course first."
     );
-    let deleted: bool = sqlx::query_scalar("SELECT deleted FROM virtual_lab WHERE id = $1")
-        .bind(lab.vlab_id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let deleted: bool = fetch_scalar(
+        &db,
+        "SELECT deleted FROM virtual_lab WHERE id = $1",
+        lab.vlab_id,
+    )
+    .await;
     assert!(!deleted);
     // A voided course no longer blocks it.
-    sqlx::query("UPDATE course SET status = 'voided' WHERE id = $1")
-        .bind(course_id)
-        .execute(&db)
+    exec(
+        &db,
+        "UPDATE course SET status = 'voided' WHERE id = $1",
+        course_id,
+    )
+    .await;
+    app.as_admin()
+        .delete_virtual_lab(lab.vlab_id)
         .await
-        .unwrap();
-    let (status, body) = delete(&app, &app.admin_token(), lab.vlab_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        .ok_body();
 }
 
 #[sqlx::test]
@@ -1187,26 +1071,20 @@ async fn only_lab_admins_delete(db: PgPool) {
     let id = lab_of(&app, &app.users.faculty.clone(), "Lab").await;
     let student = app.users.students[0].clone();
     make_lab_member(&app, id, &student);
-    let (status, err) = delete(&app, &app.token(&student), id).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .as_user(&student)
+        .delete_virtual_lab(id)
+        .await
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {id}"));
-    let (status, _) = json(
-        app.request(
-            Method::DELETE,
-            "/virtual-labs/xyz",
-            Some(&app.faculty_token()),
-            None,
-        )
-        .await,
-    )
-    .await;
+    let (status, _) = app.as_faculty().delete("/virtual-labs/xyz").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[sqlx::test]
 async fn the_openapi_document_lists_the_lab_project_and_invite_routes(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, doc) = json(app.get("/openapi.json", None).await).await;
+    let (status, doc) = app.anonymous().get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     for (path, methods) in [
         ("/virtual-labs", &["get", "post"][..]),

@@ -334,11 +334,7 @@ async fn a_course_runs_from_creation_to_deletion(db: PgPool) {
         deleted,
         json!({"message": "Course deleted successfully", "data": null})
     );
-    let (status, _) = json(
-        app.get(&format!("/courses/{course_id}"), Some(&admin))
-            .await,
-    )
-    .await;
+    let (status, _) = app.with_token(&admin).get_course(course_id).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // The lab stays, and may get a new course.
     ok(

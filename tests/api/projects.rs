@@ -9,43 +9,19 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{create_course_lab, make_lab_admin};
-use crate::helpers::{TestApp, TestUser, assert_error_body, json};
-
-fn uuid_of(value: &Value) -> Uuid {
-    value.as_str().expect("uuid string").parse().expect("uuid")
-}
+use crate::helpers::{
+    ReplyExt, TestApp, TestUser, assert_error_body, assert_keys, exec, fetch_row, fetch_scalar,
+    names, refuse_inserts, uuid_of,
+};
 
 /// A regular lab owned by `user`.
 async fn regular_lab(app: &TestApp, user: &TestUser, name: &str) -> Uuid {
-    let (status, body) = json(
-        app.post(
-            "/virtual-labs",
-            Some(&app.token(user)),
-            &json!({"name": name, "description": "", "entity": "EPFL"}),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_user(user)
+        .post_virtual_lab(&json!({"name": name, "description": "", "entity": "EPFL"}))
+        .await
+        .ok_body();
     uuid_of(&body["id"])
-}
-
-async fn create_project(
-    app: &TestApp,
-    token: &str,
-    vlab_id: Uuid,
-    query: &str,
-    body: &Value,
-) -> (StatusCode, Value) {
-    json(
-        app.post(
-            &format!("/virtual-labs/{vlab_id}/projects{query}"),
-            Some(token),
-            body,
-        )
-        .await,
-    )
-    .await
 }
 
 fn project_groups(app: &TestApp, vlab_id: Uuid) -> Vec<String> {
@@ -59,11 +35,12 @@ fn project_groups(app: &TestApp, vlab_id: Uuid) -> Vec<String> {
 }
 
 async fn project_rows(db: &PgPool, vlab_id: Uuid) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM project WHERE virtual_lab_id = $1")
-        .bind(vlab_id)
-        .fetch_one(db)
-        .await
-        .unwrap()
+    fetch_scalar(
+        db,
+        "SELECT count(*) FROM project WHERE virtual_lab_id = $1",
+        vlab_id,
+    )
+    .await
 }
 
 fn make_member(app: &TestApp, group_name: &str, user: &TestUser) {
@@ -73,6 +50,15 @@ fn make_member(app: &TestApp, group_name: &str, user: &TestUser) {
 
 // ---- POST ------------------------------------------------------------------------------------
 
+#[derive(Debug, sqlx::FromRow)]
+struct ProjectRow {
+    name: String,
+    description: Option<String>,
+    owner_id: Uuid,
+    admin_group_id: String,
+    member_group_id: String,
+}
+
 #[sqlx::test]
 async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
@@ -81,33 +67,23 @@ async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) 
     let co_admin = app.users.students[0].clone();
     make_lab_admin(&app, vlab, &co_admin);
 
-    let (status, body) = create_project(
-        &app,
-        &app.token(&faculty),
-        vlab,
-        "",
-        &json!({"name": " Project A "}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let body = app
+        .as_user(&faculty)
+        .post_project(vlab, "", &json!({"name": " Project A "}))
+        .await
+        .ok_body();
     // `description` is null, so it is omitted; `virtual_lab` is not expanded.
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        &body,
+        &[
             "id",
             "name",
             "created_at",
             "updated_at",
             "virtual_lab_id",
             "user_count",
-            "admins"
-        ]
+            "admins",
+        ],
     );
     assert_eq!(body["name"], "Project A");
     assert_eq!(body["virtual_lab_id"], vlab.to_string());
@@ -117,16 +93,10 @@ async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) 
     assert_eq!(body["user_count"], 2);
     let id = uuid_of(&body["id"]);
 
-    let row: (String, Option<String>, Uuid, String, String) = sqlx::query_as(
-        "SELECT name, description, owner_id, admin_group_id, member_group_id FROM project WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    assert_eq!(row.0, "Project A");
-    assert_eq!(row.1, None);
-    assert_eq!(row.2, faculty.id);
+    let row: ProjectRow = fetch_row(&db, "SELECT name, description, owner_id, admin_group_id, member_group_id FROM project WHERE id = $1", id).await;
+    assert_eq!(row.name, "Project A");
+    assert_eq!(row.description, None);
+    assert_eq!(row.owner_id, faculty.id);
     let admin = app
         .keycloak
         .group_by_name(&format!("proj/{vlab}/{id}/admin"))
@@ -135,7 +105,10 @@ async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) 
         .keycloak
         .group_by_name(&format!("proj/{vlab}/{id}/member"))
         .unwrap();
-    assert_eq!((admin.id.clone(), member.id.clone()), (row.3, row.4));
+    assert_eq!(
+        (admin.id.clone(), member.id.clone()),
+        (row.admin_group_id, row.member_group_id)
+    );
     let mut members = admin.members.clone();
     members.sort();
     let mut expected = vec![faculty.id, co_admin.id];
@@ -158,15 +131,15 @@ async fn a_project_gets_groups_every_lab_admin_an_account_and_a_row(db: PgPool) 
 async fn the_description_and_the_expanded_lab_are_returned(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let lab = create_course_lab(&app, "Course").await;
-    let (status, body) = create_project(
-        &app,
-        &app.admin_token(),
-        lab.vlab_id,
-        "?expand=virtual_lab,balance&seed_budget=false",
-        &json!({"name": "P", "description": "about"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_admin()
+        .post_project(
+            lab.vlab_id,
+            "?expand=virtual_lab,balance&seed_budget=false",
+            &json!({"name": "P", "description": "about"}),
+        )
+        .await
+        .ok_body();
     assert_eq!(body["description"], "about");
     assert_eq!(body["virtual_lab"]["id"], lab.vlab_id.to_string());
     assert_eq!(body["virtual_lab"]["name"], "Course");
@@ -208,23 +181,19 @@ async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
             "Must be a boolean",
         ),
     ] {
-        let (status, err) = create_project(&app, &token, vlab, query, &body).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&token)
+            .post_project(vlab, query, &body)
+            .await
+            .invalid();
         assert_eq!(err["details"][field], message, "{query} {body}");
     }
     // Query and body problems are reported together.
-    let (status, err) = create_project(&app, &token, vlab, "?expand=x", &json!({})).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let err = app
+        .with_token(&token)
+        .post_project(vlab, "?expand=x", &json!({}))
+        .await
+        .invalid();
     assert_eq!(
         err["details"]["expand"],
         "Must be one of: virtual_lab, balance"
@@ -234,19 +203,17 @@ async fn invalid_project_requests_are_422_after_the_admin_check(db: PgPool) {
     // A member gets 403 whatever the body.
     let student = app.users.students[0].clone();
     make_member(&app, &format!("vlab/{vlab}/member"), &student);
-    let (status, err) = create_project(&app, &app.token(&student), vlab, "", &json!({})).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .as_user(&student)
+        .post_project(vlab, "", &json!({}))
+        .await
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:admin on {vlab}"));
-    let (status, err) = json(
-        app.post(
-            "/virtual-labs/nope/projects",
-            Some(&token),
-            &json!({"name": "p"}),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .with_token(&token)
+        .post("/virtual-labs/nope/projects", &json!({"name": "p"}))
+        .await
+        .not_allowed();
     assert_eq!(err["details"], "vlab:admin on nope");
     assert_eq!(project_rows(&db, vlab).await, 0);
 }
@@ -259,10 +226,14 @@ async fn a_deleted_lab_is_400_virtual_lab_not_found(db: PgPool) {
         .execute(&db)
         .await
         .unwrap();
-    let (status, err) =
-        create_project(&app, &app.faculty_token(), vlab, "", &json!({"name": "p"})).await;
-    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "ENTITY_NOT_FOUND");
-    assert_eq!(err["message"], "Virtual lab not found");
+    app.as_faculty()
+        .post_project(vlab, "", &json!({"name": "p"}))
+        .await
+        .error_with(
+            StatusCode::BAD_REQUEST,
+            "ENTITY_NOT_FOUND",
+            "Virtual lab not found",
+        );
     assert_eq!(app.keycloak.call_count("kc_create_group"), 2);
 }
 
@@ -271,23 +242,23 @@ async fn regular_labs_refuse_a_name_used_before_even_by_a_deleted_project(db: Pg
     let app = TestApp::spawn(db.clone()).await;
     let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
     let token = app.faculty_token();
-    let (status, _) = create_project(&app, &token, vlab, "", &json!({"name": "Alpha"})).await;
+    let (status, _) = app
+        .with_token(&token)
+        .post_project(vlab, "", &json!({"name": "Alpha"}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     sqlx::query("UPDATE project SET deleted = true")
         .execute(&db)
         .await
         .unwrap();
-    let (status, err) = create_project(&app, &token, vlab, "", &json!({"name": "ALPHA"})).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_REQUEST,
-        "ENTITY_ALREADY_EXISTS",
-    );
-    assert_eq!(
-        err["message"],
-        "Another project with the same name already exists"
-    );
+    app.with_token(&token)
+        .post_project(vlab, "", &json!({"name": "ALPHA"}))
+        .await
+        .error_with(
+            StatusCode::BAD_REQUEST,
+            "ENTITY_ALREADY_EXISTS",
+            "Another project with the same name already exists",
+        );
     assert_eq!(project_groups(&app, vlab).len(), 2);
 }
 
@@ -296,19 +267,19 @@ async fn course_labs_skip_the_name_pre_check_but_the_unique_index_still_holds(db
     let app = TestApp::spawn(db.clone()).await;
     let lab = create_course_lab(&app, "Course").await;
     let token = app.admin_token();
-    let (status, body) =
-        create_project(&app, &token, lab.vlab_id, "", &json!({"name": "template"})).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.with_token(&token)
+        .post_project(lab.vlab_id, "", &json!({"name": "template"}))
+        .await
+        .ok_body();
     // Exactly "Template" again: the index answers, after compensation.
-    let (status, err) =
-        create_project(&app, &token, lab.vlab_id, "", &json!({"name": "Template"})).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_REQUEST,
-        "ENTITY_ALREADY_EXISTS",
-    );
-    assert_eq!(err["message"], "Project already exists");
+    app.with_token(&token)
+        .post_project(lab.vlab_id, "", &json!({"name": "Template"}))
+        .await
+        .error_with(
+            StatusCode::BAD_REQUEST,
+            "ENTITY_ALREADY_EXISTS",
+            "Project already exists",
+        );
     assert_eq!(project_rows(&db, lab.vlab_id).await, 2);
     assert_eq!(
         project_groups(&app, lab.vlab_id).len(),
@@ -326,28 +297,26 @@ async fn a_regular_lab_owner_is_limited_to_20_projects(db: PgPool) {
     let vlab = regular_lab(&app, &faculty, "Lab").await;
     let token = app.faculty_token();
     for i in 0..20 {
-        let (status, body) =
-            create_project(&app, &token, vlab, "", &json!({"name": format!("p{i}")})).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        app.with_token(&token)
+            .post_project(vlab, "", &json!({"name": format!("p{i}")}))
+            .await
+            .ok_body();
     }
-    let (status, err) = create_project(&app, &token, vlab, "", &json!({"name": "p20"})).await;
-    assert_error_body(&err, status, StatusCode::BAD_REQUEST, "LIMIT_EXCEEDED");
-    assert_eq!(
-        err["message"],
-        "You have reached the maximum limit of 20 projects"
-    );
+    app.with_token(&token)
+        .post_project(vlab, "", &json!({"name": "p20"}))
+        .await
+        .error_with(
+            StatusCode::BAD_REQUEST,
+            "LIMIT_EXCEEDED",
+            "You have reached the maximum limit of 20 projects",
+        );
     // Course labs do not apply the limit.
     let course = create_course_lab(&app, "Course").await;
     make_lab_admin(&app, course.vlab_id, &faculty);
-    let (status, body) = create_project(
-        &app,
-        &app.faculty_token(),
-        course.vlab_id,
-        "",
-        &json!({"name": "p20"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_faculty()
+        .post_project(course.vlab_id, "", &json!({"name": "p20"}))
+        .await
+        .ok_body();
 }
 
 // ---- provisioning failures ------------------------------------------------------------------
@@ -360,14 +329,10 @@ async fn assert_failure_leaves_nothing(
     code: &str,
     message: &str,
 ) {
-    let (got, err) = create_project(
-        app,
-        &app.faculty_token(),
-        vlab,
-        "",
-        &json!({"name": "Doomed"}),
-    )
-    .await;
+    let (got, err) = app
+        .as_faculty()
+        .post_project(vlab, "", &json!({"name": "Doomed"}))
+        .await;
     assert_error_body(&err, got, status, code);
     assert_eq!(err["message"], message);
     assert_eq!(err["details"], Value::Null);
@@ -399,6 +364,18 @@ async fn lab_with_two_admins(app: &TestApp) -> Uuid {
 
 const KC_FAILED: &str = "KC Group creation/attaching failed";
 
+/// A failed Keycloak step is a 400 with [`KC_FAILED`] that leaves nothing behind.
+async fn keycloak_failure_leaves_nothing(app: &TestApp, vlab: Uuid) {
+    assert_failure_leaves_nothing(
+        app,
+        vlab,
+        StatusCode::BAD_REQUEST,
+        "EXTERNAL_SERVICE_ERROR",
+        KC_FAILED,
+    )
+    .await;
+}
+
 #[sqlx::test]
 async fn failed_group_creations_are_400_and_leave_nothing(db: PgPool) {
     let app = TestApp::spawn(db).await;
@@ -407,14 +384,7 @@ async fn failed_group_creations_are_400_and_leave_nothing(db: PgPool) {
         // The first, or the second, of the two concurrent project group creations fails.
         app.keycloak
             .inject(Fault::new("kc_create_group", FaultAction::Status(500)).skip(skip));
-        assert_failure_leaves_nothing(
-            &app,
-            vlab,
-            StatusCode::BAD_REQUEST,
-            "EXTERNAL_SERVICE_ERROR",
-            KC_FAILED,
-        )
-        .await;
+        keycloak_failure_leaves_nothing(&app, vlab).await;
     }
     // Performed but unanswered: the undo finds the group by name.
     app.keycloak.inject(
@@ -424,14 +394,7 @@ async fn failed_group_creations_are_400_and_leave_nothing(db: PgPool) {
         )
         .skip(1),
     );
-    assert_failure_leaves_nothing(
-        &app,
-        vlab,
-        StatusCode::BAD_REQUEST,
-        "EXTERNAL_SERVICE_ERROR",
-        KC_FAILED,
-    )
-    .await;
+    keycloak_failure_leaves_nothing(&app, vlab).await;
     assert_eq!(app.accounting.call_count("acc_create_project_account"), 0);
 }
 
@@ -441,25 +404,11 @@ async fn a_failed_admin_listing_or_membership_is_400_and_leaves_nothing(db: PgPo
     let vlab = lab_with_two_admins(&app).await;
     app.keycloak
         .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
-    assert_failure_leaves_nothing(
-        &app,
-        vlab,
-        StatusCode::BAD_REQUEST,
-        "EXTERNAL_SERVICE_ERROR",
-        KC_FAILED,
-    )
-    .await;
+    keycloak_failure_leaves_nothing(&app, vlab).await;
     // One of the two project admin memberships fails (the other one succeeds).
     app.keycloak
         .inject(Fault::new("kc_add_member", FaultAction::Status(500)).skip(1));
-    assert_failure_leaves_nothing(
-        &app,
-        vlab,
-        StatusCode::BAD_REQUEST,
-        "EXTERNAL_SERVICE_ERROR",
-        KC_FAILED,
-    )
-    .await;
+    keycloak_failure_leaves_nothing(&app, vlab).await;
     assert_eq!(app.accounting.call_count("acc_create_project_account"), 0);
 }
 
@@ -500,15 +449,7 @@ async fn a_failed_project_account_is_502_and_leaves_nothing(db: PgPool) {
 async fn a_failed_project_insert_is_400_and_leaves_nothing(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let vlab = lab_with_two_admins(&app).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION fail_project_insert() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN RAISE EXCEPTION 'insert refused'; END $$;
-         CREATE TRIGGER fail_project_insert BEFORE INSERT ON project
-             FOR EACH ROW EXECUTE FUNCTION fail_project_insert();",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    refuse_inserts(&db, "project").await;
     assert_failure_leaves_nothing(
         &app,
         vlab,
@@ -520,26 +461,6 @@ async fn a_failed_project_insert_is_400_and_leaves_nothing(db: PgPool) {
 }
 
 // ---- GET list --------------------------------------------------------------------------------
-
-async fn list(app: &TestApp, token: &str, vlab: Uuid, query: &str) -> (StatusCode, Value) {
-    json(
-        app.get(
-            &format!("/virtual-labs/{vlab}/projects{query}"),
-            Some(token),
-        )
-        .await,
-    )
-    .await
-}
-
-fn names(page: &Value) -> Vec<String> {
-    page["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 #[sqlx::test]
 async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
@@ -553,15 +474,11 @@ async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
         ("alpha", json!(null)),
         ("Gamma", json!("x")),
     ] {
-        let (status, body) = create_project(
-            &app,
-            &token,
-            vlab,
-            "",
-            &json!({"name": name, "description": description}),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let body = app
+            .with_token(&token)
+            .post_project(vlab, "", &json!({"name": name, "description": description}))
+            .await
+            .ok_body();
         ids.push(uuid_of(&body["id"]));
     }
     sqlx::query("UPDATE project SET deleted = true WHERE name = 'Gamma'")
@@ -569,37 +486,40 @@ async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
         .await
         .unwrap();
 
-    let (status, page) = list(&app, &token, vlab, "?order_by=name&order_direction=asc").await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = app
+        .with_token(&token)
+        .get_projects(vlab, "?order_by=name&order_direction=asc")
+        .await
+        .ok_body();
     assert_eq!(names(&page), ["Beta", "alpha"]);
     assert_eq!(
         page["pagination"],
         json!({"page": 1, "page_size": 2, "total_items": 2})
     );
     let item = &page["data"][1];
-    let keys: Vec<&str> = item
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        ["id", "name", "description", "created_at", "updated_at"]
+    assert_keys(
+        item,
+        &["id", "name", "description", "created_at", "updated_at"],
     );
     assert_eq!(item["description"], Value::Null);
 
-    let (_, page) = list(&app, &token, vlab, "?query=NEURON").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_projects(vlab, "?query=NEURON")
+        .await;
     assert_eq!(names(&page), ["Beta"]);
-    let (_, page) = list(&app, &token, vlab, "?query=ALP").await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_projects(vlab, "?query=ALP")
+        .await;
     assert_eq!(names(&page), ["alpha"]);
-    let (_, page) = list(
-        &app,
-        &token,
-        vlab,
-        "?page=2&page_size=1&order_by=created_at&order_direction=asc",
-    )
-    .await;
+    let (_, page) = app
+        .with_token(&token)
+        .get_projects(
+            vlab,
+            "?page=2&page_size=1&order_by=created_at&order_direction=asc",
+        )
+        .await;
     assert_eq!(names(&page), ["alpha"]);
     assert_eq!(
         page["pagination"],
@@ -610,8 +530,7 @@ async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
     let student = app.users.students[0].clone();
     make_member(&app, &format!("vlab/{vlab}/member"), &student);
     make_member(&app, &format!("proj/{vlab}/{}/member", ids[1]), &student);
-    let (status, page) = list(&app, &app.token(&student), vlab, "").await;
-    assert_eq!(status, StatusCode::OK, "{page}");
+    let page = app.as_user(&student).get_projects(vlab, "").await.ok_body();
     assert_eq!(names(&page), ["alpha"]);
     assert_eq!(page["pagination"]["total_items"], 1);
 }
@@ -620,8 +539,11 @@ async fn admins_list_every_project_and_others_only_their_own(db: PgPool) {
 async fn listing_projects_checks_the_tier_and_the_query(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let vlab = regular_lab(&app, &app.users.faculty.clone(), "Lab").await;
-    let (status, err) = list(&app, &app.student_token(0), vlab, "").await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .with_token(&app.student_token(0))
+        .get_projects(vlab, "")
+        .await
+        .not_allowed();
     assert_eq!(err["details"], format!("vlab:any on {vlab}"));
     let token = app.faculty_token();
     for (query, field, message) in [
@@ -639,13 +561,11 @@ async fn listing_projects_checks_the_tier_and_the_query(db: PgPool) {
         ),
         ("?query=", "query", "Must not be empty"),
     ] {
-        let (status, err) = list(&app, &token, vlab, query).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&token)
+            .get_projects(vlab, query)
+            .await
+            .invalid();
         assert_eq!(err["details"][field], message, "{query}");
     }
 }
@@ -660,17 +580,10 @@ async fn a_project_is_read_by_its_members_and_the_lab_admins(db: PgPool) {
         "/virtual-labs/{}/projects/{}",
         lab.vlab_id, lab.template_project_id
     );
-    let (status, body) = json(app.get(&path, Some(&app.admin_token())).await).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        ["id", "name", "created_at", "updated_at", "virtual_lab_id"]
+    let body = app.as_admin().get(&path).await.ok_body();
+    assert_keys(
+        &body,
+        &["id", "name", "created_at", "updated_at", "virtual_lab_id"],
     );
     assert_eq!(body["name"], "Template");
 
@@ -681,20 +594,16 @@ async fn a_project_is_read_by_its_members_and_the_lab_admins(db: PgPool) {
         &student,
     );
     make_lab_admin(&app, lab.vlab_id, &app.users.faculty.clone());
-    let (status, body) = json(
-        app.get(
-            &format!("{path}?expand=admins,virtual_lab"),
-            Some(&app.token(&student)),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_user(&student)
+        .get(&format!("{path}?expand=admins,virtual_lab"))
+        .await
+        .ok_body();
     // The project admin group: only the creator (faculty joined the lab afterwards).
     assert_eq!(body["admins"], json!([app.users.admin.id.to_string()]));
     assert_eq!(body["virtual_lab"]["id"], lab.vlab_id.to_string());
     assert_eq!(body["virtual_lab"]["projects_count"], 1);
-    let (status, _) = json(app.get(&path, Some(&app.faculty_token())).await).await;
+    let (status, _) = app.as_faculty().get(&path).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -709,44 +618,39 @@ async fn reading_a_project_checks_access_existence_and_expand(db: PgPool) {
         lab.vlab_id, lab.template_project_id
     );
 
-    let (status, err) = json(app.get(&path, Some(&app.student_token(0))).await).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
+    let err = app
+        .as_user(&app.users.students[0])
+        .get(&path)
+        .await
+        .not_allowed();
     assert_eq!(
         err["details"],
         format!("project:any:+vlab_admin on {}", lab.template_project_id)
     );
-    let (status, _) = json(
-        app.get(
-            &format!("/virtual-labs/{}/projects/xyz", lab.vlab_id),
-            Some(&token),
-        )
-        .await,
-    )
-    .await;
+    let (status, _) = app
+        .with_token(&token)
+        .get(&format!("/virtual-labs/{}/projects/xyz", lab.vlab_id))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     // A project of another lab.
-    let (status, err) = json(
-        app.get(
-            &format!(
-                "/virtual-labs/{}/projects/{}",
-                lab.vlab_id, other.template_project_id
-            ),
-            Some(&token),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(err["message"], "Project not found");
+    app.with_token(&token)
+        .get(&format!(
+            "/virtual-labs/{}/projects/{}",
+            lab.vlab_id, other.template_project_id
+        ))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            "Project not found",
+        );
 
-    let (status, err) = json(app.get(&format!("{path}?expand=owner"), Some(&token)).await).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let err = app
+        .with_token(&token)
+        .get(&format!("{path}?expand=owner"))
+        .await
+        .invalid();
     assert_eq!(
         err["details"]["expand"],
         "Must be one of: admins, virtual_lab"
@@ -754,27 +658,23 @@ async fn reading_a_project_checks_access_existence_and_expand(db: PgPool) {
 
     app.keycloak
         .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
-    let (status, err) = json(
-        app.get(&format!("{path}?expand=admins"), Some(&token))
-            .await,
+    app.with_token(&token)
+        .get(&format!("{path}?expand=admins"))
+        .await
+        .error_with(
+            StatusCode::BAD_GATEWAY,
+            "EXTERNAL_SERVICE_ERROR",
+            "Could not load user details from the identity provider.",
+        );
+
+    exec(
+        &db,
+        "UPDATE project SET deleted = true WHERE id = $1",
+        lab.template_project_id,
     )
     .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        err["message"],
-        "Could not load user details from the identity provider."
-    );
-
-    sqlx::query("UPDATE project SET deleted = true WHERE id = $1")
-        .bind(lab.template_project_id)
-        .execute(&db)
+    app.with_token(&token)
+        .get(&path)
         .await
-        .unwrap();
-    let (status, err) = json(app.get(&path, Some(&token)).await).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+        .error_body(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
 }

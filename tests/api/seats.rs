@@ -7,19 +7,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::fixtures::{self, ActiveCourse};
-use crate::helpers::{TestApp, assert_error_body, json};
-
-async fn provision_raw(app: &TestApp, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-    json(app.post("/seats/provision", token, &body).await).await
-}
-
-async fn transfer(app: &TestApp, body: Value) -> (StatusCode, Value) {
-    json(
-        app.post("/seats/transfer", Some(&app.admin_token()), &body)
-            .await,
-    )
-    .await
-}
+use crate::helpers::{
+    ReplyExt, TestApp, assert_error_body, assert_keys, exec, fetch_scalar, keys_of,
+};
 
 fn ids(seats: &Value) -> Vec<String> {
     seats
@@ -36,11 +26,12 @@ fn instant(value: &Value) -> DateTime<Utc> {
 
 /// Moves the course's last drop date into the past (so it can be a transfer source).
 async fn past_last_drop(app: &TestApp, course_id: Uuid) {
-    sqlx::query("UPDATE course SET last_drop_date = now() - interval '1 hour' WHERE id = $1")
-        .bind(course_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    exec(
+        &app.db,
+        "UPDATE course SET last_drop_date = now() - interval '1 hour' WHERE id = $1",
+        course_id,
+    )
+    .await;
 }
 
 #[sqlx::test]
@@ -48,28 +39,17 @@ async fn provision_creates_one_batch_of_available_seats(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let course = fixtures::create_active_course(&app, "Neuro 101").await;
     let before = Utc::now();
-    let (status, body) = provision_raw(
-        &app,
-        Some(&app.admin_token()),
-        json!({"course_id": course.course_id.to_string().to_uppercase(), "number_of_seats": "3"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().provision(&json!({"course_id": course.course_id.to_string().to_uppercase(), "number_of_seats": "3"}))
+    .await.ok_body();
     assert_eq!(body["message"], "Successfully provisioned 3 seats");
     let seats = body["data"]["seats"].as_array().unwrap();
     assert_eq!(seats.len(), 3);
     let mut sorted = ids(&body["data"]["seats"]);
     sorted.sort();
     assert_eq!(ids(&body["data"]["seats"]), sorted, "ordered by id");
-    let keys: Vec<&str> = seats[0]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
+    assert_keys(
+        &seats[0],
+        &[
             "id",
             "course_id",
             "institution_id",
@@ -79,8 +59,8 @@ async fn provision_creates_one_batch_of_available_seats(db: PgPool) {
             "enrolment_id",
             "credit_value",
             "expiry_date",
-            "created_at"
-        ]
+            "created_at",
+        ],
     );
     for seat in seats {
         assert_eq!(seat["course_id"], course.course_id.to_string());
@@ -100,13 +80,7 @@ async fn provision_creates_one_batch_of_available_seats(db: PgPool) {
         Duration::days(365)
     );
 
-    let stored: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NULL AND NOT is_consumed",
-    )
-    .bind(course.course_id)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let stored: i64 = fetch_scalar(&db, "SELECT count(*) FROM seat WHERE course_id = $1 AND reservation_id IS NULL AND NOT is_consumed", course.course_id).await;
     assert_eq!(stored, 3);
 }
 
@@ -116,17 +90,16 @@ async fn provision_checks_tier_body_course_and_status_in_order(db: PgPool) {
     let admin = app.admin_token();
     let body = json!({"course_id": Uuid::new_v4(), "number_of_seats": 1});
 
-    let (status, err) = provision_raw(&app, None, body.clone()).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous()
+        .provision(&body.clone())
+        .await
+        .unauthenticated();
     // A non-admin learns nothing about the body.
-    let (status, err) = provision_raw(&app, Some(&app.faculty_token()), json!({})).await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    assert_eq!(err["message"], "Access denied");
+    app.as_faculty().provision(&json!({})).await.error_with(
+        StatusCode::FORBIDDEN,
+        "AUTHORIZATION_ERROR",
+        "Access denied",
+    );
 
     for (bad, field, message) in [
         (json!({"number_of_seats": 1}), "course_id", "Field required"),
@@ -156,37 +129,31 @@ async fn provision_checks_tier_body_course_and_status_in_order(db: PgPool) {
             "Must not be null",
         ),
     ] {
-        let (status, err) = provision_raw(&app, Some(&admin), bad.clone()).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app
+            .with_token(&admin)
+            .provision(&bad.clone())
+            .await
+            .invalid();
         assert_eq!(err["details"][field], message, "{bad}");
     }
 
     let missing = Uuid::new_v4();
-    let (status, err) = provision_raw(
-        &app,
-        Some(&admin),
-        json!({"course_id": missing, "number_of_seats": 1}),
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        err["message"],
-        format!("Course {missing} not found. Cannot provision seats without a valid course.")
-    );
+    let err = app
+        .with_token(&admin)
+        .provision(&json!({"course_id": missing, "number_of_seats": 1}))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Course {missing} not found. Cannot provision seats without a valid course."),
+        );
     assert_eq!(err["details"], Value::Null);
 
     let draft = fixtures::create_draft_course(&app, "Draft lab", None, None, None).await;
-    let (status, err) = provision_raw(
-        &app,
-        Some(&admin),
-        json!({"course_id": draft.course_id, "number_of_seats": 1}),
-    )
-    .await;
+    let (status, err) = app
+        .with_token(&admin)
+        .provision(&json!({"course_id": draft.course_id, "number_of_seats": 1}))
+        .await;
     assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
     assert_eq!(
         err["message"],
@@ -206,11 +173,12 @@ async fn provision_checks_tier_body_course_and_status_in_order(db: PgPool) {
 async fn provision_accepts_an_ended_course(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let course = fixtures::create_active_course(&app, "Ended lab").await;
-    sqlx::query("UPDATE course SET end_date = now() - interval '1 minute' WHERE id = $1")
-        .bind(course.course_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
+    exec(
+        &app.db,
+        "UPDATE course SET end_date = now() - interval '1 minute' WHERE id = $1",
+        course.course_id,
+    )
+    .await;
     assert_eq!(
         fixtures::provision(&app, course.course_id, 2).await.len(),
         2
@@ -222,28 +190,16 @@ async fn a_batch_is_returned_with_its_institution_and_course(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let course = fixtures::create_active_course(&app, "Neuro 101").await;
     let seats = fixtures::provision(&app, course.course_id, 2).await;
-    let batch_id: String = sqlx::query_scalar("SELECT batch_id::text FROM seat WHERE id = $1")
-        .bind(seats[0])
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-
-    let (status, body) = json(
-        app.get(
-            &format!("/seats/batches/{batch_id}"),
-            Some(&app.admin_token()),
-        )
-        .await,
+    let batch_id: String = fetch_scalar(
+        &app.db,
+        "SELECT batch_id::text FROM seat WHERE id = $1",
+        seats[0],
     )
     .await;
+
+    let (status, body) = app.as_admin().get_batch(&batch_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys, ["institution", "course", "batches"]);
+    assert_keys(&body, &["institution", "course", "batches"]);
     assert_eq!(body["institution"]["id"], course.institution_id.to_string());
     assert_eq!(body["institution"]["name"], "Open Brain Institute");
     let c = &body["course"];
@@ -271,35 +227,15 @@ async fn a_batch_is_returned_with_its_institution_and_course(db: PgPool) {
     assert_eq!(ids(&batch["seats"]), expected);
 
     let missing = Uuid::new_v4();
-    let (status, err) = json(
-        app.get(
-            &format!("/seats/batches/{missing}"),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(err["message"], format!("Seat batch {missing} not found"));
-
-    let (status, err) = json(
-        app.get("/seats/batches/xyz", Some(&app.admin_token()))
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
+    app.as_admin().get_batch(missing).await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        &format!("Seat batch {missing} not found"),
     );
+
+    let err = app.as_admin().get("/seats/batches/xyz").await.invalid();
     assert_eq!(err["details"]["batch_id"], "Must be a UUID");
-    let (status, err) = json(
-        app.get("/seats/batches/xyz", Some(&app.faculty_token()))
-            .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().get("/seats/batches/xyz").await.denied();
 }
 
 #[sqlx::test]
@@ -312,18 +248,11 @@ async fn batch_search_filters_and_groups_matching_seats(db: PgPool) {
     let third = fixtures::provision(&app, other.course_id, 1).await;
     let search = |query: String| {
         let app = &app;
-        async move {
-            json(
-                app.get(&format!("/seats/batches{query}"), Some(&app.admin_token()))
-                    .await,
-            )
-            .await
-        }
+        async move { app.as_admin().get(&format!("/seats/batches{query}")).await }
     };
 
     // No filter: every seat, batches by their first seat's creation.
-    let (status, all) = search(String::new()).await;
-    assert_eq!(status, StatusCode::OK, "{all}");
+    let all = search(String::new()).await.ok_body();
     let counts: Vec<i64> = all["batches"]
         .as_array()
         .unwrap()
@@ -350,12 +279,12 @@ async fn batch_search_filters_and_groups_matching_seats(db: PgPool) {
     .await;
     assert_eq!(by_institution["batches"].as_array().unwrap().len(), 3);
 
-    let created_second: DateTime<Utc> =
-        sqlx::query_scalar("SELECT created_at FROM seat WHERE id = $1")
-            .bind(second[0])
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let created_second: DateTime<Utc> = fetch_scalar(
+        &app.db,
+        "SELECT created_at FROM seat WHERE id = $1",
+        second[0],
+    )
+    .await;
     let at = created_second.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let (_, after) = search(format!("?created_after={at}&course_id={}", neuro.course_id)).await;
     assert_eq!(after["batches"].as_array().unwrap().len(), 1);
@@ -374,19 +303,16 @@ async fn batch_search_filters_and_groups_matching_seats(db: PgPool) {
     assert_eq!(before_ids.len(), 3, "both bounds are inclusive");
     assert!(before_ids.contains(&first[0].to_string()));
 
-    let (status, err) = search("?vlab_name=nothing-like-this".to_owned()).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        err["message"],
-        "No seat batches found matching the given filters"
-    );
-    let (status, err) = search("?course_id=1&created_after=soon".to_owned()).await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    search("?vlab_name=nothing-like-this".to_owned())
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            "No seat batches found matching the given filters",
+        );
+    let err = search("?course_id=1&created_after=soon".to_owned())
+        .await
+        .invalid();
     assert_eq!(err["details"]["course_id"], "Must be a UUID");
     assert_eq!(err["details"]["created_after"], "Must be a valid date-time");
 }
@@ -406,11 +332,12 @@ async fn transfer_moves_available_seats_in_expiry_order(db: PgPool) {
     let first = fixtures::provision(&app, source.course_id, 2).await;
     let later = fixtures::provision(&app, source.course_id, 2).await;
     // The later batch expires sooner, so it goes first; a stale reservation is cleared.
-    sqlx::query("UPDATE seat SET expiry_date = expiry_date - interval '1 day' WHERE id = ANY($1)")
-        .bind(&later)
-        .execute(&db)
-        .await
-        .unwrap();
+    exec(
+        &db,
+        "UPDATE seat SET expiry_date = expiry_date - interval '1 day' WHERE id = ANY($1)",
+        &later,
+    )
+    .await;
     sqlx::query(
         "UPDATE seat SET reservation_id = gen_random_uuid(), reserved_until = now() - interval '1 minute',
              reserved_student_id = 'old', reserved_email = 'old@uni.org' WHERE id = $1",
@@ -421,11 +348,12 @@ async fn transfer_moves_available_seats_in_expiry_order(db: PgPool) {
     .unwrap();
     // A live reservation and an expired seat are not transferable.
     let expired = fixtures::provision(&app, source.course_id, 1).await;
-    sqlx::query("UPDATE seat SET expiry_date = now() - interval '1 minute' WHERE id = $1")
-        .bind(expired[0])
-        .execute(&db)
-        .await
-        .unwrap();
+    exec(
+        &db,
+        "UPDATE seat SET expiry_date = now() - interval '1 minute' WHERE id = $1",
+        expired[0],
+    )
+    .await;
     sqlx::query(
         "UPDATE seat SET reservation_id = gen_random_uuid(), reserved_until = now() + interval '10 minutes'
          WHERE id = $1",
@@ -435,12 +363,8 @@ async fn transfer_moves_available_seats_in_expiry_order(db: PgPool) {
     .await
     .unwrap();
 
-    let (status, body) = transfer(
-        &app,
-        json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 3}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 3}))
+    .await.ok_body();
     assert_eq!(body["message"], "Successfully transferred seats");
     assert_eq!(body["data"]["transferred_count"], 3);
     let mut expected_later: Vec<String> = later.iter().map(Uuid::to_string).collect();
@@ -452,34 +376,21 @@ async fn transfer_moves_available_seats_in_expiry_order(db: PgPool) {
         assert_eq!(seat["course_id"], target.course_id.to_string());
         assert_eq!(seat["institution_id"], source.institution_id.to_string());
     }
-    let stale: Option<Uuid> = sqlx::query_scalar("SELECT reservation_id FROM seat WHERE id = $1")
-        .bind(later[0])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let stale: Option<Uuid> = fetch_scalar(
+        &db,
+        "SELECT reservation_id FROM seat WHERE id = $1",
+        later[0],
+    )
+    .await;
     assert_eq!(stale, None);
-    let left: Uuid = sqlx::query_scalar("SELECT course_id FROM seat WHERE id = $1")
-        .bind(first[1])
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let left: Uuid = fetch_scalar(&db, "SELECT course_id FROM seat WHERE id = $1", first[1]).await;
     assert_eq!(left, source.course_id, "the reserved seat stayed");
 
     // Only the reserved and the expired seat are left: neither moves.
-    let (status, err) = transfer(
-        &app,
-        json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 1}),
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(err["message"], "Requested 1 seats but only 0 available");
-    let (status, err) = transfer(
-        &app,
-        json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": "all"}),
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(err["message"], "No transferable seats available");
+    app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 1}))
+    .await.error_with(StatusCode::CONFLICT, "INVALID_REQUEST", "Requested 1 seats but only 0 available");
+    app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": "all"}))
+    .await.error_with(StatusCode::CONFLICT, "INVALID_REQUEST", "No transferable seats available");
 }
 
 #[sqlx::test]
@@ -487,28 +398,21 @@ async fn transfer_all_moves_every_transferable_seat(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (source, target) = transfer_pair(&app).await;
     fixtures::provision(&app, source.course_id, 3).await;
-    let (status, body) = transfer(
-        &app,
-        json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": "all"}),
+    let body = app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": "all"}))
+    .await.ok_body();
+    assert_eq!(body["data"]["transferred_count"], 3);
+    let in_target: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM seat WHERE course_id = $1",
+        target.course_id,
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["data"]["transferred_count"], 3);
-    let in_target: i64 = sqlx::query_scalar("SELECT count(*) FROM seat WHERE course_id = $1")
-        .bind(target.course_id)
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
     assert_eq!(in_target, 3);
     // After a transfer a batch spans the target course.
-    let (_, batches) = json(
-        app.get(
-            &format!("/seats/batches?course_id={}", target.course_id),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
+    let (_, batches) = app
+        .as_admin()
+        .get(&format!("/seats/batches?course_id={}", target.course_id))
+        .await;
     assert_eq!(
         batches["batches"][0]["course_ids"],
         json!([target.course_id])
@@ -546,41 +450,30 @@ async fn transfer_rejects_bad_bodies_and_checks_courses_in_order(db: PgPool) {
             "Field required",
         ),
     ] {
-        let (status, err) = transfer(&app, bad.clone()).await;
-        assert_error_body(
-            &err,
-            status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "INVALID_REQUEST",
-        );
+        let err = app.as_admin().transfer(&bad.clone()).await.invalid();
         assert_eq!(err["details"][field], message, "{bad}");
     }
-    let (status, err) = json(
-        app.post("/seats/transfer", Some(&app.faculty_token()), &json!({}))
-            .await,
-    )
-    .await;
-    assert_error_body(&err, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
+    app.as_faculty().transfer(&json!({})).await.denied();
 
     let (source, target) = transfer_pair(&app).await;
     fixtures::provision(&app, source.course_id, 1).await;
     let body =
         |s: Uuid, t: Uuid| json!({"source_course_id": s, "target_course_id": t, "amount": 1});
 
-    let (status, err) = transfer(&app, body(source.course_id, Uuid::new_v4())).await;
-    assert_error_body(&err, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(err["message"], "One or both courses were not found");
+    app.as_admin()
+        .transfer(&body(source.course_id, Uuid::new_v4()))
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            "One or both courses were not found",
+        );
 
     // Another institution (set while the course is a draft, then activated).
-    let (_, institution) = json(
-        app.post(
-            "/institutions",
-            Some(&app.admin_token()),
-            &json!({"name": "EPFL", "contact_email": "a@epfl.ch"}),
-        )
-        .await,
-    )
-    .await;
+    let (_, institution) = app
+        .as_admin()
+        .post_institution(&json!({"name": "EPFL", "contact_email": "a@epfl.ch"}))
+        .await;
     let now = Utc::now();
     let elsewhere = fixtures::create_draft_course(
         &app,
@@ -590,55 +483,61 @@ async fn transfer_rejects_bad_bodies_and_checks_courses_in_order(db: PgPool) {
         Some(now + Duration::days(90)),
     )
     .await;
-    let (status, patched) = json(
-        app.request(
-            reqwest::Method::PATCH,
-            &format!("/courses/{}", elsewhere.course_id),
-            Some(&app.admin_token()),
-            Some(&json!({"institution_id": institution["data"]["id"]})),
+    app.as_admin()
+        .patch_course(
+            elsewhere.course_id,
+            &json!({"institution_id": institution["data"]["id"]}),
         )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{patched}");
+        .await
+        .ok_body();
     fixtures::activate_course(&app, elsewhere.course_id).await;
-    let (status, err) = transfer(&app, body(source.course_id, elsewhere.course_id)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(
-        err["message"],
-        "Both courses must belong to the same institution"
-    );
+    app.as_admin()
+        .transfer(&body(source.course_id, elsewhere.course_id))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "INVALID_REQUEST",
+            "Both courses must belong to the same institution",
+        );
 
     let draft = fixtures::create_draft_course(&app, "Draft target", None, None, None).await;
-    let (status, err) = transfer(&app, body(source.course_id, draft.course_id)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(err["message"], "Both courses must be active");
+    app.as_admin()
+        .transfer(&body(source.course_id, draft.course_id))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "INVALID_REQUEST",
+            "Both courses must be active",
+        );
 
     // The target is still in its drop window, so it cannot be a source.
-    let (status, err) = transfer(&app, body(target.course_id, source.course_id)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(
-        err["message"],
-        "Source course must be past its last drop date"
-    );
+    app.as_admin()
+        .transfer(&body(target.course_id, source.course_id))
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "INVALID_REQUEST",
+            "Source course must be past its last drop date",
+        );
 
     let late = fixtures::create_active_course(&app, "Late target").await;
     past_last_drop(&app, late.course_id).await;
-    let (status, err) = transfer(&app, body(source.course_id, late.course_id)).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(
-        err["message"],
-        "Target course must be before its last drop date"
-    );
-
-    let (status, err) = transfer(&app, json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 2})).await;
-    assert_error_body(&err, status, StatusCode::CONFLICT, "INVALID_REQUEST");
-    assert_eq!(err["message"], "Requested 2 seats but only 1 available");
-    let unmoved: i64 = sqlx::query_scalar("SELECT count(*) FROM seat WHERE course_id = $1")
-        .bind(source.course_id)
-        .fetch_one(&app.db)
+    app.as_admin()
+        .transfer(&body(source.course_id, late.course_id))
         .await
-        .unwrap();
+        .error_with(
+            StatusCode::CONFLICT,
+            "INVALID_REQUEST",
+            "Target course must be before its last drop date",
+        );
+
+    app.as_admin().transfer(&json!({"source_course_id": source.course_id, "target_course_id": target.course_id, "amount": 2})).await.error_with(StatusCode::CONFLICT, "INVALID_REQUEST", "Requested 2 seats but only 1 available");
+    let unmoved: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM seat WHERE course_id = $1",
+        source.course_id,
+    )
+    .await;
     assert_eq!(unmoved, 1);
 }
 
@@ -649,8 +548,7 @@ async fn a_course_admin_lists_every_seat_with_its_enrolment(db: PgPool) {
     let seats = fixtures::provision(&app, course.course_id, 3).await;
     let path = format!("/seats/courses/{}", course.course_id);
 
-    let (status, empty) = json(app.get(&path, Some(&app.faculty_token())).await).await;
-    assert_eq!(status, StatusCode::OK, "{empty}");
+    let empty = app.as_faculty().get(&path).await.ok_body();
     assert_eq!(
         empty["pagination"],
         json!({"page": 1, "page_size": 3, "total_items": 3})
@@ -664,8 +562,7 @@ async fn a_course_admin_lists_every_seat_with_its_enrolment(db: PgPool) {
     );
 
     let assigned = fixtures::assign(&app, course.course_id, 1).await;
-    let (status, listed) = json(app.get(&path, Some(&app.faculty_token())).await).await;
-    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = app.as_faculty().get(&path).await.ok_body();
     let data = listed["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
     let mut expected: Vec<String> = seats.iter().map(Uuid::to_string).collect();
@@ -684,13 +581,7 @@ async fn a_course_admin_lists_every_seat_with_its_enrolment(db: PgPool) {
             "student_id": "stu-1", "claimed_by": null, "is_dropped": false
         })
     );
-    let keys: Vec<&str> = with
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(keys.last(), Some(&"enrolment"));
+    assert_eq!(keys_of(with).last(), Some(&"enrolment"));
 }
 
 #[sqlx::test]
@@ -713,32 +604,23 @@ async fn the_seat_list_is_for_course_admins_only(db: PgPool) {
         ),
         ("/seats/courses/not-a-uuid".to_owned(), app.admin_token()),
     ] {
-        let (status, err) = json(app.get(&path, Some(&token)).await).await;
-        assert_error_body(&err, status, StatusCode::FORBIDDEN, "NOT_ALLOWED_OP");
-        assert_eq!(err["message"], "Not authorized to perform this action");
+        let err = app.with_token(&token).get(&path).await.error_with(
+            StatusCode::FORBIDDEN,
+            "NOT_ALLOWED_OP",
+            "Not authorized to perform this action",
+        );
         assert_eq!(err["details"], Value::Null);
     }
-    let (status, err) = json(
-        app.get(&format!("/seats/courses/{}", course.course_id), None)
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &err,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
+    app.anonymous()
+        .get_course_seats(course.course_id)
+        .await
+        .unauthenticated();
     // The lab's own admin (the service admin created it) passes, and sees no seats.
-    let (status, body) = json(
-        app.get(
-            &format!("/seats/courses/{}", course.course_id),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_admin()
+        .get_course_seats(course.course_id)
+        .await
+        .ok_body();
     assert_eq!(
         body,
         json!({"data": [], "pagination": {"page": 1, "page_size": 0, "total_items": 0}})

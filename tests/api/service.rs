@@ -1,17 +1,17 @@
 //! Service endpoints, middleware and framework-level errors.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, assert_error_body, json};
+use crate::helpers::{ReplyExt, TestApp, json};
 
 #[sqlx::test]
 async fn health_and_banner_answer_json_strings(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = json(app.get("/health", None).await).await;
+    let (status, body) = app.anonymous().get("/health").await;
     assert_eq!((status, body), (StatusCode::OK, json!("OK")));
-    let (status, body) = json(app.get("/", None).await).await;
+    let (status, body) = app.anonymous().get("/").await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, json!("Server is running."))
@@ -21,7 +21,7 @@ async fn health_and_banner_answer_json_strings(db: PgPool) {
 #[sqlx::test]
 async fn ready_checks_database_and_migrations(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
-    let (status, body) = json(app.get("/ready", None).await).await;
+    let (status, body) = app.anonymous().get("/ready").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         body,
@@ -33,7 +33,7 @@ async fn ready_checks_database_and_migrations(db: PgPool) {
         .execute(&db)
         .await
         .unwrap();
-    let (status, body) = json(app.get("/ready", None).await).await;
+    let (status, body) = app.anonymous().get("/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "not_ready");
     assert_eq!(body["checks"]["migrations"], "error");
@@ -42,18 +42,17 @@ async fn ready_checks_database_and_migrations(db: PgPool) {
 #[sqlx::test]
 async fn unknown_routes_and_wrong_methods_get_json_errors(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = json(app.get("/no/such/route", None).await).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], "Route not found");
+    app.anonymous().get("/no/such/route").await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        "Route not found",
+    );
 
-    let (status, body) = json(app.request(Method::DELETE, "/health", None, None).await).await;
-    assert_error_body(
-        &body,
-        status,
+    app.anonymous().delete("/health").await.error_with(
         StatusCode::METHOD_NOT_ALLOWED,
         "INVALID_REQUEST",
+        "Method not allowed",
     );
-    assert_eq!(body["message"], "Method not allowed");
 }
 
 #[sqlx::test]
@@ -68,14 +67,11 @@ async fn bodies_over_one_mebibyte_get_a_json_413(db: PgPool) {
         .send()
         .await
         .unwrap();
-    let (status, body) = json(response).await;
-    assert_error_body(
-        &body,
-        status,
+    json(response).await.error_with(
         StatusCode::PAYLOAD_TOO_LARGE,
         "INVALID_REQUEST",
+        "Request body too large",
     );
-    assert_eq!(body["message"], "Request body too large");
 }
 
 #[sqlx::test]
@@ -108,7 +104,7 @@ async fn request_ids_are_reused_when_valid_and_generated_otherwise(db: PgPool) {
 #[sqlx::test]
 async fn a_single_trailing_slash_is_ignored(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, body) = json(app.get("/health/", None).await).await;
+    let (status, body) = app.anonymous().get("/health/").await;
     assert_eq!((status, body), (StatusCode::OK, json!("OK")));
 }
 
@@ -133,7 +129,7 @@ async fn metrics_are_prometheus_text(db: PgPool) {
 #[sqlx::test]
 async fn the_openapi_document_lists_every_route_with_bearer_security(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (status, doc) = json(app.get("/openapi.json", None).await).await;
+    let (status, doc) = app.anonymous().get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(
@@ -160,7 +156,7 @@ async fn routes_live_under_the_base_path_and_probes_also_at_the_root(db: PgPool)
     })
     .await;
     // app.url() includes the base path.
-    let (status, _) = json(app.get("/health", None).await).await;
+    let (status, _) = app.anonymous().get("/health").await;
     assert_eq!(status, StatusCode::OK);
     let root = format!("http://127.0.0.1:{}", app.port);
     for probe in ["/health", "/ready"] {
@@ -179,7 +175,7 @@ async fn routes_live_under_the_base_path_and_probes_also_at_the_root(db: PgPool)
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let (status, doc) = json(app.get("/openapi.json", None).await).await;
+    let (status, doc) = app.anonymous().get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["paths"].get("/institutions").is_some());
 }
@@ -208,7 +204,6 @@ async fn a_second_server_process_serves_the_same_database(db: PgPool) {
         .send()
         .await
         .unwrap();
-    let (status, body) = json(response).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json(response).await.ok_body();
     assert_eq!(body["data"][0]["name"], "Open Brain Institute");
 }

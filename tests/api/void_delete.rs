@@ -1,42 +1,17 @@
 //! `POST /courses/{course_id}/void` and `DELETE /courses/{course_id}` (api.md §4.5.6–§4.5.7,
 //! rules.md §4.7–§4.8).
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{
-    ActiveCourse, assign, claim_and_activate, course_with_students, create_active_course,
-    create_draft_course, make_lab_admin, provision,
+    ActiveCourse, COURSE_KEYS, assign, claim_and_activate, course_with_students,
+    create_active_course, create_draft_course, make_lab_admin, provision,
 };
-use crate::helpers::{TestApp, assert_error_body, json};
-
-async fn void(app: &TestApp, course_id: Uuid) -> (StatusCode, Value) {
-    json(
-        app.post(
-            &format!("/courses/{course_id}/void"),
-            Some(&app.admin_token()),
-            &json!({}),
-        )
-        .await,
-    )
-    .await
-}
-
-async fn delete(app: &TestApp, course_id: Uuid) -> (StatusCode, Value) {
-    json(
-        app.request(
-            Method::DELETE,
-            &format!("/courses/{course_id}"),
-            Some(&app.admin_token()),
-            None,
-        )
-        .await,
-    )
-    .await
-}
+use crate::helpers::{ReplyExt, TestApp, assert_keys, fetch_row, fetch_scalar};
 
 fn summary(dropped: u64, failed: u64, pending: u64, depleted: bool) -> Value {
     json!({"enrolments_dropped": dropped, "enrolments_failed": failed,
@@ -100,32 +75,11 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
     app.accounting
         .inject(Fault::new("acc_deplete_project", FaultAction::Status(500)));
 
-    let (status, body) = void(&app, course.course_id).await;
+    let (status, body) = app.as_admin().void_course(course.course_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["message"], "Course voided successfully");
     let data = &body["data"];
-    let keys: Vec<&str> = data
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        [
-            "id",
-            "virtual_lab_id",
-            "institution_id",
-            "template_project_id",
-            "status",
-            "credits_per_seat",
-            "start_date",
-            "end_date",
-            "last_drop_date",
-            "budget_depleted",
-            "void_summary"
-        ]
-    );
+    assert_keys(data, &[COURSE_KEYS.as_slice(), &["void_summary"]].concat());
     assert_eq!(data["id"], course.course_id.to_string());
     assert_eq!(data["status"], "voided");
     assert_eq!(data["budget_depleted"], true);
@@ -158,12 +112,12 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
     }
     let activated = &app.users.students[0];
     let member = format!("/vlab/{}/member", course.vlab_id);
-    let dropped_first: bool =
-        sqlx::query_scalar("SELECT is_dropped FROM course_enrolment WHERE id = $1")
-            .bind(students[0].enrolment_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let dropped_first: bool = fetch_scalar(
+        &db,
+        "SELECT is_dropped FROM course_enrolment WHERE id = $1",
+        students[0].enrolment_id,
+    )
+    .await;
     assert_eq!(
         app.keycloak
             .user_group_paths(activated.id)
@@ -172,8 +126,7 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
     );
 
     // Voiding again resumes the failed drop; the lab is not depleted again.
-    let (status, again) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
+    let again = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(again["data"]["void_summary"], summary(1, 0, 0, true));
     assert_eq!(count(&db, undropped, course.course_id).await, 0);
     assert_eq!(
@@ -185,8 +138,7 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
             .user_group_paths(activated.id)
             .contains(&member)
     );
-    let (status, third) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{third}");
+    let third = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(third["data"]["void_summary"], summary(0, 0, 0, true));
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 1));
 }
@@ -195,7 +147,7 @@ async fn void_drops_every_student_cancels_their_e_mails_and_depletes_the_lab_onc
 async fn void_of_a_draft_course_just_voids_it_and_depletes_the_lab(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let course = create_draft_course(&app, "Void draft", None, None, None).await;
-    let (status, body) = void(&app, course.course_id).await;
+    let (status, body) = app.as_admin().void_course(course.course_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["status"], "voided");
     assert_eq!(body["data"]["start_date"], Value::Null);
@@ -203,8 +155,7 @@ async fn void_of_a_draft_course_just_voids_it_and_depletes_the_lab(db: PgPool) {
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 1));
 
     // Idempotent: the second void changes nothing and depletes nothing.
-    let (status, again) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
+    let again = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(again["data"], body["data"]);
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 1));
 }
@@ -215,7 +166,7 @@ async fn a_failed_lab_deplete_is_reported_and_retried_by_the_next_void(db: PgPoo
     let course = create_draft_course(&app, "Void deplete fails", None, None, None).await;
     app.accounting
         .inject(Fault::new("acc_deplete_vlab", FaultAction::Status(500)));
-    let (status, body) = void(&app, course.course_id).await;
+    let (status, body) = app.as_admin().void_course(course.course_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["data"]["status"], "voided");
     assert_eq!(body["data"]["budget_depleted"], false);
@@ -225,8 +176,7 @@ async fn a_failed_lab_deplete_is_reported_and_retried_by_the_next_void(db: PgPoo
         Some(("voided".into(), false))
     );
 
-    let (status, again) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{again}");
+    let again = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(again["data"]["budget_depleted"], true);
     assert_eq!(again["data"]["void_summary"], summary(0, 0, 0, true));
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 2));
@@ -241,15 +191,14 @@ async fn void_retries_a_failed_access_removal_at_once(db: PgPool) {
     // The drop's own attempt fails; void's sweep (ignoring the backoff) succeeds.
     app.keycloak
         .inject(Fault::new("kc_remove_member", FaultAction::Status(500)));
-    let (status, body) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(body["data"]["void_summary"], summary(1, 0, 0, true));
-    let (state, attempts): (String, i32) =
-        sqlx::query_as("SELECT state, access_attempts FROM enrolment_drop WHERE enrolment_id = $1")
-            .bind(students[0].enrolment_id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+    let (state, attempts): (String, i32) = fetch_row(
+        &db,
+        "SELECT state, access_attempts FROM enrolment_drop WHERE enrolment_id = $1",
+        students[0].enrolment_id,
+    )
+    .await;
     assert_eq!((state.as_str(), attempts), ("done", 2));
     assert!(
         !app.keycloak
@@ -263,35 +212,26 @@ async fn void_answers_401_403_422_and_404(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let unknown = Uuid::new_v4();
     let path = format!("/courses/{unknown}/void");
-    let (status, body) = json(app.post(&path, None, &json!({})).await).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNAUTHORIZED,
+    app.anonymous()
+        .post(&path, &json!({}))
+        .await
+        .unauthenticated();
+    app.as_faculty().post(&path, &json!({})).await.error_with(
+        StatusCode::FORBIDDEN,
         "AUTHORIZATION_ERROR",
+        "Access denied",
     );
-    let (status, body) = json(
-        app.post(&path, Some(&app.faculty_token()), &json!({}))
-            .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    assert_eq!(body["message"], "Access denied");
-    let (status, body) = json(
-        app.post("/courses/nope/void", Some(&app.admin_token()), &json!({}))
-            .await,
-    )
-    .await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    let body = app
+        .as_admin()
+        .post("/courses/nope/void", &json!({}))
+        .await
+        .invalid();
     assert_eq!(body["details"], json!({"course_id": "Must be a UUID"}));
-    let (status, body) = void(&app, unknown).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(body["message"], format!("Course {unknown} not found"));
+    let body = app.as_admin().void_course(unknown).await.error_with(
+        StatusCode::NOT_FOUND,
+        "ENTITY_NOT_FOUND",
+        &format!("Course {unknown} not found"),
+    );
     assert_eq!(
         (&body["details"], &body["data"]),
         (&Value::Null, &Value::Null)
@@ -316,35 +256,35 @@ async fn assert_course_gone(app: &TestApp, db: &PgPool, course: &ActiveCourse) {
     .await
     .unwrap();
     assert_eq!(kept, 1);
-    let (status, body) = json(
-        app.get(
-            &format!("/courses/{}", course.course_id),
-            Some(&app.admin_token()),
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
+    app.as_admin()
+        .get_course(course.course_id)
+        .await
+        .error_body(StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
 }
 
 #[sqlx::test]
 async fn deleting_a_draft_voids_it_depletes_the_lab_and_removes_it(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let course = create_draft_course(&app, "Delete draft", None, None, None).await;
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app
+        .as_admin()
+        .delete_course(course.course_id)
+        .await
+        .ok_body();
     assert_eq!(
         body,
         json!({"message": "Course deleted successfully", "data": null})
     );
     assert_course_gone(&app, &db, &course).await;
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 1));
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_error_body(&body, status, StatusCode::NOT_FOUND, "ENTITY_NOT_FOUND");
-    assert_eq!(
-        body["message"],
-        format!("Course {} not found", course.course_id)
-    );
+    app.as_admin()
+        .delete_course(course.course_id)
+        .await
+        .error_with(
+            StatusCode::NOT_FOUND,
+            "ENTITY_NOT_FOUND",
+            &format!("Course {} not found", course.course_id),
+        );
 }
 
 #[sqlx::test]
@@ -352,10 +292,11 @@ async fn deleting_a_voided_course_removes_its_seats_enrolments_and_outbox(db: Pg
     let app = TestApp::spawn(db.clone()).await;
     let (course, students) = course_with_students(&app, "Delete voided", 2).await;
     provision(&app, course.course_id, 1).await;
-    let (status, body) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_admin().void_course(course.course_id).await.ok_body();
+    app.as_admin()
+        .delete_course(course.course_id)
+        .await
+        .ok_body();
     assert_course_gone(&app, &db, &course).await;
     let outbox: i64 =
         sqlx::query_scalar("SELECT count(*) FROM email_outbox WHERE enrolment_id = ANY($1)")
@@ -366,12 +307,12 @@ async fn deleting_a_voided_course_removes_its_seats_enrolments_and_outbox(db: Pg
     assert_eq!(outbox, 0);
     // Student projects are kept; only the link to the student is gone.
     for s in &students {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM project WHERE id = $1)")
-                .bind(s.project_id)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let exists: bool = fetch_scalar(
+            &db,
+            "SELECT EXISTS (SELECT 1 FROM project WHERE id = $1)",
+            s.project_id,
+        )
+        .await;
         assert!(exists);
         assert!(app.accounting.account_exists(s.project_id));
     }
@@ -383,12 +324,15 @@ async fn deleting_a_voided_course_removes_its_seats_enrolments_and_outbox(db: Pg
 async fn an_active_course_cannot_be_deleted(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let course = create_active_course(&app, "Delete active").await;
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_error_body(&body, status, StatusCode::CONFLICT, "FORBIDDEN_OPERATION");
-    assert_eq!(
-        body["message"],
-        "Active courses cannot be deleted. Void the course first."
-    );
+    let body = app
+        .as_admin()
+        .delete_course(course.course_id)
+        .await
+        .error_with(
+            StatusCode::CONFLICT,
+            "FORBIDDEN_OPERATION",
+            "Active courses cannot be deleted. Void the course first.",
+        );
     assert_eq!(
         (&body["details"], &body["data"]),
         (&Value::Null, &Value::Null)
@@ -404,35 +348,9 @@ async fn an_active_course_cannot_be_deleted(db: PgPool) {
 async fn delete_answers_401_403_and_422_before_looking(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let path = format!("/courses/{}", Uuid::new_v4());
-    let (status, body) = json(app.request(Method::DELETE, &path, None, None).await).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNAUTHORIZED,
-        "AUTHORIZATION_ERROR",
-    );
-    let (status, body) = json(
-        app.request(Method::DELETE, &path, Some(&app.faculty_token()), None)
-            .await,
-    )
-    .await;
-    assert_error_body(&body, status, StatusCode::FORBIDDEN, "AUTHORIZATION_ERROR");
-    let (status, body) = json(
-        app.request(
-            Method::DELETE,
-            "/courses/nope",
-            Some(&app.admin_token()),
-            None,
-        )
-        .await,
-    )
-    .await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID_REQUEST",
-    );
+    app.anonymous().delete(&path).await.unauthenticated();
+    app.as_faculty().delete(&path).await.denied();
+    let body = app.as_admin().delete("/courses/nope").await.invalid();
     assert_eq!(body["details"], json!({"course_id": "Must be a UUID"}));
 }
 
@@ -442,20 +360,18 @@ async fn a_delete_whose_lab_deplete_fails_leaves_the_course_voided_and_resumes(d
     let course = create_draft_course(&app, "Delete deplete fails", None, None, None).await;
     app.accounting
         .inject(Fault::new("acc_deplete_vlab", FaultAction::Status(500)));
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        body["message"],
-        format!(
-            "Failed to deplete vlab budget for course {}",
-            course.course_id
-        )
-    );
+    let body = app
+        .as_admin()
+        .delete_course(course.course_id)
+        .await
+        .error_with(
+            StatusCode::BAD_GATEWAY,
+            "EXTERNAL_SERVICE_ERROR",
+            &format!(
+                "Failed to deplete vlab budget for course {}",
+                course.course_id
+            ),
+        );
     assert_eq!(
         (&body["details"], &body["data"]),
         (&Value::Null, &Value::Null)
@@ -465,8 +381,10 @@ async fn a_delete_whose_lab_deplete_fails_leaves_the_course_voided_and_resumes(d
         Some(("voided".into(), false))
     );
 
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_admin()
+        .delete_course(course.course_id)
+        .await
+        .ok_body();
     assert_course_gone(&app, &db, &course).await;
     assert_eq!(accounting_calls(&app, "acc_deplete_vlab"), (1, 2));
 }
@@ -477,26 +395,19 @@ async fn a_delete_whose_drop_fails_answers_502_and_resumes(db: PgPool) {
     let (course, students) = course_with_students(&app, "Delete drop fails", 2).await;
     app.accounting
         .inject(Fault::new("acc_deplete_project", FaultAction::Status(500)).times(2));
-    let (status, body) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(body["data"]["void_summary"], summary(0, 2, 0, true));
 
     app.accounting
         .inject(Fault::new("acc_deplete_project", FaultAction::Status(500)));
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        body["message"],
-        format!(
+    app
+        .as_admin()
+        .delete_course(course.course_id)
+        .await
+        .error_with(StatusCode::BAD_GATEWAY, "EXTERNAL_SERVICE_ERROR", &format!(
             "Failed to drop 1 enrolment(s) of course {}; the course was voided but not deleted. Retry the delete.",
             course.course_id
-        )
-    );
+        ));
     assert_eq!(
         course_status(&db, course.course_id).await,
         Some(("voided".into(), true))
@@ -512,8 +423,10 @@ async fn a_delete_whose_drop_fails_answers_502_and_resumes(db: PgPool) {
     assert_eq!(reasons, ["void", "void"]);
     assert_eq!(students.len(), 2);
 
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_admin()
+        .delete_course(course.course_id)
+        .await
+        .ok_body();
     assert_course_gone(&app, &db, &course).await;
 }
 
@@ -526,29 +439,24 @@ async fn a_delete_whose_access_removal_fails_answers_502_and_resumes(db: PgPool)
     // Keycloak fails during the void (the drop's attempt and the sweep's).
     app.keycloak
         .inject(Fault::new("kc_remove_member", FaultAction::Status(500)).times(2));
-    let (status, body) = void(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = app.as_admin().void_course(course.course_id).await.ok_body();
     assert_eq!(body["data"]["void_summary"], summary(1, 0, 1, true));
     // And still during the delete.
     app.keycloak
         .inject(Fault::new("kc_list_members", FaultAction::Status(500)));
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_error_body(
-        &body,
-        status,
-        StatusCode::BAD_GATEWAY,
-        "EXTERNAL_SERVICE_ERROR",
-    );
-    assert_eq!(
-        body["message"],
-        format!(
+    app
+        .as_admin()
+        .delete_course(course.course_id)
+        .await
+        .error_with(StatusCode::BAD_GATEWAY, "EXTERNAL_SERVICE_ERROR", &format!(
             "Failed to remove access for 1 dropped enrolment(s) of course {}; the course was voided but not deleted. Retry the delete.",
             course.course_id
-        )
-    );
+        ));
     assert!(course_status(&db, course.course_id).await.is_some());
 
-    let (status, body) = delete(&app, course.course_id).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    app.as_admin()
+        .delete_course(course.course_id)
+        .await
+        .ok_body();
     assert_course_gone(&app, &db, &course).await;
 }
