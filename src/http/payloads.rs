@@ -113,7 +113,7 @@ impl From<&Course> for VirtualLabCourseSummary {
     }
 }
 
-// ---- virtual labs (issue 3)
+// ---- virtual labs
 
 /// VirtualLabDetails (api.md §3.9).
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -159,7 +159,7 @@ impl VirtualLabDetails {
     }
 }
 
-// ---- courses (issue 4)
+// ---- courses
 
 /// CourseDetailOut (api.md §3.3): course get and search.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -202,7 +202,7 @@ impl From<crate::repo::courses::CourseDetail> for CourseDetailOut {
     }
 }
 
-// ---- drops (issue 5 part B)
+// ---- drops
 
 /// SeatDropResult (api.md §3.13): one per requested seat of a faculty drop.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -229,7 +229,7 @@ impl From<&crate::usecases::drops::faculty::SeatDrop> for SeatDropResult {
     }
 }
 
-// ---- seats and enrolments (issue 5 part A)
+// ---- seats and enrolments
 
 /// SeatOut (api.md §3.4). A reserved seat looks like an unassigned one.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -20,8 +20,8 @@ use tokio::process::Command;
 mod support;
 use support::{drop_database, free_port, target_dir, test_database_url};
 
-/// The flags of the issue: without the networking ones Chromium tries to reach the internet
-/// and stalls.
+/// Headless on a machine with no internet: without the networking flags Chromium keeps trying
+/// to reach Google's hosts and stalls.
 const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
