@@ -13,11 +13,43 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::fields::FieldErrors;
 use crate::http::auth::AuthError;
 use crate::usecases::UseCaseError;
 use crate::usecases::error::Chain;
 pub use crate::usecases::error::ErrorCode;
+
+/// The 422 problems of one request: field → first message, in the order found (api.md §2.2).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(Vec<(String, String)>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records `message` for `field` unless the field already has one.
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        if !self.0.iter().any(|(k, _)| k == field) {
+            self.0.push((field.to_owned(), message.into()));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, field: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == field)
+    }
+}
+
+impl IntoIterator for FieldErrors {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
 
 /// An error response.
 #[derive(Debug, Clone, PartialEq)]

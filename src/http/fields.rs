@@ -13,40 +13,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::error::ApiError;
+pub use super::error::FieldErrors;
 use crate::domain::{datetime, email::EmailAddress};
-
-/// Field → first message, in the order found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct FieldErrors(Vec<(String, String)>);
-
-impl FieldErrors {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records `message` for `field` unless the field already has one.
-    pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        if !self.0.iter().any(|(k, _)| k == field) {
-            self.0.push((field.to_owned(), message.into()));
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn contains(&self, field: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == field)
-    }
-}
-
-impl IntoIterator for FieldErrors {
-    type Item = (String, String);
-    type IntoIter = std::vec::IntoIter<(String, String)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
-    }
-}
 
 /// Parses a request body that must be a JSON object (api.md §2.2, key `body`).
 pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
