@@ -979,22 +979,37 @@ impl std::io::Write for Captured {
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
+/// Everything the lib tests log at `info` and above, through one global subscriber installed on
+/// first use. A scoped subscriber (`set_default`) is not enough: tracing caches each callsite's
+/// interest globally, and a test on another thread that reaches the same callsite first can make
+/// the scoped subscriber miss the event.
+fn global_log() -> &'static Captured {
+    static LOG: LazyLock<Captured> = LazyLock::new(|| {
+        let sink = Captured::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("no other global subscriber in the lib tests");
+        sink
+    });
+    &LOG
+}
+
+#[tokio::test]
 async fn a_refusal_is_logged_at_info_with_its_reason_and_the_request_span_but_not_the_token() {
+    let sink = global_log();
     let (_idp, auth) = setup().await;
-    let sink = Captured::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests log into the same sink; this request's lines carry its own id.
+    let request_id = format!("req-{}", Uuid::new_v4());
 
     let mut c = claims();
     c["exp"] = json!(now() - 120);
     let token = token_with(&c);
-    let span = tracing::info_span!("request", request_id = "req-7");
+    let span = tracing::info_span!("request", request_id = %request_id);
     let err = tracing::Instrument::instrument(auth.authenticate(Some(&bearer(&token))), span)
         .await
         .unwrap_err();
@@ -1003,11 +1018,10 @@ async fn a_refusal_is_logged_at_info_with_its_reason_and_the_request_span_but_no
     let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
     let line = logged
         .lines()
-        .find(|l| l.contains("caller refused"))
+        .find(|l| l.contains("caller refused") && l.contains(&request_id))
         .unwrap_or_else(|| panic!("no refusal logged: {logged}"));
     assert!(line.contains(" INFO "), "{line}");
     assert!(line.contains("reason=expired"), "{line}");
-    assert!(line.contains("request_id=\"req-7\""), "{line}");
     assert!(!logged.contains(&token), "{logged}");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!logged.contains(signature), "{logged}");
