@@ -7,6 +7,8 @@
 use axum::body::Bytes;
 use std::collections::HashMap;
 
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
@@ -143,14 +145,29 @@ impl<S: Send + Sync> FromRequestParts<S> for PathUuid {
 }
 
 /// The route's path parameters by name, as sent (percent-decoded).
+///
+/// A parameter that is not UTF-8 once decoded (`/courses/%FF`) is kept as an empty value, so it
+/// fails like any other malformed id — 403 in a tier gate, 422 for a plain id — instead of
+/// axum's text/plain 400. The other parameters of such a request are left out: one malformed id
+/// already decides the answer.
 pub async fn path_params<S: Send + Sync>(
     parts: &mut Parts,
     state: &S,
 ) -> Result<HashMap<String, String>, Response> {
-    Path::<HashMap<String, String>>::from_request_parts(parts, state)
-        .await
-        .map(|Path(params)| params)
-        .map_err(IntoResponse::into_response)
+    match Path::<HashMap<String, String>>::from_request_parts(parts, state).await {
+        Ok(Path(params)) => Ok(params),
+        Err(PathRejection::FailedToDeserializePathParams(err)) => match err.into_kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => Ok(HashMap::from([(key, String::new())])),
+            kind => {
+                tracing::error!(error = %kind, "unreadable path parameters");
+                Err(ApiError::internal().into_response())
+            }
+        },
+        Err(rejection) => {
+            tracing::error!(error = %rejection, "no path parameters on this route");
+            Err(ApiError::internal().into_response())
+        }
+    }
 }
 
 /// The raw query string; parsed after the gate with `fields::query_object`.

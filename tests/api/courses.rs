@@ -502,6 +502,15 @@ async fn get_returns_the_course_detail_or_404(db: PgPool) {
     assert_eq!(body["details"]["course_id"], "Must be a UUID");
 
     app.as_faculty().get("/courses/not-a-uuid").await.denied();
+
+    // An id that is not UTF-8 once percent-decoded is malformed like any other: the JSON 422
+    // of a plain id, the 403 of a tier gate — not axum's text/plain 400.
+    let body = app.as_admin().get("/courses/%FF").await.invalid();
+    assert_eq!(body["details"]["course_id"], "Must be a UUID");
+    app.as_faculty()
+        .get("/seats/courses/%FF")
+        .await
+        .not_allowed();
 }
 
 #[sqlx::test]
