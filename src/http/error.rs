@@ -5,7 +5,8 @@
 //! `{"error_code", "message", "details", "data"}`, in that key order.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -60,6 +61,8 @@ pub struct ApiError {
     // Boxed so `Result<_, ApiError>` stays small.
     pub details: Box<Value>,
     pub data: Box<Value>,
+    /// The RFC 6750 `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<&'static str>,
 }
 
 /// The error body of api.md §2: every error answer but `/ready`'s 503.
@@ -104,6 +107,7 @@ impl ApiError {
             message: message.into(),
             details: Box::new(Value::Null),
             data: Box::new(Value::Null),
+            challenge: None,
         }
     }
 
@@ -245,22 +249,34 @@ impl IntoResponse for ApiError {
             details: &self.details,
             data: &self.data,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
     }
 }
 
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
-        let unauthorized = |message: &str| {
-            ApiError::new(
+        // RFC 6750 §3: a refused token gets `invalid_token`; a request that sent none gets the
+        // bare challenge (§3.1: no error code when no authentication was attempted).
+        let unauthorized = |message: &str| ApiError {
+            challenge: Some(r#"Bearer error="invalid_token""#),
+            ..ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::AuthorizationError,
                 message,
             )
         };
         match err {
-            AuthError::MissingCredentials => unauthorized("No Authentication was provided")
-                .with_details("The supplied authentication is not authorized to access"),
+            AuthError::MissingCredentials => ApiError {
+                challenge: Some("Bearer"),
+                ..unauthorized("No Authentication was provided")
+            }
+            .with_details("The supplied authentication is not authorized to access"),
             AuthError::InvalidToken => unauthorized("Invalid authentication credentials"),
             AuthError::MissingClaim(claim) => unauthorized("Invalid authentication credentials")
                 .with_details(format!("The token lacks a required claim: {claim}")),

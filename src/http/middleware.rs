@@ -1,7 +1,7 @@
 //! Middleware of the stack in `http::app`, and the JSON fallbacks. The request id, trailing
 //! slash, timeout, panic catcher, body limit, CORS and compression come from tower-http / tower;
-//! what is left here is ours: the request span with the access log and metrics, the bearer
-//! challenge on 401, and the bits that adapt the crates to the contract.
+//! what is left here is ours: the request span with the access log and metrics, and the bits
+//! that adapt the crates to the contract.
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
-use axum::http::{HeaderName, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderName, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::BoxError;
@@ -135,26 +134,6 @@ pub fn restore_docs_uri(mut req: Request) -> Request {
         *req.uri_mut() = uri;
     }
     req
-}
-
-/// RFC 6750 §3: every 401 carries a `Bearer` challenge. A request that sent no bearer token
-/// gets the bare challenge (§3.1: no error code when no authentication was attempted); one whose
-/// token was refused gets `error="invalid_token"`. The body stays the api.md §1.1 one.
-pub async fn bearer_challenge(req: Request, next: Next) -> Response {
-    let sent_token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .is_some_and(|v| crate::http::auth::has_bearer_token(v.to_str().ok()));
-    let mut response = next.run(req).await;
-    if response.status() == StatusCode::UNAUTHORIZED {
-        let challenge = if sent_token {
-            HeaderValue::from_static(r#"Bearer error="invalid_token""#)
-        } else {
-            HeaderValue::from_static("Bearer")
-        };
-        response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-    }
-    response
 }
 
 /// The JSON 504 for requests that run past `REQUEST_TIMEOUT` (the only error of the stack).

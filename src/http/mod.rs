@@ -39,7 +39,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// `ServiceBuilder` in the order of operations.md §2 (outermost first): request id (reused when
 /// valid, else a UUID v4; echoed on the response), request span + access log + metrics, panic
 /// catcher, body limit, CORS, compression, trailing-slash normalisation (not under `/docs`), the
-/// bearer challenge on 401, the timeout, and the router.
+/// timeout, and the router.
 pub fn app(state: AppState) -> Router {
     let base_path = state.config().base_path.clone();
     let (api, _document) = routes::api_router().split_for_parts();
@@ -73,7 +73,6 @@ pub fn app(state: AppState) -> Router {
         .map_request(move |req| middleware::keep_docs_uri(&docs_prefix, req))
         .layer(NormalizePathLayer::trim_trailing_slash())
         .map_request(middleware::restore_docs_uri)
-        .layer(from_fn(middleware::bearer_challenge))
         .layer(HandleErrorLayer::new(middleware::timeout_response))
         .timeout(REQUEST_TIMEOUT)
         .service(routed);

@@ -66,12 +66,6 @@ impl AuthConfig {
     }
 }
 
-/// Whether an `Authorization` header value carries a bearer token at all (for the RFC 6750
-/// challenge: a request that sent none gets no error code).
-pub fn has_bearer_token(authorization: Option<&str>) -> bool {
-    verify::bearer_token(authorization).is_ok()
-}
-
 /// Why a request could not be authenticated. The `Display` text is the api.md §1.1 details
 /// (or message) of each case; tokens never appear in it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
