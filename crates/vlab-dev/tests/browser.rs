@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 mod support;
-use support::{drop_database, free_port, target_dir, test_database_url};
+use support::{drop_database, seeded_vlab_dev, target_dir, test_database_url};
 
 /// Headless on a machine with no internet: without the networking flags Chromium keeps trying
 /// to reach Google's hosts and stalls.
@@ -167,24 +167,11 @@ async fn swagger_ui_and_the_mailbox_work_in_a_real_browser() {
     let (database_url, db_name) = test_database_url();
     let state_dir = std::env::temp_dir().join(format!("vlab-dev-browser-{db_name}"));
     let tokens_file = state_dir.join("tokens.json");
-    let (port, mail_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vlab-dev"))
-        .args(["--port", &port.to_string()])
-        .args(["--kc-port", &free_port().to_string()])
-        .args(["--accounting-port", &free_port().to_string()])
-        .args(["--smtp-port", &free_port().to_string()])
-        .args(["--mail-http-port", &mail_port.to_string()])
-        .arg("--seed-demo")
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .arg("--tokens-file")
-        .arg(&tokens_file)
-        .env("DATABASE_URL", &database_url)
+    let (mut command, port, mail_port) = seeded_vlab_dev(&database_url, &state_dir, &tokens_file);
+    let mut child = command
         .env("INVITE_LINK_BASE", "http://localhost:3000")
         .env("RUST_LOG", "warn")
-        .current_dir(std::env::temp_dir())
         .stdout(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("start vlab-dev");
     wait_for_file(&tokens_file, &mut child, Duration::from_secs(180)).await;

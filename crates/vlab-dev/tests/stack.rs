@@ -5,36 +5,22 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 mod support;
-use support::{drop_database, free_port, test_database_url};
+use support::{drop_database, seeded_vlab_dev, test_database_url};
 
 #[tokio::test]
 async fn the_dev_stack_starts_and_its_printed_tokens_work() {
     let (database_url, db_name) = test_database_url();
     let state_dir = std::env::temp_dir().join(format!("vlab-dev-{db_name}"));
     let tokens_file = state_dir.join("tokens.json");
-    let (port, mail_port) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vlab-dev"))
-        .args(["--port", &port.to_string()])
-        .args(["--kc-port", &free_port().to_string()])
-        .args(["--accounting-port", &free_port().to_string()])
-        .args(["--smtp-port", &free_port().to_string()])
-        .args(["--mail-http-port", &mail_port.to_string()])
-        .arg("--seed-demo")
-        .arg("--state-dir")
-        .arg(&state_dir)
-        .arg("--tokens-file")
-        .arg(&tokens_file)
-        .env("DATABASE_URL", &database_url)
+    let (mut command, port, mail_port) = seeded_vlab_dev(&database_url, &state_dir, &tokens_file);
+    let mut child = command
         .env_remove("CORS_ORIGINS")
         .env_remove("INVITE_LINK_BASE")
         // Logs at info, to a pipe: they must come without colour codes.
         .env("RUST_LOG", "info")
-        .current_dir(std::env::temp_dir())
         .stdout(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("start vlab-dev");
 

@@ -3,7 +3,9 @@
 
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
 
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
@@ -37,4 +39,31 @@ pub fn target_dir() -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
     }
+}
+
+/// `vlab-dev --seed-demo` on free ports against `database_url`, keeping its state in `state_dir`
+/// and writing its tokens to `tokens_file`, run from the temporary directory; with the API and
+/// mail HTTP ports it was given. The caller adds its environment and output handling.
+pub fn seeded_vlab_dev(
+    database_url: &str,
+    state_dir: &Path,
+    tokens_file: &Path,
+) -> (Command, u16, u16) {
+    let (port, mail_port) = (free_port(), free_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vlab-dev"));
+    command
+        .args(["--port", &port.to_string()])
+        .args(["--kc-port", &free_port().to_string()])
+        .args(["--accounting-port", &free_port().to_string()])
+        .args(["--smtp-port", &free_port().to_string()])
+        .args(["--mail-http-port", &mail_port.to_string()])
+        .arg("--seed-demo")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--tokens-file")
+        .arg(tokens_file)
+        .env("DATABASE_URL", database_url)
+        .current_dir(std::env::temp_dir())
+        .kill_on_drop(true);
+    (command, port, mail_port)
 }
