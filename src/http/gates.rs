@@ -88,6 +88,22 @@ where
     Ok((caller, raw))
 }
 
+/// The caller, the lab id that passed `check` and the raw `{virtual_lab_id}` as sent.
+async fn lab_gate<S>(
+    parts: &mut Parts,
+    state: &S,
+    check: fn(&Caller, &str) -> Result<Uuid, ApiError>,
+) -> Result<(Caller, Uuid, String), Response>
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    let (caller, mut raw) = caller_and_param(parts, state, &["virtual_lab_id"]).await?;
+    let raw_id = raw.remove(0);
+    let vlab_id = check(&caller, &raw_id).map_err(IntoResponse::into_response)?;
+    Ok((caller, vlab_id, raw_id))
+}
+
 /// Tier VA on `{virtual_lab_id}`.
 #[derive(Debug, Clone)]
 pub struct VlabAdmin {
@@ -105,9 +121,7 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (caller, mut raw) = caller_and_param(parts, state, &["virtual_lab_id"]).await?;
-        let raw_id = raw.remove(0);
-        let vlab_id = vlab_admin(&caller, &raw_id).map_err(IntoResponse::into_response)?;
+        let (caller, vlab_id, raw_id) = lab_gate(parts, state, vlab_admin).await?;
         Ok(Self {
             caller,
             vlab_id,
@@ -133,9 +147,7 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let (caller, mut raw) = caller_and_param(parts, state, &["virtual_lab_id"]).await?;
-        let raw_id = raw.remove(0);
-        let vlab_id = vlab_any(&caller, &raw_id).map_err(IntoResponse::into_response)?;
+        let (caller, vlab_id, raw_id) = lab_gate(parts, state, vlab_any).await?;
         Ok(Self {
             caller,
             vlab_id,

@@ -13,7 +13,8 @@ use crate::helpers::{ReplyExt, TestApp, assert_error_body, json};
 
 const SA_ROUTE: &str = "/institutions/_search";
 
-fn claims_for(app: &TestApp, overrides: Value) -> Value {
+/// The admin's claims as Keycloak issues them, with `overrides` applied (`null` removes a claim).
+pub(crate) fn claims_for(app: &TestApp, overrides: Value) -> Value {
     let now = chrono::Utc::now().timestamp();
     let admin = &app.users.admin;
     let mut claims = json!({

@@ -14,24 +14,8 @@ const INVALID_TOKEN: &str = r#"Bearer error="invalid_token""#;
 
 /// The admin's claims with `overrides` applied (`null` removes a claim), signed by the emulator.
 fn token_with(app: &TestApp, overrides: Value) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let admin = &app.users.admin;
-    let mut claims = json!({
-        "iss": app.keycloak.issuer(),
-        "sub": admin.id,
-        "exp": now + 600,
-        "iat": now,
-        "email": admin.email,
-        "preferred_username": admin.username,
-    });
-    for (k, v) in overrides.as_object().unwrap() {
-        if v.is_null() {
-            claims.as_object_mut().unwrap().remove(k);
-        } else {
-            claims[k] = v.clone();
-        }
-    }
-    app.keycloak.mint_token_with_claims(claims)
+    app.keycloak
+        .mint_token_with_claims(crate::authn::claims_for(app, overrides))
 }
 
 /// Sends `authorization` as is and returns the status, the challenge and the body.
