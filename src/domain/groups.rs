@@ -19,6 +19,11 @@ pub fn project_member(vlab: Uuid, project: Uuid) -> String {
     format!("proj/{vlab}/{project}/member")
 }
 
+/// A student project's waitlisted group (W.4): its members see the project in listings only.
+pub fn project_waitlisted(vlab: Uuid, project: Uuid) -> String {
+    format!("proj/{vlab}/{project}/waitlisted")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

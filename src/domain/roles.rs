@@ -15,6 +15,8 @@ pub struct Groups {
     /// `(virtual_lab_id, project_id)` pairs.
     project_admin: BTreeSet<(Uuid, Uuid)>,
     project_member: BTreeSet<(Uuid, Uuid)>,
+    /// Waitlisted student projects: listed, never opened (W.3.5).
+    project_waitlisted: BTreeSet<(Uuid, Uuid)>,
 }
 
 #[derive(Clone, Copy)]
@@ -66,6 +68,11 @@ impl Groups {
                     };
                 }
             }
+            ["proj", vlab, project, "waitlisted"] => {
+                if let (Some(vlab), Some(project)) = (parse_uuid(vlab), parse_uuid(project)) {
+                    self.project_waitlisted.insert((vlab, project));
+                }
+            }
             ["proj", vlab, project, role] => {
                 if let (Some(vlab), Some(project), Some(role)) =
                     (parse_uuid(vlab), parse_uuid(project), Role::parse(role))
@@ -113,11 +120,13 @@ impl Groups {
             .collect()
     }
 
-    /// The projects of `vlab` where the caller has the project admin or member role, sorted.
+    /// The projects of `vlab` where the caller is project admin, member or waitlisted, sorted:
+    /// what the project listing shows (a waitlisted project is listed but never opened).
     pub fn project_ids(&self, vlab: Uuid) -> Vec<Uuid> {
         self.project_admin
             .iter()
             .chain(&self.project_member)
+            .chain(&self.project_waitlisted)
             .filter(|(lab, _)| *lab == vlab)
             .map(|(_, project)| *project)
             .collect::<BTreeSet<_>>()
@@ -243,6 +252,24 @@ mod tests {
         expected.sort();
         assert_eq!(groups.project_ids(id(LAB)), expected);
         assert!(groups.project_ids(id(LAB2)).is_empty());
+    }
+
+    #[test]
+    fn a_waitlisted_project_is_listed_but_never_grants_access() {
+        let groups = parse(&[&format!("/proj/{LAB}/{PROJ}/waitlisted")]);
+        assert_eq!(groups.project_ids(id(LAB)), vec![id(PROJ)]);
+        assert!(!groups.has_project_access(id(LAB), id(PROJ)));
+        assert!(!groups.has_vlab_access(id(LAB)));
+        assert!(!groups.is_vlab_admin(id(LAB)));
+        for ignored in [
+            format!("/proj/{LAB}/{PROJ}/Waitlisted"),
+            format!("/vlab/{LAB}/waitlisted"),
+        ] {
+            let groups = parse(&[&ignored]);
+            assert!(groups.project_ids(id(LAB)).is_empty(), "{ignored}");
+            assert!(!groups.has_vlab_access(id(LAB)), "{ignored}");
+            assert_eq!(groups, Groups::default(), "{ignored}");
+        }
     }
 
     #[test]

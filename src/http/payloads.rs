@@ -317,6 +317,8 @@ pub struct EnrolmentOut {
     pub seat: Option<SeatOut>,
     /// `null`, `depleting`, `revoking` or `done`.
     pub drop_state: Option<String>,
+    /// `none`, `waitlisted` or `member`: the access confirmed in Keycloak for the claimant.
+    pub access_level: String,
 }
 
 impl EnrolmentOut {
@@ -336,6 +338,13 @@ impl EnrolmentOut {
             is_dropped: e.is_dropped,
             created_at: e.created_at,
             seat: seat.map(SeatOut::from),
+            // A completed drop, or no claimant, shows `none` whatever is stored (W.3.4): a
+            // drop completed by an older binary leaves the column as it was.
+            access_level: if drop_state.as_deref() == Some("done") || e.claimed_by.is_none() {
+                "none".to_owned()
+            } else {
+                e.access_level.clone()
+            },
             drop_state,
         }
     }

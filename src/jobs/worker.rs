@@ -1,5 +1,6 @@
 //! The background worker of every server replica (rules.md §6): once at start-up, then every
-//! 30 s ±20 %, it retries due access removals and claim e-mails. Leases taken with
+//! 30 s ±20 %, it retries due access removals, brings enrolments to their target access
+//! (retries, convergence, promotion at the start date) and retries claim e-mails. Leases taken with
 //! `FOR UPDATE SKIP LOCKED` split the work between replicas, so any number may run.
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use crate::clients::request_context;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
-use crate::usecases::{drops, email_outbox};
+use crate::usecases::{access, drops, email_outbox};
 
 /// Rows of each kind leased per pass.
 pub const BATCH: i64 = 50;
@@ -35,7 +36,7 @@ pub fn spawn(services: Services, stop: CancellationToken) -> JoinHandle<()> {
     })
 }
 
-/// One pass over both outboxes. Failures are logged; the next pass retries.
+/// One pass: access removals, then access syncs, then e-mails (W.5.6). Failures are logged; the next pass retries.
 pub async fn run_pass(services: &Services) {
     let run_id = format!("worker-{}", Uuid::new_v4());
     request_context::scope(run_id, async {
@@ -48,6 +49,16 @@ pub async fn run_pass(services: &Services) {
             ),
             Ok(_) => {}
             Err(err) => tracing::error!(error = %Chain(&err), "access-removal pass failed"),
+        }
+        match access::access_pass(services, now, BATCH).await {
+            Ok(pass) if pass.leased > 0 => tracing::info!(
+                applied = pass.applied,
+                failed = pass.failed,
+                pending = pass.pending,
+                "enrolment access synced"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = %Chain(&err), "access pass failed"),
         }
         match email_outbox::run_pass(services, now, BATCH).await {
             Ok(summary) if summary.sent + summary.failed + summary.cancelled > 0 => tracing::info!(

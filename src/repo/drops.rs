@@ -68,6 +68,8 @@ pub struct AccessTarget {
     pub claimed_by: Option<Uuid>,
     /// The student project's member group; `None` when the project row is gone.
     pub project_member_group_id: Option<String>,
+    /// The student project's waitlisted group, when it has one (W.5.7).
+    pub waitlisted_group_id: Option<String>,
     /// The course lab's member group.
     pub lab_member_group_id: Option<String>,
     /// Access-removal attempts so far (the backoff grows with them).
@@ -297,7 +299,8 @@ pub async fn access_target(
 ) -> Result<Option<AccessTarget>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.claimed_by, p.member_group_id AS project_member_group_id,
-                v.member_group_id AS lab_member_group_id, d.access_attempts
+                p.waitlisted_group_id, v.member_group_id AS lab_member_group_id,
+                d.access_attempts
          FROM course_enrolment e
          JOIN enrolment_drop d ON d.enrolment_id = e.id
          JOIN course c ON c.id = e.course_id
@@ -310,13 +313,20 @@ pub async fn access_target(
     .await
 }
 
-/// Access removed: `done`, lease cleared. Guarded by the lease.
+/// Access removed: `access_level = 'none'`, then the record `done` with its lease cleared, in
+/// one transaction (lock order: enrolment, then drop). Guarded by the drop lease: a lost lease
+/// rolls both back. The access lease is never touched (W.5.7).
 pub async fn complete_access(
-    db: impl PgExecutor<'_>,
+    db: &sqlx::PgPool,
     enrolment_id: Uuid,
     lease_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE course_enrolment SET access_level = 'none' WHERE id = $1")
+        .bind(enrolment_id)
+        .execute(&mut *tx)
+        .await?;
     let done = sqlx::query(
         "UPDATE enrolment_drop
          SET state = 'done', access_removed_at = $3, access_attempts = access_attempts + 1,
@@ -326,6 +336,33 @@ pub async fn complete_access(
     )
     .bind(enrolment_id)
     .bind(lease_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Leases one `revoking` record nobody holds, whatever its backoff (an access sync that lost
+/// to a drop runs D4 at once, W.5.3 S3.2).
+pub async fn lease_revoking(
+    db: impl PgExecutor<'_>,
+    enrolment_id: Uuid,
+    lease_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE enrolment_drop SET lease_id = $2, lease_until = $3, updated_at = $4
+         WHERE enrolment_id = $1 AND state = 'revoking'
+           AND (lease_until IS NULL OR lease_until < $4)",
+    )
+    .bind(enrolment_id)
+    .bind(lease_id)
+    .bind(now + LEASE)
     .bind(now)
     .execute(db)
     .await?;
@@ -499,12 +536,15 @@ pub struct PurgeBlockers {
     pub undropped: i64,
     /// Drops in `depleting` (their enrolments are undropped too, normally).
     pub depleting: i64,
-    pub revoking: i64,
+    /// Enrolments with a `revoking` drop or a live access lease (an access sync in flight
+    /// would add memberships to groups whose enrolment is gone, W.5.7), each counted once.
+    pub access_pending: i64,
 }
 
 pub async fn purge_blockers(
     db: impl PgExecutor<'_>,
     course_id: Uuid,
+    now: DateTime<Utc>,
 ) -> Result<PurgeBlockers, sqlx::Error> {
     sqlx::query_as(
         "SELECT
@@ -512,10 +552,15 @@ pub async fn purge_blockers(
              AS undropped,
            (SELECT count(*) FROM enrolment_drop WHERE course_id = $1 AND state = 'depleting')
              AS depleting,
-           (SELECT count(*) FROM enrolment_drop WHERE course_id = $1 AND state = 'revoking')
-             AS revoking",
+           (SELECT count(*) FROM course_enrolment e
+            WHERE e.course_id = $1
+              AND (e.access_lease_until > $2
+                   OR EXISTS (SELECT 1 FROM enrolment_drop d
+                              WHERE d.enrolment_id = e.id AND d.state = 'revoking')))
+             AS access_pending",
     )
     .bind(course_id)
+    .bind(now)
     .fetch_one(db)
     .await
 }

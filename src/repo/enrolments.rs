@@ -15,10 +15,12 @@ pub struct Enrolment {
     pub is_dropped: bool,
     pub activated_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// `none`, `waitlisted` or `member`: what Keycloak is confirmed to hold for `claimed_by`.
+    pub access_level: String,
 }
 
 pub const COLUMNS: &str = "id, course_id, project_id, contact_email, student_id, claimed_by, \
-    is_dropped, activated_at, created_at";
+    is_dropped, activated_at, created_at, access_level";
 
 /// The index that allows one claimed, non-dropped enrolment per user and course.
 pub const UNIQUE_CLAIMED_BY_INDEX: &str = "uq_enrolment_course_claimed_by";
@@ -124,31 +126,27 @@ pub async fn claimed_elsewhere(
     .await
 }
 
+/// Records the claim and takes the access lease `lease` for the claim's access sync (W.5.4),
+/// with a fresh attempt count.
 pub async fn set_claimed_by(
     db: impl PgExecutor<'_>,
     id: Uuid,
     user: Uuid,
+    lease: Uuid,
+    now: DateTime<Utc>,
 ) -> Result<Enrolment, sqlx::Error> {
     sqlx::query_as(&format!(
-        "UPDATE course_enrolment SET claimed_by = $2 WHERE id = $1 RETURNING {COLUMNS}"
+        "UPDATE course_enrolment
+         SET claimed_by = $2, access_lease_id = $3, access_lease_until = $4, access_attempts = 0,
+             access_next_attempt_at = NULL, access_last_error = NULL
+         WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
     .bind(user)
+    .bind(lease)
+    .bind(now + super::access::LEASE)
     .fetch_one(db)
     .await
-}
-
-pub async fn set_activated(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE course_enrolment SET activated_at = $2 WHERE id = $1")
-        .bind(id)
-        .bind(now)
-        .execute(db)
-        .await
-        .map(drop)
 }
 
 /// The course part of the claim response (api.md §4.5.8).
@@ -179,7 +177,7 @@ pub async fn claim_course(
     .await
 }
 
-/// An enrolment the caller could activate, with what activation needs (rules.md §4.13).
+/// An enrolment the caller could activate, with what activation checks (rules.md §4.13).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ActivationCandidate {
     pub id: Uuid,
@@ -187,8 +185,9 @@ pub struct ActivationCandidate {
     pub course_status: String,
     pub start_date: Option<DateTime<Utc>>,
     pub end_date: Option<DateTime<Utc>>,
-    pub project_member_group_id: String,
-    pub lab_member_group_id: String,
+    /// `is_dropped`, or a drop has started (only the single activation selects such rows).
+    pub dropped: bool,
+    pub activated_at: Option<DateTime<Utc>>,
 }
 
 /// The caller's claimed, not yet activated, undropped enrolments with no drop started, by
@@ -199,18 +198,39 @@ pub async fn activation_candidates(
 ) -> Result<Vec<ActivationCandidate>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.id, e.project_id, c.status AS course_status, c.start_date, c.end_date,
-                p.member_group_id AS project_member_group_id,
-                v.member_group_id AS lab_member_group_id
+                false AS dropped, e.activated_at
          FROM course_enrolment e
          JOIN course c ON c.id = e.course_id
-         JOIN project p ON p.id = e.project_id
-         JOIN virtual_lab v ON v.id = c.virtual_lab_id
          WHERE e.claimed_by = $1 AND e.activated_at IS NULL AND NOT e.is_dropped
            AND NOT EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
          ORDER BY e.created_at, e.id",
     )
     .bind(user)
     .fetch_all(db)
+    .await
+}
+
+/// The caller's enrolment of the course for the single activation (W.3.1): the live one, or
+/// else the most recently created. No locks.
+pub async fn activation_target(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    user: Uuid,
+) -> Result<Option<ActivationCandidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.project_id, c.status AS course_status, c.start_date, c.end_date,
+                (e.is_dropped OR EXISTS (SELECT 1 FROM enrolment_drop d
+                                         WHERE d.enrolment_id = e.id)) AS dropped,
+                e.activated_at
+         FROM course_enrolment e
+         JOIN course c ON c.id = e.course_id
+         WHERE e.course_id = $1 AND e.claimed_by = $2
+         ORDER BY dropped ASC, e.created_at DESC, e.id DESC
+         LIMIT 1",
+    )
+    .bind(course_id)
+    .bind(user)
+    .fetch_optional(db)
     .await
 }
 
@@ -230,7 +250,8 @@ pub async fn list_by_course(
 ) -> Result<Vec<EnrolmentWithDrop>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
-                e.is_dropped, e.activated_at, e.created_at, d.state AS drop_state
+                e.is_dropped, e.activated_at, e.created_at, e.access_level,
+                d.state AS drop_state
          FROM course_enrolment e
          LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
          WHERE e.course_id = $1

@@ -1,6 +1,7 @@
 //! SQL, one module per table group. Functions take an executor (pool, connection or open
 //! transaction) so the use case decides the transaction boundary.
 
+pub mod access;
 pub mod courses;
 pub mod db;
 pub mod drops;

@@ -38,6 +38,8 @@ pub struct NewProject {
     pub owner_id: Uuid,
     pub admin_group_id: String,
     pub member_group_id: String,
+    /// Only on student projects of a course that has not started (W.5.2).
+    pub waitlisted_group_id: Option<String>,
 }
 
 pub async fn insert(
@@ -47,8 +49,8 @@ pub async fn insert(
 ) -> Result<Project, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO project (id, virtual_lab_id, name, description, owner_id, admin_group_id,
-             member_group_id, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+             member_group_id, waitlisted_group_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)
          RETURNING {COLUMNS}"
     ))
     .bind(project.id)
@@ -59,6 +61,7 @@ pub async fn insert(
     .bind(&project.admin_group_id)
     .bind(&project.member_group_id)
     .bind(now)
+    .bind(&project.waitlisted_group_id)
     .fetch_one(db)
     .await
 }

@@ -18,6 +18,7 @@ use super::institutions::InstitutionError;
 use super::invites::InviteError;
 use super::labs::LabError;
 use super::projects::ProjectError;
+use super::seats::activate::ActivationError;
 use super::seats::{AssignError, ClaimError, SeatError};
 use super::tasks::TaskFailed;
 
@@ -92,6 +93,8 @@ pub enum UseCaseError {
     Assign(#[from] AssignError),
     #[error(transparent)]
     Claim(#[from] ClaimError),
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -111,6 +114,7 @@ impl UseCaseError {
             Self::Seat(e) => e.answer(),
             Self::Assign(e) => e.answer(),
             Self::Claim(e) => e.answer(),
+            Self::Activation(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

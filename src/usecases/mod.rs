@@ -2,6 +2,7 @@
 //! steps with their undo pushed on a [`ledger::Ledger`], then one short transaction — and
 //! returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
 
+pub mod access;
 pub mod courses;
 pub mod drops;
 pub mod email_outbox;

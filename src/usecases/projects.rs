@@ -177,6 +177,7 @@ async fn provision_project(
         owner_id,
         admin_group_id,
         member_group_id,
+        waitlisted_group_id: None,
     };
     let project = match repo::projects::insert(&services.db, &new_project, Utc::now()).await {
         Ok(project) => project,

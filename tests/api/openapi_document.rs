@@ -80,6 +80,7 @@ fn gated_operations_declare_401_and_403() {
         ("post", "/invites"),
         ("post", "/courses/claim"),
         ("post", "/courses/activate-enrolments"),
+        ("post", "/courses/{course_id}/enrolment/activate"),
     ];
     let mut secured = 0;
     for (method, path, op) in operations(&document()) {
@@ -100,7 +101,27 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 33);
+    assert_eq!(secured, 34);
+}
+
+#[test]
+fn only_the_plural_activation_is_deprecated_and_it_names_its_successor() {
+    let deprecated: Vec<(String, String)> = operations(&document())
+        .into_iter()
+        .filter(|(_, _, op)| op["deprecated"] == true)
+        .map(|(method, path, _)| (method, path))
+        .collect();
+    assert_eq!(
+        deprecated,
+        [("post".to_owned(), "/courses/activate-enrolments".to_owned())]
+    );
+    let doc = document();
+    let plural = &doc["paths"]["/courses/activate-enrolments"]["post"];
+    let text = format!("{} {}", plural["summary"], plural["description"]);
+    assert!(
+        text.contains("POST /courses/{course_id}/enrolment/activate"),
+        "{text}"
+    );
 }
 
 #[test]

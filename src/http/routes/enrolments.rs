@@ -1,5 +1,5 @@
-//! Enrolment endpoints under `/courses` (api.md §4.5.8–§4.5.10): claim and activate (AU), and
-//! a course's enrolments (CA). The static `/courses/claim` and `/courses/activate-enrolments`
+//! Enrolment endpoints under `/courses` (api.md §4.5.8–§4.5.10, W.3): claim and activate (AU),
+//! and a course's enrolments (CA). The static `/courses/claim` and `/courses/activate-enrolments`
 //! win over `/courses/{course_id}` in the router.
 
 use axum::Json;
@@ -14,18 +14,22 @@ use uuid::Uuid;
 use crate::domain::caller::Caller;
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
-use crate::http::extract::Body;
+use crate::http::extract::{Body, PathUuid};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseAdmin;
 use crate::http::payloads::{EnrolmentOut, Envelope};
 use crate::http::state::AppState;
-use crate::usecases::seats::activate::{self, Activation};
+use crate::usecases::seats::activate::{self, Activated, Activation};
 use crate::usecases::seats::claim::{self, Claimed};
 use crate::usecases::seats::enrolments;
 
+// The plural activation is deprecated in the OpenAPI document, which utoipa reads from the
+// handler's `#[deprecated]`; registering it is not a use to warn about.
+#[allow(deprecated)]
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(claim_enrolment))
+        .routes(routes!(activate_enrolment))
         .routes(routes!(activate_enrolments))
         .routes(routes!(list_enrolments))
 }
@@ -112,7 +116,10 @@ async fn claim_enrolment(
     caller: Caller,
     Body(body): Body<ClaimRequest>,
 ) -> Result<Json<Envelope<ClaimEnrolmentOut>>, ApiError> {
-    let claimed = claim::claim(&state.services, caller.sub, body.enrolment_id).await?;
+    let claimed = claim::claim(&state.services, caller.sub, body.enrolment_id).await;
+    // The claim's access sync changed the caller's groups (or will, through the worker).
+    state.auth.forget_groups(&caller);
+    let claimed = claimed?;
     Ok(Envelope::new(
         "Enrolment claimed successfully",
         claimed.into(),
@@ -134,7 +141,7 @@ impl From<Activation> for ActivateEnrolmentResult {
     fn from(a: Activation) -> Self {
         let (project_id, error) = match a.outcome {
             Ok(project_id) => (Some(project_id), None),
-            Err(reason) => (None, Some(reason.to_string())),
+            Err(reason) => (None, Some(reason)),
         };
         Self {
             enrolment_id: a.enrolment_id,
@@ -150,9 +157,39 @@ pub struct ActivateResponse {
     results: Vec<ActivateEnrolmentResult>,
 }
 
-/// Give the caller access to each of their claimed enrolments whose course has started.
+impl From<Activated> for ActivateEnrolmentResult {
+    fn from(a: Activated) -> Self {
+        Self {
+            enrolment_id: a.enrolment_id,
+            activated: true,
+            project_id: Some(a.project_id),
+            error: None,
+        }
+    }
+}
+
+/// Activate the caller's enrolment in this course: project and lab member access, out of the
+/// waitlist. Any body is ignored.
+#[utoipa::path(post, path = "/courses/{course_id}/enrolment/activate", tag = "enrolments",
+    security(("bearer" = [])),
+    params(("course_id" = Uuid, Path, description = "Course id")),
+    responses((status = 200, body = ActivateEnrolmentResult), (status = 401), (status = 404),
+        (status = 409), (status = 422), (status = 502)))]
+async fn activate_enrolment(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathUuid(course_id): PathUuid,
+) -> Result<Json<ActivateEnrolmentResult>, ApiError> {
+    let activated = activate::activate_enrolment(&state.services, caller.sub, course_id).await;
+    state.auth.forget_groups(&caller);
+    Ok(Json(activated?.into()))
+}
+
+/// Deprecated: use `POST /courses/{course_id}/enrolment/activate`. Gives the caller access to
+/// each of their claimed enrolments whose course has started.
 #[utoipa::path(post, path = "/courses/activate-enrolments", tag = "enrolments", security(("bearer" = [])),
     responses((status = 200, body = ActivateResponse), (status = 401)))]
+#[deprecated = "use POST /courses/{course_id}/enrolment/activate"]
 async fn activate_enrolments(
     State(state): State<AppState>,
     caller: Caller,

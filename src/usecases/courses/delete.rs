@@ -54,7 +54,7 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), U
     if !drops::deplete_lab_budget(services, course_id).await? {
         return Err(CourseError::DeleteBudgetNotDepleted(course_id).into());
     }
-    purge(services, course_id).await?;
+    purge(services, course_id, Utc::now()).await?;
     tracing::info!(%course_id, "course deleted");
     Ok(())
 }
@@ -79,8 +79,13 @@ async fn void_unless_active(
 }
 
 /// Step 6: one transaction, with the course locked, re-checking that nothing is left to drop
-/// or revoke (a concurrent assign, drop or void may have raced), then the hard delete.
-async fn purge(services: &Services, course_id: Uuid) -> Result<(), UseCaseError> {
+/// or revoke (a concurrent assign, drop or void may have raced) and that no access sync is in
+/// flight, then the hard delete.
+async fn purge(
+    services: &Services,
+    course_id: Uuid,
+    now: chrono::DateTime<Utc>,
+) -> Result<(), UseCaseError> {
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
@@ -91,14 +96,14 @@ async fn purge(services: &Services, course_id: Uuid) -> Result<(), UseCaseError>
     let PurgeBlockers {
         undropped,
         depleting,
-        revoking,
-    } = repo::drops::purge_blockers(&mut *tx, course_id).await?;
+        access_pending,
+    } = repo::drops::purge_blockers(&mut *tx, course_id, now).await?;
     if undropped > 0 || depleting > 0 {
         let failed = u64::try_from(undropped.max(depleting)).unwrap_or(0);
         return Err(CourseError::DeleteDropsFailed { failed, course_id }.into());
     }
-    if revoking > 0 {
-        let pending = u64::try_from(revoking).unwrap_or(0);
+    if access_pending > 0 {
+        let pending = u64::try_from(access_pending).unwrap_or(0);
         return Err(CourseError::DeleteAccessPending { pending, course_id }.into());
     }
     repo::drops::purge_course(&mut tx, course_id).await?;

@@ -1,7 +1,7 @@
 //! D4 — remove access (rules.md §5.4) and the access-removal outbox (§6.1).
 //!
-//! Every member of the student project's member group is removed, and the student who claimed
-//! the enrolment leaves the lab member group. Only a holder of the record's lease runs D4, and
+//! Every member of the student project's member group and of its waitlisted group is removed,
+//! and the student who claimed the enrolment leaves the lab member group. Only a holder of the record's lease runs D4, and
 //! its final update is guarded by that lease, so one worker at a time owns each record.
 
 use chrono::{DateTime, Utc};
@@ -74,10 +74,34 @@ pub(super) async fn remove_access(
     removed
 }
 
-/// The Keycloak calls. Non-members and missing users or groups count as done.
+/// D4 at once for a record an access sync re-opened (W.5.3 S3.2), if nobody holds it; the
+/// worker retries otherwise. `true` when access is removed.
+pub async fn remove_access_now(
+    services: &Services,
+    enrolment_id: Uuid,
+    now: DateTime<Utc>,
+) -> bool {
+    let lease = Uuid::new_v4();
+    match drops::lease_revoking(&services.db, enrolment_id, lease, now).await {
+        Ok(true) => remove_access(services, enrolment_id, lease, now).await,
+        Ok(false) => false,
+        Err(err) => {
+            tracing::warn!(%enrolment_id, error = %err, "could not lease the re-opened access removal; the worker retries");
+            false
+        }
+    }
+}
+
+/// The Keycloak calls: empty the project member group, then the waitlisted group, then take
+/// the claimant out of the lab member group. Non-members and missing users or groups count as
+/// done.
 async fn revoke(services: &Services, target: &AccessTarget) -> Result<(), ClientError> {
     let kc = &services.keycloak;
-    if let Some(group) = &target.project_member_group_id {
+    let project_groups = [
+        target.project_member_group_id.as_ref(),
+        target.waitlisted_group_id.as_ref(),
+    ];
+    for group in project_groups.into_iter().flatten() {
         let members = match kc.list_members(group).await {
             Ok(members) => members,
             Err(ClientError::NotFound { .. }) => Vec::new(),

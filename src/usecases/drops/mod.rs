@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
-pub use access::{AccessSweep, access_removal_pass, remove_pending_access};
+pub use access::{AccessSweep, access_removal_pass, remove_access_now, remove_pending_access};
 pub use budget::deplete_lab_budget;
 
 use super::UseCaseError;

@@ -1,39 +1,129 @@
-//! `POST /courses/activate-enrolments` (rules.md §4.13): give the caller access to each of
-//! their claimed enrolments that may start, then re-check under the enrolment lock and take
-//! the access back if a drop got there first.
+//! Activation (W.5.5): the single `POST /courses/{course_id}/enrolment/activate` and the
+//! deprecated plural `POST /courses/activate-enrolments`. Both check the course, take the
+//! enrolment's access lease (waiting up to 5 s for another sync to finish) and run the access
+//! sync with `activate`, which grants member access, leaves the waitlist and sets
+//! `activated_at`. A drop that wins meanwhile re-opens its access removal (S3.2), so there is
+//! no undo here. Both run detached, so a disconnect cannot cut a sync short.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::repo::{self, courses::status, enrolments::ActivationCandidate};
+use crate::repo::{self, access::Snapshot, courses::status, enrolments::ActivationCandidate};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::access::{self, SyncRequest, Synced, Trigger};
 
-/// Why one enrolment was not activated (api.md §4.5.9 per-item errors).
+/// How long an activation waits for another sync's access lease, and how often it looks.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// Why one enrolment was not activated (the plural's per-item errors, api.md §4.5.9, and the
+/// single activation's refusals, W.3.1).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NotActivated {
+    #[error("No enrolment found for this user in the course")]
+    NoEnrolment,
+    #[error("Cannot activate a dropped enrolment")]
+    Dropped,
     #[error("Course is in '{0}' status")]
     CourseStatus(String),
     #[error("Course has ended")]
     CourseEnded,
     #[error("Course has not started yet")]
     NotStarted,
+    #[error("Access for this enrolment is being updated; please try again shortly")]
+    Busy,
     #[error("Failed to grant access \u{2014} please try again later")]
     GrantFailed,
-    #[error("This enrolment has been dropped")]
-    Dropped,
+}
+
+impl NotActivated {
+    /// The plural's per-item sentence: its dropped wording predates the single activation,
+    /// and a busy lease reads as a failed grant (W.3.3).
+    fn item_error(self) -> String {
+        match self {
+            NotActivated::Dropped | NotActivated::NoEnrolment => {
+                "This enrolment has been dropped".to_owned()
+            }
+            NotActivated::Busy => NotActivated::GrantFailed.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The outcome for one enrolment: the project id when activated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activation {
     pub enrolment_id: Uuid,
-    pub outcome: Result<Uuid, NotActivated>,
+    pub outcome: Result<Uuid, String>,
 }
 
-/// Activates the caller's pending enrolments, in enrolment `created_at` order. Runs detached
-/// so that a disconnect cannot interrupt the compensation of a lost race.
+/// The single activation's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activated {
+    pub enrolment_id: Uuid,
+    pub project_id: Uuid,
+}
+
+/// Why the single activation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error(transparent)]
+    Refused(#[from] NotActivated),
+}
+
+impl ActivationError {
+    pub fn answer(&self) -> crate::usecases::error::Answer {
+        use crate::usecases::error::{Answer, ErrorCode as C, StatusCode as S};
+        let Self::Refused(reason) = self;
+        match reason {
+            NotActivated::NoEnrolment => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            NotActivated::GrantFailed => Answer::new(S::BAD_GATEWAY, C::ExternalServiceError),
+            _ => Answer::new(S::CONFLICT, C::InvalidRequest),
+        }
+    }
+}
+
+/// `POST /courses/{course_id}/enrolment/activate`.
+pub async fn activate_enrolment(
+    services: &Services,
+    caller: Uuid,
+    course_id: Uuid,
+) -> Result<Activated, UseCaseError> {
+    let services = services.clone();
+    services
+        .tasks
+        .clone()
+        .run("activate_enrolment", async move {
+            let now = Utc::now();
+            let target = repo::enrolments::activation_target(&services.db, course_id, caller)
+                .await?
+                .ok_or(ActivationError::Refused(NotActivated::NoEnrolment))?;
+            let activated = Activated {
+                enrolment_id: target.id,
+                project_id: target.project_id,
+            };
+            if target.dropped {
+                return Err(ActivationError::from(NotActivated::Dropped).into());
+            }
+            if target.activated_at.is_some() {
+                return Ok(activated);
+            }
+            course_checks(&target, now).map_err(ActivationError::from)?;
+            match activate_one(&services, target.id, now).await {
+                Ok(Done::Activated) => Ok(activated),
+                Ok(Done::Refused(reason)) => Err(ActivationError::from(reason).into()),
+                Err(err) => Err(err.into()),
+            }
+        })
+        .await?
+}
+
+/// The deprecated `POST /courses/activate-enrolments`: each of the caller's claimed, not yet
+/// activated, live enrolments, in `created_at` order.
 pub async fn activate_enrolments(
     services: &Services,
     caller: Uuid,
@@ -50,9 +140,17 @@ pub async fn activate_enrolments(
                 .map(|candidate| {
                     let services = &services;
                     async move {
+                        let outcome = match course_checks(&candidate, now) {
+                            Err(reason) => Err(reason.item_error()),
+                            Ok(()) => match activate_one(services, candidate.id, now).await {
+                                Ok(Done::Activated) => Ok(candidate.project_id),
+                                Ok(Done::Refused(reason)) => Err(reason.item_error()),
+                                Err(_) => Err(NotActivated::GrantFailed.item_error()),
+                            },
+                        };
                         Activation {
                             enrolment_id: candidate.id,
-                            outcome: activate_one(services, caller, &candidate, now).await,
+                            outcome,
                         }
                     }
                 })
@@ -64,101 +162,107 @@ pub async fn activate_enrolments(
         .await?
 }
 
-async fn activate_one(
-    services: &Services,
-    caller: Uuid,
-    candidate: &ActivationCandidate,
+/// Checks 3–5 of W.3.1: the course is active, has not ended and has started.
+fn course_checks(c: &ActivationCandidate, now: DateTime<Utc>) -> Result<(), NotActivated> {
+    check_course(&c.course_status, c.start_date, c.end_date, now)
+}
+
+fn check_course(
+    course_status: &str,
+    start_date: Option<DateTime<Utc>>,
+    end_date: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Result<Uuid, NotActivated> {
-    if candidate.course_status != status::ACTIVE {
-        return Err(NotActivated::CourseStatus(candidate.course_status.clone()));
+) -> Result<(), NotActivated> {
+    if course_status != status::ACTIVE {
+        return Err(NotActivated::CourseStatus(course_status.to_owned()));
     }
-    if candidate.end_date.is_some_and(|end| now >= end) {
+    if end_date.is_some_and(|end| now >= end) {
         return Err(NotActivated::CourseEnded);
     }
-    if candidate.start_date.is_some_and(|start| now < start) {
+    if start_date.is_some_and(|start| now < start) {
         return Err(NotActivated::NotStarted);
     }
-    let groups = [
-        candidate.project_member_group_id.as_str(),
-        candidate.lab_member_group_id.as_str(),
-    ];
-    // No undo on failure: adding twice is harmless, and the next call retries.
-    let added = futures::future::join_all(
-        groups
-            .iter()
-            .map(|group| services.keycloak.add_member(caller, group)),
-    )
-    .await;
-    if let Some(err) = added.into_iter().find_map(Result::err) {
-        tracing::warn!(enrolment_id = %candidate.id, error = %err, "activation: could not add the student to the member groups");
-        return Err(NotActivated::GrantFailed);
-    }
-    match record_activation(services, candidate.id, now).await {
-        Ok(Recorded::Activated) => {
-            metrics::counter!("vlab_enrolments_activated_total").increment(1);
-            tracing::info!(enrolment_id = %candidate.id, project_id = %candidate.project_id, user_id = %caller, "enrolment activated");
-            Ok(candidate.project_id)
-        }
-        Ok(Recorded::AlreadyActive) => Ok(candidate.project_id),
-        Ok(Recorded::Dropped) => {
-            take_access_back(services, caller, candidate.id, &groups).await;
-            Err(NotActivated::Dropped)
-        }
-        Err(err) => {
-            // The memberships stay; the enrolment is still pending and the next call retries.
-            tracing::error!(enrolment_id = %candidate.id, error = %err, "activation could not be recorded");
-            Err(NotActivated::GrantFailed)
-        }
-    }
+    Ok(())
 }
 
-enum Recorded {
+enum Done {
     Activated,
-    AlreadyActive,
-    Dropped,
+    Refused(NotActivated),
 }
 
-/// The re-check under the enrolment lock (rules.md §9, invariant 9).
-async fn record_activation(
+/// Steps 3–5 of W.5.5 for one enrolment that passed the checks.
+async fn activate_one(
     services: &Services,
     enrolment_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<Recorded, sqlx::Error> {
-    let mut tx = services.db.begin().await?;
-    let Some(enrolment) = repo::enrolments::find_for_update(&mut *tx, enrolment_id).await? else {
-        // Gone with its course: treat like a drop.
-        return Ok(Recorded::Dropped);
-    };
-    if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
-        return Ok(Recorded::Dropped);
+) -> Result<Done, sqlx::Error> {
+    let run = Uuid::new_v4();
+    if let Some(done) = take_lease(services, enrolment_id, run).await? {
+        return Ok(done);
     }
-    if enrolment.activated_at.is_some() {
-        return Ok(Recorded::AlreadyActive);
-    }
-    repo::enrolments::set_activated(&mut *tx, enrolment_id, now).await?;
-    tx.commit().await?;
-    Ok(Recorded::Activated)
-}
-
-/// A drop won the race: remove the memberships just added (failures are logged).
-async fn take_access_back(services: &Services, caller: Uuid, enrolment_id: Uuid, groups: &[&str]) {
-    let removed = futures::future::join_all(
-        groups
-            .iter()
-            .map(|group| services.keycloak.remove_member(caller, group)),
+    let synced = access::sync(
+        services,
+        SyncRequest {
+            enrolment_id,
+            lease: run,
+            now,
+            activate: true,
+            trigger: Trigger::Activation,
+        },
     )
     .await;
-    for (group, result) in groups.iter().zip(removed) {
-        let outcome = match &result {
-            Ok(()) => "ok",
-            Err(err) => {
-                tracing::error!(use_case = "activate_enrolments", step = "kc_add_member", enrolment_id = %enrolment_id, group_id = %group, error = %err, "compensation step failed");
-                "failed"
+    Ok(match synced {
+        Synced::Applied(_) => {
+            metrics::counter!("vlab_enrolments_activated_total").increment(1);
+            Done::Activated
+        }
+        Synced::Dropped => Done::Refused(NotActivated::Dropped),
+        Synced::Failed | Synced::LeaseLost => Done::Refused(NotActivated::GrantFailed),
+        Synced::RecordFailed(err) => return Err(err),
+        Synced::Skipped(snapshot) => Done::Refused(skipped_reason(snapshot.as_deref(), now)),
+    })
+}
+
+/// Step 3: the access lease, polled every 250 ms for up to 5 s. `Some` when the answer is
+/// already known: another call activated the enrolment, a drop started, or the wait ran out.
+async fn take_lease(
+    services: &Services,
+    enrolment_id: Uuid,
+    run: Uuid,
+) -> Result<Option<Done>, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+    loop {
+        if repo::access::take_lease(&services.db, enrolment_id, run, Utc::now()).await? {
+            return Ok(None);
+        }
+        match repo::access::snapshot(&services.db, enrolment_id).await? {
+            None => return Ok(Some(Done::Refused(NotActivated::NoEnrolment))),
+            Some(s) if s.activated_at.is_some() => return Ok(Some(Done::Activated)),
+            Some(s) if s.is_dropped || s.drop_started => {
+                return Ok(Some(Done::Refused(NotActivated::Dropped)));
             }
-        };
-        metrics::counter!("vlab_compensations_total", "step" => "kc_add_member", "outcome" => outcome)
-            .increment(1);
+            Some(_) => {}
+        }
+        if tokio::time::Instant::now() + LEASE_POLL > deadline {
+            return Ok(Some(Done::Refused(NotActivated::Busy)));
+        }
+        tokio::time::sleep(LEASE_POLL).await;
     }
-    tracing::info!(enrolment_id = %enrolment_id, user_id = %caller, "activation lost to a drop; access removed again");
+}
+
+/// A skipped sync re-evaluates checks 1–5 on its snapshot and answers the first that fails.
+fn skipped_reason(snapshot: Option<&Snapshot>, now: DateTime<Utc>) -> NotActivated {
+    let Some(s) = snapshot else {
+        return NotActivated::NoEnrolment;
+    };
+    if s.claimed_by.is_none() {
+        return NotActivated::NoEnrolment;
+    }
+    if s.is_dropped || s.drop_started {
+        return NotActivated::Dropped;
+    }
+    match check_course(&s.status, s.start_date, s.end_date, now) {
+        Err(reason) => reason,
+        Ok(()) => NotActivated::GrantFailed,
+    }
 }

@@ -1,11 +1,16 @@
-//! `POST /courses/claim` (rules.md §4.12): one transaction, no external calls, no e-mail.
+//! `POST /courses/claim` (W.5.4): a short transaction records the claim and takes the access
+//! lease, then the access sync grants access with no row lock held — waitlisted before the
+//! course starts, member from the start. The sync's outcome never changes the answer: a
+//! Keycloak failure is retried by the worker. Runs detached, so a disconnect cannot cut the
+//! sync short.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::repo::{self, courses::status, enrolments::ClaimCourse, enrolments::Enrolment};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::access::{self, SyncRequest, Trigger};
 use crate::usecases::seats::ClaimError;
 
 /// The claimed enrolment and the course part of the response.
@@ -20,7 +25,44 @@ pub async fn claim(
     caller: Uuid,
     enrolment_id: Uuid,
 ) -> Result<Claimed, UseCaseError> {
-    let now = Utc::now();
+    let services = services.clone();
+    services
+        .tasks
+        .clone()
+        .run("claim_enrolment", async move {
+            let now = Utc::now();
+            let run = Uuid::new_v4();
+            let claimed = record_claim(&services, caller, enrolment_id, run, now).await?;
+            access::sync(
+                &services,
+                SyncRequest {
+                    enrolment_id,
+                    lease: run,
+                    now,
+                    activate: false,
+                    trigger: Trigger::Claim,
+                },
+            )
+            .await;
+            let course = repo::enrolments::claim_course(&services.db, claimed.course_id)
+                .await?
+                .ok_or(ClaimError::EnrolmentNotFound)?;
+            Ok(Claimed {
+                enrolment: claimed,
+                course,
+            })
+        })
+        .await?
+}
+
+/// Step 1: checks 1–6 under the enrolment lock; the claim and the access lease `run`.
+async fn record_claim(
+    services: &Services,
+    caller: Uuid,
+    enrolment_id: Uuid,
+    run: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Enrolment, UseCaseError> {
     let mut tx = services.db.begin().await?;
     let enrolment = repo::enrolments::find_for_update(&mut *tx, enrolment_id)
         .await?
@@ -47,7 +89,7 @@ pub async fn claim(
     if repo::enrolments::claimed_elsewhere(&mut *tx, course.id, caller, enrolment_id).await? {
         return Err(ClaimError::ClaimedAnotherEnrolment.into());
     }
-    let claimed = repo::enrolments::set_claimed_by(&mut *tx, enrolment_id, caller)
+    let claimed = repo::enrolments::set_claimed_by(&mut *tx, enrolment_id, caller, run, now)
         .await
         .map_err(|err| match repo::unique_violation(&err) {
             // A concurrent claim of another enrolment of this course by the same user won.
@@ -59,12 +101,5 @@ pub async fn claim(
     tx.commit().await?;
     metrics::counter!("vlab_enrolments_claimed_total").increment(1);
     tracing::info!(enrolment_id = %enrolment_id, course_id = %course.id, user_id = %caller, "enrolment claimed");
-
-    let course = repo::enrolments::claim_course(&services.db, claimed.course_id)
-        .await?
-        .ok_or(ClaimError::EnrolmentNotFound)?;
-    Ok(Claimed {
-        enrolment: claimed,
-        course,
-    })
+    Ok(claimed)
 }

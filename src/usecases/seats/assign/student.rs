@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::student_tx::{self, ProjectGroups};
 use super::{AssignRun, Student, StudentFailure};
+use crate::clients::ClientError;
 use crate::domain::groups;
 use crate::repo;
 use crate::repo::email_outbox::LeasedEmail;
@@ -99,21 +100,18 @@ async fn external_steps(
 ) -> Result<ProjectGroups, StudentFailure> {
     let services = &ctx.services;
     let vlab_id = ctx.lab.id;
-    let names = [
-        groups::project_admin(vlab_id, project_id),
-        groups::project_member(vlab_id, project_id),
-    ];
     let (created, admins) = tokio::join!(
-        create_groups(&services.keycloak, ledger, names),
+        create_project_groups(ctx, ledger, project_id),
         ctx.admins.get()
     );
     let Some(admins) = admins else {
         return Err(StudentFailure::LabAdminsUnavailable);
     };
-    let [admin_group_id, member_group_id] = created.map_err(|err| {
+    let groups = created.map_err(|err| {
         tracing::warn!(project_id = %project_id, error = %err, "assign: project group creation failed");
         StudentFailure::GroupsFailed
     })?;
+    let admin_group_id = groups.admin_group_id.clone();
 
     // The caller and every other lab admin administer the student's project.
     let mut users = vec![ctx.caller];
@@ -140,10 +138,36 @@ async fn external_steps(
     .map_err(|_| StudentFailure::AccountFailed)?;
 
     grant(ctx, ledger, project_id).await?;
-    Ok(ProjectGroups {
-        admin_group_id,
-        member_group_id,
-    })
+    Ok(groups)
+}
+
+/// B.3: the project's admin and member groups, and its waitlisted group when the course has
+/// not started at the time of the run (W.5.2), each with its undo.
+async fn create_project_groups(
+    ctx: &AssignRun,
+    ledger: &mut Ledger,
+    project_id: Uuid,
+) -> Result<ProjectGroups, ClientError> {
+    let (kc, vlab_id) = (&ctx.services.keycloak, ctx.lab.id);
+    let admin = groups::project_admin(vlab_id, project_id);
+    let member = groups::project_member(vlab_id, project_id);
+    if ctx.course.start_date.is_some_and(|start| ctx.now < start) {
+        let waitlisted = groups::project_waitlisted(vlab_id, project_id);
+        let [admin_group_id, member_group_id, waitlisted_group_id] =
+            create_groups(kc, ledger, [admin, member, waitlisted]).await?;
+        Ok(ProjectGroups {
+            admin_group_id,
+            member_group_id,
+            waitlisted_group_id: Some(waitlisted_group_id),
+        })
+    } else {
+        let [admin_group_id, member_group_id] = create_groups(kc, ledger, [admin, member]).await?;
+        Ok(ProjectGroups {
+            admin_group_id,
+            member_group_id,
+            waitlisted_group_id: None,
+        })
+    }
 }
 
 /// The grant's outcome may be uncertain, so its undo (a deplete) is pushed first and

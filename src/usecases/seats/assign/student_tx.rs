@@ -25,6 +25,8 @@ const UNIQUE_ENROLMENT: [&str; 2] = [
 pub struct ProjectGroups {
     pub admin_group_id: String,
     pub member_group_id: String,
+    /// Created when the course had not started at the time of the run (W.5.2).
+    pub waitlisted_group_id: Option<String>,
 }
 
 /// What the transaction committed: the enrolment and its queued e-mail, leased by the run.
@@ -75,6 +77,7 @@ pub async fn enrol(
         owner_id: ctx.caller,
         admin_group_id: groups.admin_group_id,
         member_group_id: groups.member_group_id,
+        waitlisted_group_id: groups.waitlisted_group_id,
     };
     repo::projects::insert(&mut *tx, &project, ctx.now)
         .await
