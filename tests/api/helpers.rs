@@ -512,6 +512,12 @@ impl Caller<'_> {
         self.post_empty("/courses/activate-enrolments").await
     }
 
+    /// `POST /courses/{course}/enrolment/activate` with no body.
+    pub async fn activate_enrolment(&self, course: impl Display) -> Reply {
+        self.post_empty(&format!("/courses/{course}/enrolment/activate"))
+            .await
+    }
+
     pub async fn get_enrolments(&self, course: impl Display) -> Reply {
         self.get(&format!("/courses/{course}/enrolments")).await
     }

@@ -347,6 +347,12 @@ async fn invalid_invite_bodies_are_422(db: PgPool) {
             "role",
             "Must be one of: admin, member",
         ),
+        // A group suffix only, never a role (W.3.7).
+        (
+            json!({"email": "a@b.org", "role": "waitlisted"}),
+            "role",
+            "Must be one of: admin, member",
+        ),
     ] {
         for path in ["invites", "invites/cancel"] {
             let err = app

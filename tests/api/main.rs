@@ -19,3 +19,4 @@ mod projects;
 mod seats;
 mod service;
 mod void_delete;
+mod waitlist;

@@ -1,0 +1,140 @@
+//! The waitlist (spec addendum W): assign's waitlisted group, the claim's access sync, both
+//! activations, the worker's access pass, drops emptying the waitlisted group, and the upgrade
+//! of round-1 data. Shared set-ups and reads live here; each area has its own module.
+
+mod activate;
+mod assign;
+mod claim;
+mod drops;
+mod races;
+mod upgrade;
+mod worker;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vlab_courses::usecases::access::{AccessPass, access_pass};
+
+use crate::fixtures::{self, ActiveCourse, Assigned};
+use crate::helpers::{TestApp, TestUser, exec, fetch_row, fetch_scalar};
+
+/// An active course starting in 7 days (last drop in 14, end in 90) whose faculty is a lab
+/// admin, with `n` students assigned.
+pub async fn future_course(app: &TestApp, name: &str, n: usize) -> (ActiveCourse, Vec<Assigned>) {
+    let now = Utc::now();
+    let course = fixtures::create_draft_course(
+        app,
+        name,
+        Some(now + chrono::TimeDelta::days(7)),
+        Some(now + chrono::TimeDelta::days(14)),
+        Some(now + chrono::TimeDelta::days(90)),
+    )
+    .await;
+    fixtures::activate_course(app, course.course_id).await;
+    fixtures::make_lab_admin(app, course.vlab_id, &app.users.faculty);
+    fixtures::provision(app, course.course_id, n).await;
+    let assigned = fixtures::assign(app, course.course_id, n).await;
+    (course, assigned)
+}
+
+/// An active course that started yesterday, with `n` students assigned.
+pub async fn started_course(app: &TestApp, name: &str, n: usize) -> (ActiveCourse, Vec<Assigned>) {
+    fixtures::course_with_students(app, name, n).await
+}
+
+/// The course starts now (W.2.4 lets tests move `start_date`).
+pub async fn start_course(app: &TestApp, course_id: Uuid) {
+    exec(
+        &app.db,
+        "UPDATE course SET start_date = now() - interval '1 second' WHERE id = $1",
+        course_id,
+    )
+    .await;
+}
+
+/// Claims as `student` and asserts the 200.
+pub async fn claim(app: &TestApp, student: &TestUser, enrolment_id: Uuid) {
+    let (status, body) = app.as_user(student).claim(enrolment_id).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "claim: {body}");
+}
+
+/// The group paths of a user in the Keycloak emulator.
+pub fn paths(app: &TestApp, user: &TestUser) -> Vec<String> {
+    let mut paths = app.keycloak.user_group_paths(user.id);
+    paths.sort();
+    paths
+}
+
+pub fn waitlisted(course: &ActiveCourse, student: &Assigned) -> String {
+    format!("/proj/{}/{}/waitlisted", course.vlab_id, student.project_id)
+}
+
+pub fn member(course: &ActiveCourse, student: &Assigned) -> String {
+    format!("/proj/{}/{}/member", course.vlab_id, student.project_id)
+}
+
+pub fn lab_member(course: &ActiveCourse) -> String {
+    format!("/vlab/{}/member", course.vlab_id)
+}
+
+/// The paths a waitlisted student holds, and those a member holds.
+pub fn waitlisted_paths(course: &ActiveCourse, student: &Assigned) -> Vec<String> {
+    sorted([waitlisted(course, student), lab_member(course)])
+}
+
+pub fn member_paths(course: &ActiveCourse, student: &Assigned) -> Vec<String> {
+    sorted([member(course, student), lab_member(course)])
+}
+
+fn sorted<const N: usize>(paths: [String; N]) -> Vec<String> {
+    let mut paths = paths.to_vec();
+    paths.sort();
+    paths
+}
+
+/// The access columns of an enrolment.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Access {
+    pub access_level: String,
+    pub access_attempts: i32,
+    pub access_next_attempt_at: Option<DateTime<Utc>>,
+    pub access_lease_id: Option<Uuid>,
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+pub async fn access(app: &TestApp, enrolment_id: Uuid) -> Access {
+    fetch_row(
+        &app.db,
+        "SELECT access_level, access_attempts, access_next_attempt_at, access_lease_id,
+                activated_at
+         FROM course_enrolment WHERE id = $1",
+        enrolment_id,
+    )
+    .await
+}
+
+pub async fn drop_state(app: &TestApp, enrolment_id: Uuid) -> Option<String> {
+    fetch_scalar(
+        &app.db,
+        "SELECT (SELECT state FROM enrolment_drop WHERE enrolment_id = $1)",
+        enrolment_id,
+    )
+    .await
+}
+
+/// One worker access pass, as the worker runs it.
+pub async fn pass(app: &TestApp) -> AccessPass {
+    access_pass(&app.services(), Utc::now(), 50)
+        .await
+        .expect("access pass")
+}
+
+/// A failed sync is due now (W.2.4 lets tests write `access_next_attempt_at`).
+pub async fn make_due(app: &TestApp, enrolment_id: Uuid) {
+    exec(
+        &app.db,
+        "UPDATE course_enrolment SET access_next_attempt_at = now() - interval '1 second'
+         WHERE id = $1",
+        enrolment_id,
+    )
+    .await;
+}
