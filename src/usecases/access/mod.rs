@@ -81,29 +81,27 @@ const KC_FAILED: &str = "Could not update the student's access in the identity p
 
 /// S1–S4 for one enrolment.
 pub async fn sync(services: &Services, req: SyncRequest) -> Synced {
-    let synced = run(services, &req).await;
-    let level = match &synced {
-        Synced::Applied(level) => level.as_str(),
-        _ if req.activate => AccessLevel::Member.as_str(),
-        _ => "unknown",
-    };
-    metrics::counter!("vlab_enrolment_access_total", "target" => level, "outcome" => synced.label())
+    let (synced, level) = run(services, &req).await;
+    // `none`: the sync stopped before it had a target (row unreadable or gone, nothing due).
+    let target = level.map_or("none", AccessLevel::as_str);
+    metrics::counter!("vlab_enrolment_access_total", "target" => target, "outcome" => synced.label())
         .increment(1);
     synced
 }
 
-async fn run(services: &Services, req: &SyncRequest) -> Synced {
+/// S1–S4, with the target the sync worked towards.
+async fn run(services: &Services, req: &SyncRequest) -> (Synced, Option<AccessLevel>) {
     let id = req.enrolment_id;
     // S1
     let snapshot = match repo::snapshot(&services.db, id).await {
         Ok(snapshot) => snapshot,
         Err(err) => {
             tracing::error!(enrolment_id = %id, error = %err, "access sync: could not read the enrolment");
-            return Synced::RecordFailed(err);
+            return (Synced::RecordFailed(err), None);
         }
     };
     let Some(snapshot) = snapshot else {
-        return Synced::Skipped(None);
+        return (Synced::Skipped(None), None);
     };
     let level = target(&inputs(&snapshot), req.now);
     let (Some(user), true) = (
@@ -113,17 +111,21 @@ async fn run(services: &Services, req: &SyncRequest) -> Synced {
         if let Err(err) = repo::release_lease(&services.db, id, req.lease).await {
             tracing::warn!(enrolment_id = %id, error = %err, "access sync: could not release the lease; it lapses by itself");
         }
-        return Synced::Skipped(Some(Box::new(snapshot)));
+        let level = (level != AccessLevel::None).then_some(level);
+        return (Synced::Skipped(Some(Box::new(snapshot))), level);
     };
 
     // S2
     let added = match grant(services, &snapshot, user, level).await {
         Ok(added) => added,
-        Err(err) => return record_failure(services, req, &snapshot, user, level, &err).await,
+        Err(err) => {
+            let failed = record_failure(services, req, &snapshot, user, level, &err).await;
+            return (failed, Some(level));
+        }
     };
 
     // S3
-    match record(services, req, level).await {
+    let synced = match record(services, req, level).await {
         Ok(Recorded::Applied) => {
             let message = match (level, req.trigger) {
                 (AccessLevel::Waitlisted, _) => "enrolment waitlisted",
@@ -151,7 +153,8 @@ async fn run(services: &Services, req: &SyncRequest) -> Synced {
             tracing::error!(enrolment_id = %id, error = %err, "access sync: could not record the access");
             Synced::RecordFailed(err)
         }
-    }
+    };
+    (synced, Some(level))
 }
 
 fn inputs(s: &Snapshot) -> AccessInputs<'_> {
