@@ -68,7 +68,19 @@ impl<'a> Api<'a> {
 
     /// A course lab, template, course with open dates, activated, with the faculty as lab
     /// admin and `seats` provisioned.
+    /// An active course that started yesterday, with `seats` provisioned seats.
     pub async fn active_course(&self, name: &str, seats: usize) -> anyhow::Result<Course> {
+        let start = chrono::Utc::now() - chrono::Duration::days(1);
+        self.active_course_from(name, seats, start).await
+    }
+
+    /// An active course starting at `start` (before it, assign adds a waitlisted group).
+    pub async fn active_course_from(
+        &self,
+        name: &str,
+        seats: usize,
+        start: chrono::DateTime<chrono::Utc>,
+    ) -> anyhow::Result<Course> {
         let admin = self.admin_token.as_str();
         let lab = self
             .post(
@@ -97,7 +109,7 @@ impl<'a> Api<'a> {
                     "virtual_lab_id": vlab_id,
                     "template_project_id": project["id"],
                     "institution_id": institutions["data"][0]["id"],
-                    "start_date": (now - chrono::Duration::days(1)).to_rfc3339(),
+                    "start_date": start.to_rfc3339(),
                     "last_drop_date": (now + chrono::Duration::days(7)).to_rfc3339(),
                     "end_date": (now + chrono::Duration::days(90)).to_rfc3339(),
                 }),
