@@ -9,10 +9,11 @@ use uuid::Uuid;
 use vlab_emulators::{Fault, FaultAction};
 
 use super::{
-    access, claim, drop_state, future_course, member, member_paths, paths, start_course,
-    started_course, waitlisted, waitlisted_paths,
+    access, activation_in_flight, assert_the_drop_won, claim, future_course, member, member_paths,
+    paths, start_course, started_course, waitlisted, waitlisted_paths,
 };
-use crate::helpers::{ReplyExt, TestApp, exec, json as json_of};
+use crate::fixtures::{ActiveCourse, Assigned};
+use crate::helpers::{ReplyExt, TestApp, TestUser, exec};
 
 const DROPPED: &str = "Cannot activate a dropped enrolment";
 const GRANT_FAILED: &str = "Failed to grant access \u{2014} please try again later";
@@ -162,15 +163,18 @@ async fn activation_refuses_dropped_enrolments_and_courses_that_do_not_run(db: P
     refuse(DROPPED).await;
 }
 
-#[sqlx::test]
-async fn a_failed_member_addition_answers_502_and_a_retry_succeeds(db: PgPool) {
-    let app = TestApp::spawn(db).await;
-    let (course, assigned) = future_course(&app, "Flaky 101", 1).await;
+/// A student claimed before the start, the course started, and their activation failed with
+/// the 502 of W.5.5 because Keycloak answered 500 to every `operation`.
+async fn activation_failing_at(
+    app: &TestApp,
+    operation: &str,
+) -> (ActiveCourse, Vec<Assigned>, TestUser) {
+    let (course, assigned) = future_course(app, "Flaky 101", 1).await;
     let student = app.users.students[0].clone();
-    claim(&app, &student, assigned[0].enrolment_id).await;
-    start_course(&app, course.course_id).await;
+    claim(app, &student, assigned[0].enrolment_id).await;
+    start_course(app, course.course_id).await;
     app.keycloak
-        .inject(Fault::new("kc_add_member", FaultAction::Status(500)).times(100));
+        .inject(Fault::new(operation, FaultAction::Status(500)).times(100));
     app.as_user(&student)
         .activate_enrolment(course.course_id)
         .await
@@ -180,6 +184,13 @@ async fn a_failed_member_addition_answers_502_and_a_retry_succeeds(db: PgPool) {
             GRANT_FAILED,
         );
     app.keycloak.clear_faults();
+    (course, assigned, student)
+}
+
+#[sqlx::test]
+async fn a_failed_member_addition_answers_502_and_a_retry_succeeds(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, assigned, student) = activation_failing_at(&app, "kc_add_member").await;
     let row = access(&app, assigned[0].enrolment_id).await;
     assert_eq!(
         (row.access_level.as_str(), row.activated_at),
@@ -197,21 +208,7 @@ async fn a_failed_member_addition_answers_502_and_a_retry_succeeds(db: PgPool) {
 #[sqlx::test]
 async fn a_failed_waitlist_removal_keeps_member_access_and_a_retry_completes_it(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (course, assigned) = future_course(&app, "Flaky 101", 1).await;
-    let student = app.users.students[0].clone();
-    claim(&app, &student, assigned[0].enrolment_id).await;
-    start_course(&app, course.course_id).await;
-    app.keycloak
-        .inject(Fault::new("kc_remove_member", FaultAction::Status(500)).times(100));
-    app.as_user(&student)
-        .activate_enrolment(course.course_id)
-        .await
-        .error_with(
-            StatusCode::BAD_GATEWAY,
-            "EXTERNAL_SERVICE_ERROR",
-            GRANT_FAILED,
-        );
-    app.keycloak.clear_faults();
+    let (course, assigned, student) = activation_failing_at(&app, "kc_remove_member").await;
     // No undo: member access stays, next to the waitlist membership still to remove.
     let held = paths(&app, &student);
     assert!(held.contains(&member(&course, &assigned[0])), "{held:?}");
@@ -308,59 +305,15 @@ async fn a_busy_access_lease_answers_409_after_five_seconds_then_the_call_succee
 #[sqlx::test]
 async fn a_drop_that_wins_during_activation_answers_409_and_removes_the_access(db: PgPool) {
     let app = TestApp::spawn(db).await;
-    let (course, assigned) = future_course(&app, "Race 101", 1).await;
-    let student = app.users.students[0].clone();
-    let e = assigned[0].enrolment_id;
-    claim(&app, &student, e).await;
-    start_course(&app, course.course_id).await;
-    let token = app.student_token(0);
-    // Authenticate once, so only the activation's own Keycloak calls are slowed below.
-    app.get(&format!("/virtual-labs/{}", course.vlab_id), Some(&token))
-        .await;
-    let adds = app.keycloak.call_count("kc_add_member");
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::from_millis(1500));
-    let pending = {
-        let (url, client) = (
-            app.url(&format!("/courses/{}/enrolment/activate", course.course_id)),
-            app.client.clone(),
-        );
-        tokio::spawn(async move {
-            json_of(client.post(url).bearer_auth(token).send().await.unwrap()).await
-        })
-    };
-    for _ in 0..200 {
-        if app.keycloak.call_count("kc_add_member") > adds {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (course, assigned, stall, pending) = activation_in_flight(&app, "Race 101").await;
     app.as_faculty()
-        .post_drop(course.course_id, &[assigned[0].seat_id])
+        .post_drop(course.course_id, &[assigned.seat_id])
         .await
         .ok_body();
     let reply = pending.await.unwrap();
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::ZERO);
+    drop(stall);
     reply.error_with(StatusCode::CONFLICT, "INVALID_REQUEST", DROPPED);
-    let removals: i32 = crate::helpers::fetch_scalar(
-        &app.db,
-        "SELECT access_attempts FROM enrolment_drop WHERE enrolment_id = $1",
-        e,
-    )
-    .await;
-    assert_eq!(removals, 2, "D4 re-opened and run again");
-    assert_eq!(drop_state(&app, e).await.as_deref(), Some("done"));
-    assert!(
-        paths(&app, &student).is_empty(),
-        "{:?}",
-        paths(&app, &student)
-    );
-    let row = access(&app, e).await;
-    assert_eq!(
-        (row.access_level.as_str(), row.activated_at),
-        ("none", None)
-    );
+    assert_the_drop_won(&app, &app.users.students[0], assigned.enrolment_id).await;
 }
 
 #[sqlx::test]

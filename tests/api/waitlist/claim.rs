@@ -10,10 +10,10 @@ use sqlx::PgPool;
 use vlab_emulators::{Fault, FaultAction};
 
 use super::{
-    access, claim, drop_state, future_course, make_due, member_paths, pass, paths, started_course,
-    waitlisted_paths,
+    StalledAdds, access, assert_the_drop_won, claim, drop_state, future_course, make_due,
+    member_paths, pass, paths, post_in_background, started_course, waitlisted_paths,
 };
-use crate::helpers::{ReplyExt, TestApp, assert_keys, data_strings, exec, json as json_of};
+use crate::helpers::{ReplyExt, TestApp, assert_keys, data_strings, exec};
 
 #[sqlx::test]
 async fn a_claim_before_the_start_waitlists_the_student(db: PgPool) {
@@ -159,38 +159,10 @@ async fn no_row_lock_is_held_while_the_claim_calls_keycloak(db: PgPool) {
     let app = TestApp::spawn(db).await;
     let (_, assigned) = future_course(&app, "Lockless 101", 1).await;
     let enrolment = assigned[0].enrolment_id;
-    let adds = app.keycloak.call_count("kc_add_member");
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::from_millis(800));
-    let pending = {
-        let (url, client, token) = (
-            app.url("/courses/claim"),
-            app.client.clone(),
-            app.student_token(0),
-        );
-        tokio::spawn(async move {
-            json_of(
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"enrolment_id": enrolment}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        })
-    };
-    for _ in 0..200 {
-        if app.keycloak.call_count("kc_add_member") > adds {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        app.keycloak.call_count("kc_add_member") > adds,
-        "stalled in Keycloak"
-    );
+    let stall = StalledAdds::start(&app, Duration::from_millis(800));
+    let body = json!({"enrolment_id": enrolment});
+    let pending = post_in_background(&app, "/courses/claim", app.student_token(0), Some(body));
+    stall.in_flight().await;
     let mut tx = app.db.begin().await.unwrap();
     sqlx::query("SELECT id FROM course_enrolment WHERE id = $1 FOR UPDATE NOWAIT")
         .bind(enrolment)
@@ -199,8 +171,7 @@ async fn no_row_lock_is_held_while_the_claim_calls_keycloak(db: PgPool) {
         .expect("the enrolment row is not locked");
     tx.rollback().await.unwrap();
     let (status, body) = pending.await.unwrap();
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::ZERO);
+    drop(stall);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(access(&app, enrolment).await.access_level, "waitlisted");
 }
@@ -254,34 +225,10 @@ async fn a_claim_racing_a_faculty_drop_loses_and_the_access_is_removed_again(db:
     let (course, assigned) = started_course(&app, "Race 101", 1).await;
     let student = app.users.students[0].clone();
     let enrolment = assigned[0].enrolment_id;
-    let adds = app.keycloak.call_count("kc_add_member");
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::from_millis(1500));
-    let pending = {
-        let (url, client, token) = (
-            app.url("/courses/claim"),
-            app.client.clone(),
-            app.student_token(0),
-        );
-        tokio::spawn(async move {
-            json_of(
-                client
-                    .post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"enrolment_id": enrolment}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        })
-    };
-    for _ in 0..200 {
-        if app.keycloak.call_count("kc_add_member") > adds {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let stall = StalledAdds::start(&app, Duration::from_millis(1500));
+    let body = json!({"enrolment_id": enrolment});
+    let pending = post_in_background(&app, "/courses/claim", app.student_token(0), Some(body));
+    stall.in_flight().await;
     // The drop's D4 completes while the claim's additions are still in flight.
     let dropped = app
         .as_faculty()
@@ -294,27 +241,8 @@ async fn a_claim_racing_a_faculty_drop_loses_and_the_access_is_removed_again(db:
         "{dropped}"
     );
     let (status, body) = pending.await.unwrap();
-    app.keycloak
-        .set_operation_latency("kc_add_member", Duration::ZERO);
+    drop(stall);
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    // S3 re-opened the removal and ran D4 again: two removals recorded.
-    let removals: i32 = crate::helpers::fetch_scalar(
-        &app.db,
-        "SELECT access_attempts FROM enrolment_drop WHERE enrolment_id = $1",
-        enrolment,
-    )
-    .await;
-    assert_eq!(removals, 2);
-    assert_eq!(drop_state(&app, enrolment).await.as_deref(), Some("done"));
-    assert!(
-        paths(&app, &student).is_empty(),
-        "{:?}",
-        paths(&app, &student)
-    );
-    let row = access(&app, enrolment).await;
-    assert_eq!(
-        (row.access_level.as_str(), row.access_lease_id),
-        ("none", None)
-    );
+    assert_the_drop_won(&app, &student, enrolment).await;
 }

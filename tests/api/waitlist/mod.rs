@@ -15,7 +15,7 @@ use uuid::Uuid;
 use vlab_courses::usecases::access::{AccessPass, access_pass};
 
 use crate::fixtures::{self, ActiveCourse, Assigned};
-use crate::helpers::{TestApp, TestUser, exec, fetch_row, fetch_scalar};
+use crate::helpers::{Reply, TestApp, TestUser, exec, fetch_row, fetch_scalar, json};
 
 /// An active course starting in 7 days (last drop in 14, end in 90) whose faculty is a lab
 /// admin, with `n` students assigned.
@@ -137,4 +137,101 @@ pub async fn make_due(app: &TestApp, enrolment_id: Uuid) {
         enrolment_id,
     )
     .await;
+}
+
+/// Member additions reach Keycloak and then wait, so that a test can act while one is in
+/// flight. Dropping it lets additions through at once again.
+pub struct StalledAdds<'a> {
+    app: &'a TestApp,
+    before: usize,
+}
+
+impl<'a> StalledAdds<'a> {
+    pub fn start(app: &'a TestApp, by: std::time::Duration) -> Self {
+        let before = app.keycloak.call_count("kc_add_member");
+        app.keycloak.set_operation_latency("kc_add_member", by);
+        Self { app, before }
+    }
+
+    /// Waits until an addition made since `start` has reached Keycloak.
+    pub async fn in_flight(&self) {
+        for _ in 0..300 {
+            if self.app.keycloak.call_count("kc_add_member") > self.before {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("no member addition reached Keycloak");
+    }
+}
+
+impl Drop for StalledAdds<'_> {
+    fn drop(&mut self) {
+        self.app
+            .keycloak
+            .set_operation_latency("kc_add_member", std::time::Duration::ZERO);
+    }
+}
+
+/// A student claimed before the start, the course started, and their single activation is
+/// now stalled in Keycloak with its member additions in flight.
+pub async fn activation_in_flight<'a>(
+    app: &'a TestApp,
+    name: &str,
+) -> (
+    ActiveCourse,
+    Assigned,
+    StalledAdds<'a>,
+    tokio::task::JoinHandle<Reply>,
+) {
+    let (course, mut assigned) = future_course(app, name, 1).await;
+    let assigned = assigned.remove(0);
+    claim(app, &app.users.students[0], assigned.enrolment_id).await;
+    start_course(app, course.course_id).await;
+    let token = app.student_token(0);
+    // Authenticate once, so only the activation's own Keycloak calls are slowed.
+    app.get(&format!("/virtual-labs/{}", course.vlab_id), Some(&token))
+        .await;
+    let stall = StalledAdds::start(app, std::time::Duration::from_millis(1500));
+    let path = format!("/courses/{}/enrolment/activate", course.course_id);
+    let pending = post_in_background(app, &path, token, None);
+    stall.in_flight().await;
+    (course, assigned, stall, pending)
+}
+
+/// POSTs `body` (none: no body) with `token` in a task of its own, to race it.
+pub fn post_in_background(
+    app: &TestApp,
+    path: &str,
+    token: String,
+    body: Option<serde_json::Value>,
+) -> tokio::task::JoinHandle<Reply> {
+    let mut request = app.client.post(app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    tokio::spawn(async move { json(request.send().await.expect("the request is sent")).await })
+}
+
+/// A drop won a race against a grant: S3 re-opened D4, which ran a second time, and the
+/// student holds no group and no access.
+pub async fn assert_the_drop_won(app: &TestApp, student: &TestUser, enrolment_id: Uuid) {
+    let removals: i32 = fetch_scalar(
+        &app.db,
+        "SELECT access_attempts FROM enrolment_drop WHERE enrolment_id = $1",
+        enrolment_id,
+    )
+    .await;
+    assert_eq!(removals, 2, "D4 re-opened and run again");
+    assert_eq!(drop_state(app, enrolment_id).await.as_deref(), Some("done"));
+    assert!(paths(app, student).is_empty(), "{:?}", paths(app, student));
+    let row = access(app, enrolment_id).await;
+    assert_eq!(
+        (
+            row.access_level.as_str(),
+            row.access_lease_id,
+            row.activated_at
+        ),
+        ("none", None, None)
+    );
 }
