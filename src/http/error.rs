@@ -5,8 +5,8 @@
 //! `{"error_code", "message", "details", "data"}`, in that key order.
 
 use axum::Json;
-use axum::http::header::WWW_AUTHENTICATE;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -61,8 +61,9 @@ pub struct ApiError {
     // Boxed so `Result<_, ApiError>` stays small.
     pub details: Box<Value>,
     pub data: Box<Value>,
-    /// The RFC 6750 `WWW-Authenticate` challenge of a 401.
-    pub challenge: Option<&'static str>,
+    /// Response headers that belong to the answer: the RFC 6750 `WWW-Authenticate` challenge
+    /// of a 401, the `Retry-After` of a 429.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The error body of api.md §2: every error answer but `/ready`'s 503.
@@ -107,8 +108,14 @@ impl ApiError {
             message: message.into(),
             details: Box::new(Value::Null),
             data: Box::new(Value::Null),
-            challenge: None,
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// A fixed `details` text given by api.md (`data` stays null).
@@ -250,11 +257,7 @@ impl IntoResponse for ApiError {
             data: &self.data,
         };
         let mut response = (self.status, Json(body)).into_response();
-        if let Some(challenge) = self.challenge {
-            response
-                .headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        }
+        response.headers_mut().extend(self.headers);
         response
     }
 }
@@ -263,20 +266,18 @@ impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> Self {
         // RFC 6750 §3: a refused token gets `invalid_token`; a request that sent none gets the
         // bare challenge (§3.1: no error code when no authentication was attempted).
-        let unauthorized = |message: &str| ApiError {
-            challenge: Some(r#"Bearer error="invalid_token""#),
-            ..ApiError::new(
+        let challenged = |challenge: &'static str, message: &str| {
+            ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::AuthorizationError,
                 message,
             )
+            .with_header(WWW_AUTHENTICATE, HeaderValue::from_static(challenge))
         };
+        let unauthorized = |message: &str| challenged(r#"Bearer error="invalid_token""#, message);
         match err {
-            AuthError::MissingCredentials => ApiError {
-                challenge: Some("Bearer"),
-                ..unauthorized("No Authentication was provided")
-            }
-            .with_details("The supplied authentication is not authorized to access"),
+            AuthError::MissingCredentials => challenged("Bearer", "No Authentication was provided")
+                .with_details("The supplied authentication is not authorized to access"),
             AuthError::InvalidToken => unauthorized("Invalid authentication credentials"),
             AuthError::MissingClaim(claim) => unauthorized("Invalid authentication credentials")
                 .with_details(format!("The token lacks a required claim: {claim}")),
@@ -306,6 +307,9 @@ impl From<UseCaseError> for ApiError {
         let mut api = ApiError::new(answer.status, answer.code, err.to_string());
         if let Some(details) = answer.details {
             api = api.with_details(details);
+        }
+        if let Some(seconds) = answer.retry_after {
+            api = api.with_header(RETRY_AFTER, HeaderValue::from(seconds));
         }
         api.with_context(answer.context)
     }
@@ -356,6 +360,21 @@ mod tests {
         assert_eq!(v["details"]["number_of_seats"], "Must be between 1 and 100");
         assert_eq!(v["details"]["course_id"], "Must be a UUID");
         assert_eq!(v["data"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn headers_of_the_error_are_sent() {
+        let err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::LimitExceeded,
+            "Try again later",
+        )
+        .with_header(RETRY_AFTER, HeaderValue::from(61u64));
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "61");
+        let challenged = ApiError::from(AuthError::MissingCredentials).into_response();
+        assert_eq!(challenged.headers()[WWW_AUTHENTICATE], "Bearer");
     }
 
     #[tokio::test]

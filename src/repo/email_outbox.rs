@@ -7,13 +7,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-/// The only kind in this version.
+/// The claim e-mail of an enrolment (integrations.md §4.3).
 pub const KIND_ENROLMENT_CLAIM: &str = "enrolment_claim";
 
 /// A leased row, with the state of its enrolment read in the same statement.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct LeasedEmail {
     pub id: Uuid,
+    pub kind: String,
     pub enrolment_id: Option<Uuid>,
     pub recipient: String,
     pub payload: serde_json::Value,
@@ -57,9 +58,11 @@ pub async fn insert(
     .map(drop)
 }
 
-/// Leases up to `limit` due pending rows that nobody holds, by `next_attempt_at`, then id.
+/// Leases up to `limit` due pending rows of the given kinds that nobody holds, by
+/// `next_attempt_at`, then id. Rows of other kinds wait for a binary that can render them.
 pub async fn lease_due(
     db: impl PgExecutor<'_>,
+    kinds: &[&str],
     lease_id: Uuid,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
@@ -70,15 +73,16 @@ pub async fn lease_due(
              SELECT id FROM email_outbox
              WHERE status = 'pending' AND next_attempt_at <= $2
                AND (lease_until IS NULL OR lease_until < $2)
+               AND kind = ANY($5)
              ORDER BY next_attempt_at, id
              LIMIT $4
              FOR UPDATE SKIP LOCKED),
          leased AS (
              UPDATE email_outbox o SET lease_id = $1, lease_until = $3, updated_at = $2
              FROM due WHERE o.id = due.id
-             RETURNING o.id, o.enrolment_id, o.recipient, o.payload, o.attempts,
+             RETURNING o.id, o.kind, o.enrolment_id, o.recipient, o.payload, o.attempts,
                  o.next_attempt_at)
-         SELECT l.id, l.enrolment_id, l.recipient, l.payload, l.attempts,
+         SELECT l.id, l.kind, l.enrolment_id, l.recipient, l.payload, l.attempts,
                 e.is_dropped AS enrolment_dropped
          FROM leased l LEFT JOIN course_enrolment e ON e.id = l.enrolment_id
          ORDER BY l.next_attempt_at, l.id",
@@ -87,6 +91,7 @@ pub async fn lease_due(
     .bind(now)
     .bind(lease_until)
     .bind(limit)
+    .bind(kinds)
     .fetch_all(db)
     .await
 }

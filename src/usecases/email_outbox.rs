@@ -1,6 +1,8 @@
-//! The claim e-mail outbox (rules.md §6.2): the first attempt made by assign, and the pass the
+//! The e-mail outbox (rules.md §6.2): the first attempt made by assign, and the pass the
 //! background worker and the expiry job run over due rows. Leases are taken with
 //! `FOR UPDATE SKIP LOCKED` and every outcome is recorded only under the lease that sent it.
+//! The pass leases only the kinds this binary can render ([`KINDS`]), so rows of a kind added by
+//! a newer release wait for it instead of failing or being cancelled here.
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
@@ -17,7 +19,10 @@ pub const LEASE: Duration = Duration::minutes(2);
 /// The attempt after which a row is `failed`.
 pub const MAX_ATTEMPTS: i32 = 12;
 
-const KIND: &str = "enrolment_claim";
+const KIND: &str = repo::email_outbox::KIND_ENROLMENT_CLAIM;
+
+/// The kinds this binary can render, and so the only ones its pass leases.
+pub const KINDS: &[&str] = &[KIND];
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +32,13 @@ pub struct EmailPassSummary {
     pub failed: u64,
     pub gave_up: u64,
     pub cancelled: u64,
+}
+
+impl EmailPassSummary {
+    /// Rows the pass leased: each ends sent, failed or cancelled.
+    pub fn leased(&self) -> u64 {
+        self.sent + self.failed + self.cancelled
+    }
 }
 
 /// The outcome of one send attempt.
@@ -51,7 +63,8 @@ pub async fn run_pass(
     limit: i64,
 ) -> Result<EmailPassSummary, UseCaseError> {
     let lease = Uuid::new_v4();
-    let rows = repo::email_outbox::lease_due(&services.db, lease, now, now + LEASE, limit).await?;
+    let rows =
+        repo::email_outbox::lease_due(&services.db, KINDS, lease, now, now + LEASE, limit).await?;
     let concurrency = services.config.external_concurrency.max(1);
     let outcomes: Vec<Delivery> = futures::stream::iter(rows)
         .map(|row| process(services, row, lease, now))
@@ -81,7 +94,7 @@ async fn process(
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Delivery {
-    if row.enrolment_dropped != Some(false) {
+    if no_longer_wanted(&row) {
         if let Err(err) = repo::email_outbox::mark_cancelled(&services.db, row.id, lease, now).await
         {
             tracing::error!(email_id = %row.id, error = %err, "could not cancel a claim e-mail");
@@ -94,6 +107,15 @@ async fn process(
     deliver(services, &row, lease, now).await
 }
 
+/// The cancellation rule of the row's kind, checked at send time: a claim e-mail whose
+/// enrolment is gone or dropped is cancelled. Other kinds carry their own rule.
+fn no_longer_wanted(row: &LeasedEmail) -> bool {
+    match row.kind.as_str() {
+        KIND => row.enrolment_dropped != Some(false),
+        _ => false,
+    }
+}
+
 /// Sends one leased row and records the outcome under `lease`. Assign's `email_sent` is
 /// whether this returned [`Delivery::Sent`].
 pub async fn deliver(
@@ -103,13 +125,13 @@ pub async fn deliver(
     now: DateTime<Utc>,
 ) -> Delivery {
     let (email_id, recipient) = (row.id, row.recipient.as_str());
-    let sent = match claim_email(recipient, &row.payload) {
+    let sent = match render(row) {
         Ok(email) => services
             .mailer
             .send(&email)
             .await
             .map_err(|e| e.to_string()),
-        Err(missing) => Err(format!("the queued e-mail has no {missing}")),
+        Err(error) => Err(error),
     };
     match sent {
         Ok(()) => {
@@ -174,6 +196,17 @@ async fn record_failure(
                 .increment(1);
             Delivery::Retry
         }
+    }
+}
+
+/// The message of a leased row; `Err` says what it lacks. Only [`KINDS`] are leased.
+fn render(row: &LeasedEmail) -> Result<Email, String> {
+    match row.kind.as_str() {
+        KIND => claim_email(&row.recipient, &row.payload)
+            .map_err(|missing| format!("the queued e-mail has no {missing}")),
+        other => Err(format!(
+            "this service cannot render e-mails of kind {other}"
+        )),
     }
 }
 

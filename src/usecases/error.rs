@@ -52,6 +52,8 @@ pub struct Answer {
     pub details: Option<&'static str>,
     /// Whitelisted context, shown as `details = "k=v, …"` and `data = {k: v}`.
     pub context: Vec<(&'static str, String)>,
+    /// Seconds the client should wait before trying again (`Retry-After` of a 429).
+    pub retry_after: Option<u64>,
 }
 
 impl Answer {
@@ -61,7 +63,13 @@ impl Answer {
             code,
             details: None,
             context: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn details(mut self, details: &'static str) -> Self {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
 use super::tasks::UseCaseTasks;
 use crate::clients::accounting::AccountingClient;
@@ -22,6 +23,9 @@ pub struct Services {
     pub accounting: Arc<dyn Accounting>,
     pub mailer: Arc<dyn Mailer>,
     pub tasks: UseCaseTasks,
+    /// Wakes this replica's background worker for work queued without a first attempt
+    /// (`notify_one`; a wake-up sent during a pass starts the next one at once).
+    pub worker_wake: Arc<Notify>,
 }
 
 impl Services {
@@ -38,6 +42,7 @@ impl Services {
             accounting: Arc::new(accounting),
             mailer: Arc::new(mailer),
             tasks: UseCaseTasks::new(),
+            worker_wake: Arc::new(Notify::new()),
         })
     }
 }

@@ -7,11 +7,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vlab_courses::domain::backoff::backoff_bounds;
-use vlab_courses::usecases::email_outbox::{EmailPassSummary, run_pass};
+use vlab_courses::repo;
+use vlab_courses::usecases::email_outbox::{self, EmailPassSummary, run_pass};
 use vlab_emulators::{Fault, FaultAction};
 
 use crate::fixtures::{self, ActiveCourse, students_body};
-use crate::helpers::{ReplyExt, TestApp, exec, fetch_row};
+use crate::helpers::{ReplyExt, TestApp, exec, fetch_row, fetch_scalar};
 
 /// One outbox row, as the tests read it.
 #[derive(Debug, sqlx::FromRow)]
@@ -262,4 +263,115 @@ async fn a_row_leased_by_another_worker_is_left_alone_until_its_lease_lapses(db:
         .unwrap();
     assert_eq!(summary.sent, 1);
     assert_eq!(row(&app, enrolment_id).await.status, "sent");
+}
+
+#[sqlx::test]
+async fn the_email_pass_leases_only_the_kinds_it_is_given(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, results, _) = assign_with_smtp_failures(&app, 1, 1).await;
+    let enrolment_id = results[0].0;
+    let now = Utc::now() + chrono::Duration::minutes(2);
+    let lease = |kinds: &'static [&'static str]| {
+        let db = app.db.clone();
+        async move {
+            repo::email_outbox::lease_due(
+                &db,
+                kinds,
+                Uuid::new_v4(),
+                now,
+                now + chrono::Duration::minutes(2),
+                50,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert!(lease(&[]).await.is_empty());
+    assert!(lease(&["course_end_notice"]).await.is_empty());
+    assert_eq!(row(&app, enrolment_id).await.lease_id, None);
+    let leased = lease(email_outbox::KINDS).await;
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].kind, "enrolment_claim");
+    assert_eq!(leased[0].enrolment_id, Some(enrolment_id));
+}
+
+#[sqlx::test]
+async fn a_row_of_a_kind_this_binary_cannot_render_waits_untouched(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    // A newer release may queue kinds this one does not know; the schema of this test's own
+    // database is widened to hold one.
+    sqlx::query("ALTER TABLE email_outbox DROP CONSTRAINT ck_email_outbox_kind")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let id: Uuid = fetch_scalar(
+        &app.db,
+        "INSERT INTO email_outbox (kind, recipient, payload, next_attempt_at)
+         VALUES ('course_end_notice', $1, '{}', now()) RETURNING id",
+        "prof@uni.org",
+    )
+    .await;
+    let summary = run_pass(
+        &app.services(),
+        Utc::now() + chrono::Duration::minutes(2),
+        50,
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary, EmailPassSummary::default());
+    let waiting: Row = fetch_row(
+        &app.db,
+        "SELECT status, attempts, next_attempt_at, last_error, sent_at, lease_id
+         FROM email_outbox WHERE id = $1",
+        id,
+    )
+    .await;
+    assert_eq!((waiting.status.as_str(), waiting.attempts), ("pending", 0));
+    assert_eq!((waiting.lease_id, waiting.last_error), (None, None));
+}
+
+#[sqlx::test]
+async fn a_woken_worker_drains_more_than_one_batch_at_once(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (_, results, _) = assign_with_smtp_failures(&app, 1, 1).await;
+    let enrolment_id = results[0].0;
+    // The worker's start-up pass is over; the next one is 24-36 s away unless woken.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sqlx::query(
+        "INSERT INTO email_outbox (kind, enrolment_id, recipient, payload, next_attempt_at)
+         SELECT kind, enrolment_id, recipient, payload, now() FROM email_outbox, generate_series(1, 119)
+         WHERE enrolment_id = $1",
+    )
+    .bind(enrolment_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    exec(
+        &app.db,
+        "UPDATE email_outbox SET next_attempt_at = now() WHERE enrolment_id = $1",
+        enrolment_id,
+    )
+    .await;
+    let before = std::time::Instant::now();
+    app.services().worker_wake.notify_one();
+    let messages = app
+        .smtp
+        .wait_for_messages(120, Duration::from_secs(15))
+        .await;
+    assert_eq!(messages.len(), 120, "after {:?}", before.elapsed());
+    // SMTP accepts a message just before its row is marked sent.
+    let mut unsent = i64::MAX;
+    for _ in 0..50 {
+        unsent = fetch_scalar(
+            &app.db,
+            "SELECT count(*) FROM email_outbox WHERE enrolment_id = $1 AND status <> 'sent'",
+            enrolment_id,
+        )
+        .await;
+        if unsent == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unsent, 0);
 }

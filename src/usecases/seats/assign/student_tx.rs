@@ -122,6 +122,7 @@ pub async fn enrol(
         enrolment_id: enrolment.id,
         email: LeasedEmail {
             id: email.id,
+            kind: repo::email_outbox::KIND_ENROLMENT_CLAIM.to_owned(),
             enrolment_id: Some(enrolment.id),
             recipient: email.recipient,
             payload: email.payload,
