@@ -82,6 +82,8 @@ pub struct Config {
     pub seat_expiry_days: u32,
     pub drop_recovery_margin_credits: i32,
     pub drop_window_max_days: u32,
+    /// `COURSE_EVENT_RETENTION_DAYS`: audit events older than this are purged by the job.
+    pub course_event_retention_days: u32,
     pub multiple_vlabs_allowed_user_id: Option<Uuid>,
     pub service_admin_group: String,
     pub cors_origins: Vec<String>,
@@ -233,6 +235,8 @@ impl Config {
                 1_000_000_000,
             )? as i32,
             drop_window_max_days: env.int("DROP_WINDOW_MAX_DAYS", 14, 1, 36_500)? as u32,
+            course_event_retention_days: env.int("COURSE_EVENT_RETENTION_DAYS", 1095, 30, 3650)?
+                as u32,
             multiple_vlabs_allowed_user_id,
             service_admin_group: env
                 .string("VLAB_SERVICE_ADMIN_GROUP", "/service/virtual-lab-svc/admin")?,

@@ -47,4 +47,8 @@ fn describe() {
         "Keycloak, accounting and SMTP calls, after retries."
     );
     metrics::describe_counter!("vlab_compensations_total", "Ledger undo runs.");
+    metrics::describe_counter!(
+        "vlab_course_events_total",
+        "Audit events written, by event_type."
+    );
 }

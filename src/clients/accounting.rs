@@ -17,7 +17,7 @@ use super::http::{
     Call, Outbound, RetryPolicy, Service, read_text, record_decode_error, truncate_body,
 };
 use super::service_token::ServiceToken;
-use super::{Accounting, ClientError};
+use super::{Accounting, ClientError, ProjectBalance};
 use crate::config::ExternalConfig;
 
 const fn call(operation: &'static str) -> Call {
@@ -33,6 +33,12 @@ const CREATE_PROJECT_ACCOUNT: Call = call("acc_create_project_account");
 const GRANT: Call = call("acc_grant");
 const DEPLETE_PROJECT: Call = call("acc_deplete_project");
 const DEPLETE_VLAB: Call = call("acc_deplete_vlab");
+/// Reads are retried like Keycloak GETs: the service acts on nothing.
+const PROJECT_BALANCE: Call = Call {
+    service: Service::Accounting,
+    operation: "acc_project_balance",
+    retry: RetryPolicy::Idempotent,
+};
 
 /// The accounting client. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -67,9 +73,20 @@ impl AccountingClient {
         path: &str,
         body: serde_json::Value,
     ) -> Result<reqwest::Response, ClientError> {
+        self.request(call, path, Some(body)).await
+    }
+
+    /// A `POST` of `body`, or a `GET` without one; a 2xx yields the response (its body
+    /// unread), anything else an error.
+    async fn request(
+        &self,
+        call: Call,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let token = self.service_token(call).await?;
-        let mut response = self.send_once(call, &url, &body, &token).await?;
+        let mut response = self.send_once(call, &url, body.as_ref(), &token).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             drop(response);
             tracing::info!(
@@ -78,7 +95,7 @@ impl AccountingClient {
             );
             self.token.invalidate(&token).await;
             let token = self.service_token(call).await?;
-            response = self.send_once(call, &url, &body, &token).await?;
+            response = self.send_once(call, &url, body.as_ref(), &token).await?;
         }
         let status = response.status();
         if status.is_success() {
@@ -87,11 +104,12 @@ impl AccountingClient {
         Err(error_from(call, status, response).await)
     }
 
+    /// One request: a `POST` of `body`, or a `GET` when there is none.
     async fn send_once(
         &self,
         call: Call,
         url: &str,
-        body: &serde_json::Value,
+        body: Option<&serde_json::Value>,
         token: &str,
     ) -> Result<reqwest::Response, ClientError> {
         let mut authorization =
@@ -102,10 +120,11 @@ impl AccountingClient {
         authorization.set_sensitive(true);
         self.outbound
             .send(call, |client| {
-                client
-                    .post(url)
-                    .header(AUTHORIZATION, authorization.clone())
-                    .json(body)
+                let request = match body {
+                    Some(body) => client.post(url).json(body),
+                    None => client.get(url),
+                };
+                request.header(AUTHORIZATION, authorization.clone())
             })
             .await
     }
@@ -174,6 +193,30 @@ pub fn parse_total_amount(body: &str) -> Result<Decimal, String> {
         .map_err(|err| format!("data.total_amount {text:?} is not a decimal: {err}"))
 }
 
+/// `data.balance` and `data.reservation` of a balance answer: 2-decimal strings, or numbers.
+pub fn parse_balance(body: &str) -> Result<ProjectBalance, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|err| format!("not JSON: {err}"))?;
+    let amount = |key: &str| -> Result<Decimal, String> {
+        let field = value
+            .get("data")
+            .and_then(|data| data.get(key))
+            .ok_or_else(|| format!("no data.{key}"))?;
+        let text = match field {
+            serde_json::Value::String(text) => text.trim().to_owned(),
+            serde_json::Value::Number(number) => number.to_string(),
+            other => return Err(format!("data.{key} is not a decimal: {other}")),
+        };
+        Decimal::from_str(&text)
+            .or_else(|_| Decimal::from_scientific(&text))
+            .map_err(|err| format!("data.{key} {text:?} is not a decimal: {err}"))
+    };
+    Ok(ProjectBalance {
+        balance: amount("balance")?,
+        reservation: amount("reservation")?,
+    })
+}
+
 #[async_trait]
 impl Accounting for AccountingClient {
     async fn create_vlab_account(&self, vlab_id: Uuid, name: &str) -> Result<(), ClientError> {
@@ -223,11 +266,37 @@ impl Accounting for AccountingClient {
         })
     }
 
-    async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<(), ClientError> {
+    async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<Option<Decimal>, ClientError> {
         let body = serde_json::json!({ "vlab_id": vlab_id });
-        self.post(DEPLETE_VLAB, "/budget/deplete/virtual-lab", body)
-            .await
-            .map(drop)
+        let response = self
+            .post(DEPLETE_VLAB, "/budget/deplete/virtual-lab", body)
+            .await?;
+        // The lab deplete succeeded with the 2xx; an unreadable amount is only unknown.
+        let amount = match read_text(DEPLETE_VLAB, response).await {
+            Ok(text) => parse_total_amount(&text)
+                .inspect_err(|message| {
+                    tracing::warn!(operation = DEPLETE_VLAB.operation, %message, "the lab deplete answer has no readable total_amount");
+                })
+                .ok(),
+            Err(err) => {
+                tracing::warn!(operation = DEPLETE_VLAB.operation, error = %err, "the lab deplete answer could not be read");
+                None
+            }
+        };
+        Ok(amount)
+    }
+
+    async fn project_balance(&self, project_id: Uuid) -> Result<ProjectBalance, ClientError> {
+        let path = format!("/balance/project/{project_id}");
+        let response = self.request(PROJECT_BALANCE, &path, None).await?;
+        let text = read_text(PROJECT_BALANCE, response).await?;
+        parse_balance(&text).map_err(|message| {
+            record_decode_error(PROJECT_BALANCE);
+            ClientError::Decode {
+                operation: PROJECT_BALANCE.operation,
+                message,
+            }
+        })
     }
 }
 

@@ -163,8 +163,19 @@ pub trait Accounting: Send + Sync + 'static {
     async fn grant(&self, project_id: Uuid, amount: i64) -> Result<(), ClientError>;
     /// Moves the project's whole balance back to the system; returns the amount moved.
     async fn deplete_project(&self, project_id: Uuid) -> Result<Decimal, ClientError>;
-    /// Moves every balance of the lab and its projects back to the system.
-    async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<(), ClientError>;
+    /// Moves every balance of the lab and its projects back to the system; returns the amount
+    /// moved when the answer states it readably (`None` is still a success).
+    async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<Option<Decimal>, ClientError>;
+    /// `acc_project_balance`: what a project deplete would move, and what running jobs hold.
+    async fn project_balance(&self, project_id: Uuid) -> Result<ProjectBalance, ClientError>;
+}
+
+/// A project's credits (`acc_project_balance`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectBalance {
+    pub balance: Decimal,
+    /// Credits held by running jobs; not moved by a deplete.
+    pub reservation: Decimal,
 }
 
 /// Sends one e-mail over SMTP (integrations.md §4).

@@ -1,6 +1,7 @@
 //! Pure rules with no I/O: value formats, date checks, the recovery rule, group names, the caller and its roles.
 
 pub mod access;
+pub mod audit;
 pub mod backoff;
 pub mod caller;
 pub mod course_dates;

@@ -144,6 +144,26 @@ impl<S: Send + Sync> FromRequestParts<S> for PathUuid {
     }
 }
 
+/// The `{enrolment_id}` path parameter of a route that has others too: a UUID, or 422
+/// `enrolment_id` "Must be a UUID".
+#[derive(Debug, Clone, Copy)]
+pub struct EnrolmentId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for EnrolmentId {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = path_params(parts, state).await?;
+        params
+            .get("enrolment_id")
+            .and_then(|raw| fields::parse_uuid(raw))
+            .map(EnrolmentId)
+            .ok_or_else(|| {
+                ApiError::invalid_field("enrolment_id", "Must be a UUID").into_response()
+            })
+    }
+}
+
 /// The route's path parameters by name, as sent (percent-decoded).
 ///
 /// A parameter that is not UTF-8 once decoded (`/courses/%FF`) is kept as an empty value, so it

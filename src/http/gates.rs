@@ -1,5 +1,6 @@
-//! Path-dependent access tiers of api.md §1: VA, VM, PW and CA, as extractors. They run after
-//! the token check and before any 422, and a malformed path id fails the tier (403), never 422.
+//! Path-dependent access tiers of api.md §1: VA, VM, PW and CA, and the support tier SC, as
+//! extractors. They run after the token check and before any 422; a malformed path id fails
+//! the tier (403), except for a service admin on SC, who passes and gets the 422.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -9,6 +10,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::extract::path_params;
 use super::fields::parse_uuid;
+use crate::domain::audit::ActorRole;
 use crate::domain::caller::Caller;
 use crate::http::state::AppState;
 use crate::repo::{self, courses::Course};
@@ -205,5 +207,56 @@ where
             .await
             .map_err(IntoResponse::into_response)?;
         Ok(Self { caller, course })
+    }
+}
+
+/// Tier SC on `{course_id}`: a service admin, or a caller who passes the CA rule. A service
+/// admin always passes; a malformed id is then a 422, and the course may be missing (`None`:
+/// each endpoint decides its 404). For anyone else the CA rule applies, 403 included.
+#[derive(Debug, Clone)]
+pub struct CourseSupport {
+    pub caller: Caller,
+    pub course_id: Uuid,
+    pub course: Option<Course>,
+    /// `service_admin` or `course_admin`, as actions through this tier are recorded.
+    pub role: ActorRole,
+}
+
+impl<S> FromRequestParts<S> for CourseSupport
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let (caller, raw) = caller_and_param(parts, state, &["course_id"]).await?;
+        let app = AppState::from_ref(state);
+        if !caller.groups.is_service_admin() {
+            let course = course_admin(&app, &caller, &raw[0])
+                .await
+                .map_err(IntoResponse::into_response)?;
+            return Ok(Self {
+                caller,
+                course_id: course.id,
+                course: Some(course),
+                role: ActorRole::CourseAdmin,
+            });
+        }
+        let Some(course_id) = parse_uuid(&raw[0]) else {
+            return Err(ApiError::invalid_field("course_id", "Must be a UUID").into_response());
+        };
+        let course = repo::courses::find(&app.services.db, course_id)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, "database error in the course-support gate");
+                ApiError::database().into_response()
+            })?;
+        Ok(Self {
+            caller,
+            course_id,
+            course,
+            role: ActorRole::ServiceAdmin,
+        })
     }
 }

@@ -26,6 +26,7 @@ use super::routes;
         (name = "courses", description = "Courses on course labs: create, update, activate, void, delete, search"),
         (name = "seats", description = "Seats of courses: provision, transfer, assign, drop"),
         (name = "enrolments", description = "Enrolments: claim, activate, list a course's"),
+        (name = "events", description = "The audit log of a course and an enrolment's timeline"),
     ),
 )]
 struct ApiDoc;

@@ -113,12 +113,19 @@ pub async fn store_waitlisted_group(
     }
 }
 
-/// S3's view of the enrolment, locked `FOR UPDATE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+/// S3's (and S4's) view of the enrolment, locked `FOR UPDATE`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Locked {
+    pub course_id: Uuid,
+    pub project_id: Uuid,
     pub is_dropped: bool,
     pub access_lease_id: Option<Uuid>,
     pub drop_started: bool,
+    /// What was recorded before this sync.
+    pub access_level: String,
+    pub activated_at: Option<DateTime<Utc>>,
+    /// Set while a failure streak lasts.
+    pub access_last_error: Option<String>,
 }
 
 pub async fn lock(
@@ -126,7 +133,8 @@ pub async fn lock(
     enrolment_id: Uuid,
 ) -> Result<Option<Locked>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.is_dropped, e.access_lease_id,
+        "SELECT e.course_id, e.project_id, e.is_dropped, e.access_lease_id, e.access_level,
+                e.activated_at, e.access_last_error,
                 EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
                   AS drop_started
          FROM course_enrolment e WHERE e.id = $1 FOR UPDATE OF e",

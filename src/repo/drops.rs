@@ -55,6 +55,7 @@ pub struct DroppingEnrolment {
     pub id: Uuid,
     pub course_id: Uuid,
     pub project_id: Uuid,
+    pub student_id: String,
     pub is_dropped: bool,
     /// The project row exists (D2 is skipped when it does not).
     pub project_exists: bool,
@@ -65,6 +66,7 @@ pub struct DroppingEnrolment {
 /// Who and which groups access removal (D4) deals with.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccessTarget {
+    pub course_id: Uuid,
     pub claimed_by: Option<Uuid>,
     /// The student project's member group; `None` when the project row is gone.
     pub project_member_group_id: Option<String>,
@@ -103,7 +105,7 @@ pub async fn lock_enrolment(
     enrolment_id: Uuid,
 ) -> Result<Option<DroppingEnrolment>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.id, e.course_id, e.project_id, e.is_dropped,
+        "SELECT e.id, e.course_id, e.project_id, e.student_id, e.is_dropped,
                 EXISTS (SELECT 1 FROM project p WHERE p.id = e.project_id) AS project_exists,
                 c.last_drop_date, c.credits_per_seat
          FROM course_enrolment e JOIN course c ON c.id = e.course_id
@@ -298,7 +300,7 @@ pub async fn access_target(
     enrolment_id: Uuid,
 ) -> Result<Option<AccessTarget>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.claimed_by, p.member_group_id AS project_member_group_id,
+        "SELECT e.course_id, e.claimed_by, p.member_group_id AS project_member_group_id,
                 p.waitlisted_group_id, v.member_group_id AS lab_member_group_id,
                 d.access_attempts
          FROM course_enrolment e
@@ -313,38 +315,54 @@ pub async fn access_target(
     .await
 }
 
-/// Access removed: `access_level = 'none'`, then the record `done` with its lease cleared, in
-/// one transaction (lock order: enrolment, then drop). Guarded by the drop lease: a lost lease
-/// rolls both back. The access lease is never touched (W.5.7).
+/// What a completed access removal changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessCompleted {
+    /// `access_level` before it was reset to `none`.
+    pub previous_level: String,
+    /// Access-removal attempts, this one included.
+    pub attempts: i32,
+}
+
+/// Access removed: `access_level = 'none'`, then the record `done` with its lease cleared, on
+/// the caller's transaction (lock order: enrolment, then drop). Guarded by the drop lease:
+/// `None` when it was lost, and the caller must roll back. The access lease is never touched
+/// (W.5.7).
 pub async fn complete_access(
-    db: &sqlx::PgPool,
+    tx: &mut sqlx::PgConnection,
     enrolment_id: Uuid,
     lease_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
+) -> Result<Option<AccessCompleted>, sqlx::Error> {
+    let previous_level: Option<String> =
+        sqlx::query_scalar("SELECT access_level FROM course_enrolment WHERE id = $1 FOR UPDATE")
+            .bind(enrolment_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(previous_level) = previous_level else {
+        return Ok(None);
+    };
     sqlx::query("UPDATE course_enrolment SET access_level = 'none' WHERE id = $1")
         .bind(enrolment_id)
         .execute(&mut *tx)
         .await?;
-    let done = sqlx::query(
+    let attempts: Option<i32> = sqlx::query_scalar(
         "UPDATE enrolment_drop
          SET state = 'done', access_removed_at = $3, access_attempts = access_attempts + 1,
              next_access_attempt_at = NULL, last_error = NULL, lease_id = NULL,
              lease_until = NULL, updated_at = $3
-         WHERE enrolment_id = $1 AND lease_id = $2 AND state = 'revoking'",
+         WHERE enrolment_id = $1 AND lease_id = $2 AND state = 'revoking'
+         RETURNING access_attempts",
     )
     .bind(enrolment_id)
     .bind(lease_id)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
-    if done.rows_affected() != 1 {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    tx.commit().await?;
-    Ok(true)
+    Ok(attempts.map(|attempts| AccessCompleted {
+        previous_level,
+        attempts,
+    }))
 }
 
 /// Leases one `revoking` record nobody holds, whatever its backoff (an access sync that lost
@@ -497,11 +515,12 @@ pub async fn requested_seats(
 // ---- void and delete -------------------------------------------------------------------------
 
 /// Sets the course `voided` (its row already locked by the caller); a no-op when it is.
+/// True when the status changed.
 pub async fn set_voided(
     db: impl PgExecutor<'_>,
     course_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE course SET status = 'voided', updated_at = $2
          WHERE id = $1 AND status <> 'voided'",
@@ -510,14 +529,15 @@ pub async fn set_voided(
     .bind(now)
     .execute(db)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
+/// True when the flag changed (it was false).
 pub async fn set_budget_depleted(
     db: impl PgExecutor<'_>,
     course_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     sqlx::query(
         "UPDATE course SET budget_depleted = true, updated_at = $2
          WHERE id = $1 AND NOT budget_depleted",
@@ -526,7 +546,7 @@ pub async fn set_budget_depleted(
     .bind(now)
     .execute(db)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// What still blocks the purge of a course.
@@ -565,14 +585,24 @@ pub async fn purge_blockers(
     .await
 }
 
+/// What a course purge deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    pub seats: u64,
+    pub enrolments: u64,
+}
+
 /// Seats, then enrolments (cascading to drops and outbox rows), then the course.
 /// Run inside the purge transaction, with the course row locked.
-pub async fn purge_course(tx: &mut sqlx::PgConnection, course_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM seat WHERE course_id = $1")
+pub async fn purge_course(
+    tx: &mut sqlx::PgConnection,
+    course_id: Uuid,
+) -> Result<Purged, sqlx::Error> {
+    let seats = sqlx::query("DELETE FROM seat WHERE course_id = $1")
         .bind(course_id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM course_enrolment WHERE course_id = $1")
+    let enrolments = sqlx::query("DELETE FROM course_enrolment WHERE course_id = $1")
         .bind(course_id)
         .execute(&mut *tx)
         .await?;
@@ -580,5 +610,8 @@ pub async fn purge_course(tx: &mut sqlx::PgConnection, course_id: Uuid) -> Resul
         .bind(course_id)
         .execute(&mut *tx)
         .await?;
-    Ok(())
+    Ok(Purged {
+        seats: seats.rows_affected(),
+        enrolments: enrolments.rows_affected(),
+    })
 }

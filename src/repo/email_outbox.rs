@@ -16,6 +16,8 @@ pub struct LeasedEmail {
     pub id: Uuid,
     pub kind: String,
     pub enrolment_id: Option<Uuid>,
+    /// The enrolment's course (where the row's events go); `None` when the enrolment is gone.
+    pub course_id: Option<Uuid>,
     pub recipient: String,
     pub payload: serde_json::Value,
     pub attempts: i32,
@@ -82,7 +84,7 @@ pub async fn lease_due(
              FROM due WHERE o.id = due.id
              RETURNING o.id, o.kind, o.enrolment_id, o.recipient, o.payload, o.attempts,
                  o.next_attempt_at)
-         SELECT l.id, l.kind, l.enrolment_id, l.recipient, l.payload, l.attempts,
+         SELECT l.id, l.kind, l.enrolment_id, e.course_id, l.recipient, l.payload, l.attempts,
                 e.is_dropped AS enrolment_dropped
          FROM leased l LEFT JOIN course_enrolment e ON e.id = l.enrolment_id
          ORDER BY l.next_attempt_at, l.id",

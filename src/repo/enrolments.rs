@@ -261,3 +261,38 @@ pub async fn list_by_course(
     .fetch_all(db)
     .await
 }
+
+/// An enrolment of a course with what its credit summary needs (the audit timeline).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EnrolmentCredits {
+    #[sqlx(flatten)]
+    pub enrolment: Enrolment,
+    /// `depleting`, `revoking`, `done`, or `None` when no drop has started.
+    pub drop_state: Option<String>,
+    /// What the drop's deplete moved, once settled.
+    pub depleted_amount: Option<rust_decimal::Decimal>,
+    pub credits_per_seat: i32,
+}
+
+/// The enrolment `enrolment_id` if it belongs to `course_id`.
+pub async fn find_with_credits(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    enrolment_id: Uuid,
+) -> Result<Option<EnrolmentCredits>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
+                e.is_dropped, e.activated_at, e.created_at, e.access_level,
+                d.state AS drop_state,
+                CASE WHEN d.state <> 'depleting' THEN d.depleted_amount END AS depleted_amount,
+                c.credits_per_seat
+         FROM course_enrolment e
+         JOIN course c ON c.id = e.course_id
+         LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
+         WHERE e.id = $1 AND e.course_id = $2",
+    )
+    .bind(enrolment_id)
+    .bind(course_id)
+    .fetch_optional(db)
+    .await
+}

@@ -7,6 +7,7 @@ pub mod db;
 pub mod drops;
 pub mod email_outbox;
 pub mod enrolments;
+pub mod events;
 pub mod expiry;
 pub mod institutions;
 pub mod invites;

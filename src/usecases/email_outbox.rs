@@ -6,13 +6,16 @@
 
 use chrono::{DateTime, Duration, Utc};
 use futures::StreamExt;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::UseCaseError;
 use crate::clients::Email;
+use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
 use crate::repo::{self, email_outbox::FailureRecorded, email_outbox::LeasedEmail};
 use crate::usecases::Services;
+use crate::usecases::events::{self, EventExt};
 
 /// How long a lease on an outbox row lasts.
 pub const LEASE: Duration = Duration::minutes(2);
@@ -104,7 +107,7 @@ async fn process(
         tracing::info!(email_id = %row.id, "claim e-mail cancelled: its enrolment is dropped or gone");
         return Delivery::Cancelled;
     }
-    deliver(services, &row, lease, now).await
+    deliver(services, &row, &Actor::system(), lease, now).await
 }
 
 /// The cancellation rule of the row's kind, checked at send time: a claim e-mail whose
@@ -116,11 +119,13 @@ fn no_longer_wanted(row: &LeasedEmail) -> bool {
     }
 }
 
-/// Sends one leased row and records the outcome under `lease`. Assign's `email_sent` is
-/// whether this returned [`Delivery::Sent`].
+/// Sends one leased row and records the outcome under `lease`, with its final event on
+/// behalf of `actor` (the caller for a first attempt, else the system). Assign's
+/// `email_sent` is whether this returned [`Delivery::Sent`].
 pub async fn deliver(
     services: &Services,
     row: &LeasedEmail,
+    actor: &Actor,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Delivery {
@@ -135,7 +140,7 @@ pub async fn deliver(
     };
     match sent {
         Ok(()) => {
-            match repo::email_outbox::mark_sent(&services.db, email_id, lease, now).await {
+            match record_sent(services, row, actor, lease, now).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(email_id = %email_id, "claim e-mail sent, but its lease was lost; it may be sent again")
@@ -149,31 +154,84 @@ pub async fn deliver(
             tracing::debug!(email_id = %email_id, recipient, "claim e-mail sent");
             Delivery::Sent
         }
-        Err(error) => record_failure(services, row, lease, now, &error).await,
+        Err(error) => record_failure(services, row, actor, lease, now, &error).await,
     }
+}
+
+/// The `email_sent` or `email_failed` event of a row's final update; none for a row whose
+/// enrolment (and so its course) is gone.
+fn final_event(
+    row: &LeasedEmail,
+    kind: EventType,
+    actor: &Actor,
+    attempts: i32,
+    now: DateTime<Utc>,
+) -> Option<crate::repo::events::NewEvent> {
+    let course_id = row.course_id?;
+    let mut event = events::event(course_id, kind, actor, now).data(json!({
+        "outbox_id": row.id,
+        "kind": row.kind,
+        "attempts": attempts,
+    }));
+    event.enrolment_id = row.enrolment_id;
+    Some(event)
+}
+
+/// The `sent` update and its event, in one transaction. True when this lease recorded it.
+async fn record_sent(
+    services: &Services,
+    row: &LeasedEmail,
+    actor: &Actor,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let sent = repo::email_outbox::mark_sent(&mut *tx, row.id, lease, now).await?;
+    if sent
+        && let Some(event) = final_event(row, EventType::EmailSent, actor, row.attempts + 1, now)
+    {
+        events::record(&mut *tx, &[event]).await?;
+    }
+    tx.commit().await?;
+    Ok(sent)
+}
+
+/// The failure update, and the `email_failed` event when it gave up, in one transaction.
+async fn record_failed_attempt(
+    services: &Services,
+    row: &LeasedEmail,
+    actor: &Actor,
+    lease: Uuid,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Result<FailureRecorded, sqlx::Error> {
+    // The attempt count once this failure is recorded.
+    let attempts = row.attempts + 1;
+    let next = now + backoff(attempts);
+    let mut tx = services.db.begin().await?;
+    let recorded =
+        repo::email_outbox::record_failure(&mut *tx, row.id, lease, now, next, error, MAX_ATTEMPTS)
+            .await?;
+    if recorded == FailureRecorded::GaveUp
+        && let Some(event) = final_event(row, EventType::EmailFailed, actor, attempts, now)
+    {
+        events::record(&mut *tx, &[event]).await?;
+    }
+    tx.commit().await?;
+    Ok(recorded)
 }
 
 async fn record_failure(
     services: &Services,
     row: &LeasedEmail,
+    actor: &Actor,
     lease: Uuid,
     now: DateTime<Utc>,
     error: &str,
 ) -> Delivery {
     let email_id = row.id;
-    // The attempt count once this failure is recorded.
     let attempts = row.attempts + 1;
-    let next = now + backoff(attempts);
-    let recorded = repo::email_outbox::record_failure(
-        &services.db,
-        email_id,
-        lease,
-        now,
-        next,
-        error,
-        MAX_ATTEMPTS,
-    )
-    .await;
+    let recorded = record_failed_attempt(services, row, actor, lease, now, error).await;
     match recorded {
         Ok(FailureRecorded::GaveUp) => {
             metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "failed")

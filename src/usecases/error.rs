@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::courses::CourseError;
+use super::events::EventError;
 use super::institutions::InstitutionError;
 use super::invites::InviteError;
 use super::labs::LabError;
@@ -103,6 +104,8 @@ pub enum UseCaseError {
     Claim(#[from] ClaimError),
     #[error(transparent)]
     Activation(#[from] ActivationError),
+    #[error(transparent)]
+    Event(#[from] EventError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -123,6 +126,7 @@ impl UseCaseError {
             Self::Assign(e) => e.answer(),
             Self::Claim(e) => e.answer(),
             Self::Activation(e) => e.answer(),
+            Self::Event(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

@@ -7,6 +7,7 @@ pub mod courses;
 pub mod drops;
 pub mod email_outbox;
 pub mod error;
+pub mod events;
 pub mod institutions;
 pub mod invites;
 pub mod labs;

@@ -7,6 +7,7 @@ mod claim_activate;
 mod courses;
 mod drops;
 mod email_outbox;
+mod events;
 mod expiry;
 mod fixtures;
 mod helpers;

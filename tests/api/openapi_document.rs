@@ -101,7 +101,7 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 34);
+    assert_eq!(secured, 36);
 }
 
 #[test]

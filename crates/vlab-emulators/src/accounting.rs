@@ -8,8 +8,9 @@
 //! `{"error_code", "message", "details"}` with 400 / 404 / 422 / 500 as §3.1 says.
 //!
 //! Operation names: `acc_create_vlab_account`, `acc_create_project_account`, `acc_grant`,
-//! `acc_deplete_project`, `acc_deplete_vlab`, `acc_top_up`, `acc_assign`, `acc_reverse`.
-//! `GET /_dev/balances` lists every account.
+//! `acc_deplete_project`, `acc_deplete_vlab`, `acc_top_up`, `acc_assign`, `acc_reverse`, and
+//! `acc_project_balance` for `GET /balance/project/{proj_id}`. `GET /_dev/balances` lists every
+//! account.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::bail;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -549,6 +550,38 @@ async fn dev_balances(State(acc): State<Arc<Acc>>) -> axum::Json<Value> {
     axum::Json(Value::Array(list))
 }
 
+/// `GET /balance/project/{proj_id}`: the project's balance; no job reservations are modelled.
+async fn project_balance(
+    State(acc): State<Arc<Acc>>,
+    headers: HeaderMap,
+    Path(proj_id): Path<String>,
+) -> Response {
+    if !authorized(&headers) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "INVALID_REQUEST",
+            "Not authenticated",
+        )
+        .into_response();
+    }
+    let ledger = acc.ledger();
+    let account = Uuid::from_str(&proj_id)
+        .ok()
+        .and_then(|id| ledger.get(id, Kind::Project));
+    match account {
+        Some(account) => axum::Json(json!({
+            "message": "Balance for project",
+            "data": {
+                "proj_id": account.id,
+                "balance": money(account.balance),
+                "reservation": money(Decimal::ZERO),
+            },
+        }))
+        .into_response(),
+        None => account_not_found().into_response(),
+    }
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -583,6 +616,15 @@ fn router(acc: Arc<Acc>) -> Router {
         .route("/budget/top-up", op(top_up, "acc_top_up"))
         .route("/budget/assign", op(assign, "acc_assign"))
         .route("/budget/reverse", op(reverse, "acc_reverse"))
+        .route(
+            "/balance/project/{proj_id}",
+            server::operation(
+                get(project_balance),
+                &control,
+                "acc_project_balance",
+                fault_body,
+            ),
+        )
         .route("/_dev/balances", get(dev_balances))
         .fallback(not_found)
         .with_state(acc)

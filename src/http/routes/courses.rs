@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::audit::Actor;
 use crate::http::error::ApiError;
 use crate::http::extract::{Body, PathUuid, Query, ServiceAdmin};
 use crate::http::fields::{self, Fields, FromFields};
@@ -223,7 +224,7 @@ async fn get_one(
         (status = 409), (status = 422), (status = 500), (status = 502)))]
 async fn create(
     State(state): State<AppState>,
-    ServiceAdmin(_caller): ServiceAdmin,
+    ServiceAdmin(caller): ServiceAdmin,
     Body(body): Body<CourseCreate>,
 ) -> Result<Json<Envelope<CourseOut>>, ApiError> {
     let request = CourseRequest {
@@ -234,7 +235,7 @@ async fn create(
         end_date: body.end_date,
         last_drop_date: body.last_drop_date,
     };
-    let course = courses::create(&state.services, request).await?;
+    let course = courses::create(&state.services, Actor::service_admin(&caller), request).await?;
     Ok(Envelope::new(
         "Course created successfully",
         CourseOut::from(&course),
@@ -249,7 +250,7 @@ async fn create(
         (status = 409), (status = 422)))]
 async fn update(
     State(state): State<AppState>,
-    ServiceAdmin(_caller): ServiceAdmin,
+    ServiceAdmin(caller): ServiceAdmin,
     PathUuid(id): PathUuid,
     Body(body): Body<CourseUpdate>,
 ) -> Result<Json<Envelope<CourseOut>>, ApiError> {
@@ -259,7 +260,8 @@ async fn update(
         last_drop_date: body.last_drop_date,
         institution_id: body.institution_id,
     };
-    let course = courses::update(&state.services, id, &changes).await?;
+    let actor = Actor::service_admin(&caller);
+    let course = courses::update(&state.services, &actor, id, &changes).await?;
     Ok(Envelope::new(
         "Course updated successfully",
         CourseOut::from(&course),
@@ -273,10 +275,10 @@ async fn update(
         (status = 409), (status = 422)))]
 async fn activate(
     State(state): State<AppState>,
-    ServiceAdmin(_caller): ServiceAdmin,
+    ServiceAdmin(caller): ServiceAdmin,
     PathUuid(id): PathUuid,
 ) -> Result<Json<Envelope<CourseOut>>, ApiError> {
-    let course = courses::activate(&state.services, id).await?;
+    let course = courses::activate(&state.services, &Actor::service_admin(&caller), id).await?;
     Ok(Envelope::new(
         "Course activated successfully",
         CourseOut::from(&course),
@@ -292,7 +294,8 @@ async fn void(
     ServiceAdmin(caller): ServiceAdmin,
     PathUuid(course_id): PathUuid,
 ) -> Result<Json<Envelope<VoidedCourseOut>>, ApiError> {
-    let voided = void_course::void(&state.services, caller.sub, course_id).await?;
+    let voided =
+        void_course::void(&state.services, Actor::service_admin(&caller), course_id).await?;
     Ok(Envelope::new("Course voided successfully", voided.into()))
 }
 
@@ -305,6 +308,6 @@ async fn remove(
     ServiceAdmin(caller): ServiceAdmin,
     PathUuid(course_id): PathUuid,
 ) -> Result<Json<Envelope<Option<()>>>, ApiError> {
-    delete_course::delete(&state.services, caller.sub, course_id).await?;
+    delete_course::delete(&state.services, Actor::service_admin(&caller), course_id).await?;
     Ok(Envelope::new("Course deleted successfully", None))
 }

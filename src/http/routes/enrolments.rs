@@ -116,7 +116,7 @@ async fn claim_enrolment(
     caller: Caller,
     Body(body): Body<ClaimRequest>,
 ) -> Result<Json<Envelope<ClaimEnrolmentOut>>, ApiError> {
-    let claimed = claim::claim(&state.services, caller.sub, body.enrolment_id).await;
+    let claimed = claim::claim(&state.services, &caller, body.enrolment_id).await;
     // The claim's access sync changed the caller's groups (or will, through the worker).
     state.auth.forget_groups(&caller);
     let claimed = claimed?;
@@ -180,7 +180,7 @@ async fn activate_enrolment(
     caller: Caller,
     PathUuid(course_id): PathUuid,
 ) -> Result<Json<ActivateEnrolmentResult>, ApiError> {
-    let activated = activate::activate_enrolment(&state.services, caller.sub, course_id).await;
+    let activated = activate::activate_enrolment(&state.services, &caller, course_id).await;
     state.auth.forget_groups(&caller);
     Ok(Json(activated?.into()))
 }
@@ -194,7 +194,7 @@ async fn activate_enrolments(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<ActivateResponse>, ApiError> {
-    let results = activate::activate_enrolments(&state.services, caller.sub).await;
+    let results = activate::activate_enrolments(&state.services, &caller).await;
     // The memberships may have changed even when the use case failed part-way.
     state.auth.forget_groups(&caller);
     Ok(Json(ActivateResponse {

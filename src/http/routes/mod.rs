@@ -3,6 +3,7 @@
 
 pub mod courses;
 pub mod enrolments;
+pub mod events;
 pub mod institutions;
 pub mod invites;
 pub mod projects;
@@ -25,4 +26,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(courses::router())
         .merge(seats::router())
         .merge(enrolments::router())
+        .merge(events::router())
 }

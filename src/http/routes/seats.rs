@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::domain::audit::Actor;
 use crate::http::error::ApiError;
 use crate::http::extract::{Body, PathUuid, Query, ServiceAdmin};
 use crate::http::fields::{self, Fields, FromFields, parse_uuid};
@@ -92,10 +93,17 @@ pub struct ProvisionEnvelope {
         (status = 409), (status = 422)))]
 async fn provision_seats(
     State(state): State<AppState>,
-    ServiceAdmin(_caller): ServiceAdmin,
+    ServiceAdmin(caller): ServiceAdmin,
     Body(body): Body<ProvisionRequest>,
 ) -> Result<Json<Envelope<ProvisionedSeats>>, ApiError> {
-    let seats = provision::provision(&state.services, body.course_id, body.number_of_seats).await?;
+    let actor = Actor::service_admin(&caller);
+    let seats = provision::provision(
+        &state.services,
+        &actor,
+        body.course_id,
+        body.number_of_seats,
+    )
+    .await?;
     Ok(Envelope::new(
         format!("Successfully provisioned {} seats", seats.len()),
         ProvisionedSeats {
@@ -256,11 +264,12 @@ pub struct TransferEnvelope {
         (status = 409), (status = 422)))]
 async fn transfer_seats(
     State(state): State<AppState>,
-    ServiceAdmin(_caller): ServiceAdmin,
+    ServiceAdmin(caller): ServiceAdmin,
     Body(body): Body<TransferRequest>,
 ) -> Result<Json<Envelope<TransferredSeats>>, ApiError> {
     let moved = transfer::transfer(
         &state.services,
+        &Actor::service_admin(&caller),
         body.source_course_id,
         body.target_course_id,
         body.amount,
@@ -426,8 +435,8 @@ async fn assign_seats(
     Body(body): Body<AssignRequest>,
 ) -> Result<Json<AssignResponse>, ApiError> {
     let students = body.students.into_iter().map(Student::from).collect();
-    let results =
-        assign::assign(&state.services, gate.caller.sub, gate.course.id, students).await?;
+    let actor = Actor::staff(&gate.caller);
+    let results = assign::assign(&state.services, actor, gate.course.id, students).await?;
     Ok(Json(AssignResponse {
         results: results
             .into_iter()
@@ -522,7 +531,7 @@ async fn drop_seats(
     let drops = faculty::drop_seats(
         &state.services,
         gate.course.id,
-        gate.caller.sub,
+        Actor::staff(&gate.caller),
         body.seat_ids,
     )
     .await?;

@@ -6,9 +6,10 @@
 
 pub mod summary;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgConnection;
 
+use crate::domain::audit::Actor;
 use crate::repo::{self, expiry::ExpiringCourse};
 use crate::usecases::Services;
 use crate::usecases::drops::{self, DropReason};
@@ -89,6 +90,7 @@ async fn run_locked(
     }
 
     retry_outboxes(services, Utc::now(), &mut summary).await;
+    purge_events(services, Utc::now(), &mut summary).await;
     summary.access_removals_failed =
         repo::expiry::failed_access_removals_since(&services.db, started_at).await? as u64;
     summary.settle_status();
@@ -123,11 +125,12 @@ async fn process_course(
         });
     };
 
+    let system = Actor::system();
     // 5.1 drop every undropped enrolment.
     match drops::undropped_enrolments(services, course.id).await {
         Ok(ids) => {
             let outcomes =
-                drops::drop_enrolments(services, &ids, DropReason::Expiry, None, now).await;
+                drops::drop_enrolments(services, &ids, DropReason::Expiry, &system, now).await;
             for outcome in outcomes {
                 if let drops::DropOutcome::Dropped { access_removed, .. } = outcome {
                     out.enrolments_dropped += 1;
@@ -145,7 +148,7 @@ async fn process_course(
     totals.enrolments_failed += out.enrolments_failed;
 
     // 5.2 access removal for every revoking drop of the course, ignoring backoff.
-    match drops::remove_pending_access(services, course.id, now).await {
+    match drops::remove_pending_access(services, course.id, &system, now).await {
         Ok(sweep) => totals.access_removals_completed += sweep.completed,
         Err(err) => fail(&mut out, "removing access", &err),
     }
@@ -156,7 +159,7 @@ async fn process_course(
 
     // 5.3 the lab budget, even if some drops failed: the credits must go.
     if !course.budget_depleted {
-        match drops::deplete_lab_budget(services, course.id).await {
+        match drops::deplete_lab_budget(services, course.id, &system, "expiry").await {
             Ok(true) => totals.vlabs_depleted += 1,
             Ok(false) => totals.vlab_depletions_failed += 1,
             Err(err) => {
@@ -170,6 +173,36 @@ async fn process_course(
         Err(err) => fail(&mut out, "reading the course", &err),
     }
     out
+}
+
+/// The sentence of a failed event purge.
+pub const PURGE_FAILED: &str = "The event purge failed; the next run continues";
+
+/// Step 6, last: audit events older than the retention period, in batches of 10 000, each in
+/// its own transaction, until a batch deletes fewer. A failed batch stops the purge for this
+/// run (the run is `partial`); the next run continues.
+async fn purge_events(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
+    let days = i64::from(services.config.course_event_retention_days);
+    let cutoff = now - TimeDelta::days(days);
+    loop {
+        match repo::events::purge_batch(&services.db, cutoff).await {
+            Ok(deleted) => {
+                summary.course_events_purged += deleted;
+                if deleted < repo::events::PURGE_BATCH as u64 {
+                    break;
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "course event purge batch failed");
+                summary.course_events_purge_error = Some(PURGE_FAILED.to_owned());
+                break;
+            }
+        }
+    }
+    tracing::info!(
+        purged = summary.course_events_purged,
+        "course events older than the retention purged"
+    );
 }
 
 /// Step 6: the worker passes over every due row until none is left (bounded).

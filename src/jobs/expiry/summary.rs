@@ -58,6 +58,10 @@ pub struct RunSummary {
     pub vlab_depletions_failed: u64,
     pub emails_sent: u64,
     pub emails_failed: u64,
+    /// Audit events deleted by the retention purge.
+    pub course_events_purged: u64,
+    /// Set when a purge batch failed (the next run continues).
+    pub course_events_purge_error: Option<String>,
     pub courses: Vec<CourseSummary>,
 }
 
@@ -78,6 +82,8 @@ impl RunSummary {
             vlab_depletions_failed: 0,
             emails_sent: 0,
             emails_failed: 0,
+            course_events_purged: 0,
+            course_events_purge_error: None,
             courses: Vec::new(),
         }
     }
@@ -89,6 +95,7 @@ impl RunSummary {
             + self.vlab_depletions_failed
             + self.emails_failed
             > 0
+            || self.course_events_purge_error.is_some()
             || self.courses.iter().any(|c| c.error.is_some());
         self.status = if failed {
             JobStatus::Partial
@@ -142,6 +149,10 @@ mod tests {
         s.settle_status();
         assert_eq!(s.status, JobStatus::Partial);
         assert_eq!(s.status.exit_code(), 2);
+        let mut s = RunSummary::new(Utc::now(), false);
+        s.course_events_purge_error = Some("x".to_owned());
+        s.settle_status();
+        assert_eq!(s.status, JobStatus::Partial);
     }
 
     #[test]

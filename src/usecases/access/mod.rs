@@ -6,17 +6,21 @@
 mod pass;
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use uuid::Uuid;
 
 pub use pass::{AccessPass, access_pass};
 
 use crate::clients::ClientError;
 use crate::domain::access::{AccessInputs, AccessLevel, target};
+use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
+use crate::domain::datetime;
 use crate::domain::groups;
 use crate::repo::access::{self as repo, Snapshot};
 use crate::usecases::Services;
 use crate::usecases::drops;
+use crate::usecases::events::{self, EventExt};
 
 /// Who runs the sync (logs and metrics, W.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +70,7 @@ impl Synced {
 }
 
 /// What one sync is asked to do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SyncRequest {
     pub enrolment_id: Uuid,
     /// The access lease the caller already holds on the enrolment.
@@ -75,6 +79,9 @@ pub struct SyncRequest {
     /// An activation call: only `member` is granted, and `activated_at` is set.
     pub activate: bool,
     pub trigger: Trigger,
+    /// Whom the events name: the student for a claim or an activation, the system for the
+    /// worker.
+    pub actor: Actor,
 }
 
 const KC_FAILED: &str = "Could not update the student's access in the identity provider";
@@ -259,6 +266,36 @@ async fn record(
         return Ok(Recorded::LeaseLost);
     }
     repo::record_applied(&mut *tx, id, level.as_str(), req.activate, req.now).await?;
+    let mut recorded = Vec::new();
+    if locked.access_level != level.as_str() {
+        recorded.push(
+            events::event(
+                locked.course_id,
+                EventType::AccessGranted,
+                &req.actor,
+                req.now,
+            )
+            .enrolment(id)
+            .project(locked.project_id)
+            .before(json!({ "access_level": locked.access_level }))
+            .after(json!({ "access_level": level.as_str() }))
+            .data(json!({ "trigger": req.trigger.as_str() })),
+        );
+    }
+    if req.activate && locked.activated_at.is_none() {
+        recorded.push(
+            events::event(
+                locked.course_id,
+                EventType::EnrolmentActivated,
+                &req.actor,
+                req.now,
+            )
+            .enrolment(id)
+            .project(locked.project_id)
+            .after(json!({ "activated_at": datetime::format(&req.now) })),
+        );
+    }
+    events::record(&mut *tx, &recorded).await?;
     tx.commit().await?;
     Ok(Recorded::Applied)
 }
@@ -274,8 +311,9 @@ async fn record_failure(
 ) -> Synced {
     let id = req.enrolment_id;
     tracing::warn!(enrolment_id = %id, project_id = %s.project_id, user_id = %user, target = level.as_str(), trigger = req.trigger.as_str(), error = %err, "access sync failed");
-    let next = req.now + backoff(s.access_attempts.saturating_add(1));
-    match repo::record_failure(&services.db, id, req.lease, next, KC_FAILED).await {
+    let attempts = s.access_attempts.saturating_add(1);
+    let next = req.now + backoff(attempts);
+    match record_failure_with_event(services, req, level, attempts, next).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!(enrolment_id = %id, "access sync: the lease was lost before the failure was recorded")
@@ -285,6 +323,42 @@ async fn record_failure(
         }
     }
     Synced::Failed
+}
+
+/// S4's update, guarded by the lease, with `access_update_failed` when it starts a failure
+/// streak (no failure was pending), in one transaction. True when this lease recorded it.
+async fn record_failure_with_event(
+    services: &Services,
+    req: &SyncRequest,
+    level: AccessLevel,
+    attempts: i32,
+    next: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let id = req.enrolment_id;
+    let mut tx = services.db.begin().await?;
+    let Some(locked) = repo::lock(&mut *tx, id).await? else {
+        return Ok(false);
+    };
+    if !repo::record_failure(&mut *tx, id, req.lease, next, KC_FAILED).await? {
+        return Ok(false);
+    }
+    if locked.access_last_error.is_none() {
+        let event = events::event(
+            locked.course_id,
+            EventType::AccessUpdateFailed,
+            &req.actor,
+            req.now,
+        )
+        .enrolment(id)
+        .data(json!({
+            "target": level.as_str(),
+            "attempts": attempts,
+            "next_attempt_at": datetime::format(&next),
+        }));
+        events::record(&mut *tx, &[event]).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The enrolment is gone, or dropped without a drop record: take `user` out of the groups

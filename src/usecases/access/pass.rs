@@ -6,6 +6,7 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::{SyncRequest, Synced, Trigger, sync};
+use crate::domain::audit::Actor;
 use crate::repo::access as repo;
 use crate::usecases::{Services, UseCaseError};
 
@@ -41,6 +42,7 @@ pub async fn access_pass(
                     now,
                     activate: false,
                     trigger: Trigger::Worker,
+                    actor: Actor::system(),
                 },
             )
         })

@@ -2,13 +2,19 @@
 //! lab's creation lock — fund the template project and insert the draft course.
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use sqlx::Connection;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
+use crate::domain::datetime;
 use crate::repo::courses::{Course, CreationLock, NewCourse};
 use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
+use crate::usecases::events::{self, EventExt};
 use crate::usecases::ledger::Ledger;
 
 /// The body of `POST /courses`.
@@ -22,14 +28,18 @@ pub struct CourseRequest {
     pub last_drop_date: Option<DateTime<Utc>>,
 }
 
-pub async fn create(services: &Services, request: CourseRequest) -> Result<Course, UseCaseError> {
+pub async fn create(
+    services: &Services,
+    actor: Actor,
+    request: CourseRequest,
+) -> Result<Course, UseCaseError> {
     let now = Utc::now();
     check(services, &request).await?;
     let task_services = services.clone();
     services
         .tasks
         .run("create_course", async move {
-            fund_and_insert(&task_services, &request, now).await
+            fund_and_insert(&task_services, &actor, &request, now).await
         })
         .await?
 }
@@ -67,11 +77,12 @@ async fn check(services: &Services, request: &CourseRequest) -> Result<(), UseCa
 
 async fn fund_and_insert(
     services: &Services,
+    actor: &Actor,
     request: &CourseRequest,
     now: DateTime<Utc>,
 ) -> Result<Course, UseCaseError> {
     let mut lock = CreationLock::acquire(&services.db, request.virtual_lab_id).await?;
-    let outcome = fund_and_insert_locked(services, &mut lock, request, now).await;
+    let outcome = fund_and_insert_locked(services, &mut lock, actor, request, now).await;
     lock.release().await;
     outcome
 }
@@ -79,6 +90,7 @@ async fn fund_and_insert(
 async fn fund_and_insert_locked(
     services: &Services,
     lock: &mut CreationLock,
+    actor: &Actor,
     request: &CourseRequest,
     now: DateTime<Utc>,
 ) -> Result<Course, UseCaseError> {
@@ -101,7 +113,7 @@ async fn fund_and_insert_locked(
         last_drop_date: request.last_drop_date,
         credits_per_seat,
     };
-    match repo::courses::insert(lock.conn()?, &new_course, now).await {
+    match insert_with_event(lock, actor, &new_course, now).await {
         Ok(course) => {
             ledger.commit();
             tracing::info!(
@@ -136,6 +148,30 @@ async fn fund_and_insert_locked(
             })
         }
     }
+}
+
+/// The course insert and its `course_created` event, in one transaction on the lock's
+/// connection.
+async fn insert_with_event(
+    lock: &mut CreationLock,
+    actor: &Actor,
+    course: &NewCourse,
+    now: DateTime<Utc>,
+) -> Result<Course, sqlx::Error> {
+    let mut tx = lock.conn()?.begin().await?;
+    let inserted = repo::courses::insert(&mut *tx, course, now).await?;
+    let format = |d: Option<DateTime<Utc>>| d.as_ref().map(datetime::format);
+    let event = events::event(inserted.id, EventType::CourseCreated, actor, now)
+        .amount(Some(Decimal::from(course.credits_per_seat)))
+        .after(json!({
+            "start_date": format(course.start_date),
+            "end_date": format(course.end_date),
+            "last_drop_date": format(course.last_drop_date),
+            "institution_id": course.institution_id,
+        }));
+    events::record(&mut *tx, &[event]).await?;
+    tx.commit().await?;
+    Ok(inserted)
 }
 
 /// Grants the template project its credits. On success the returned ledger holds the undo (a

@@ -3,17 +3,20 @@
 //! resumes where this one stopped. The purge re-checks everything under the course lock.
 
 use chrono::Utc;
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
 use crate::repo::{self, drops::PurgeBlockers};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
+use crate::usecases::events::{self, EventExt};
 
 pub async fn delete(
     services: &Services,
-    caller: Uuid,
+    actor: Actor,
     course_id: Uuid,
 ) -> Result<(), UseCaseError> {
     let services = services.clone();
@@ -21,12 +24,12 @@ pub async fn delete(
         .tasks
         .clone()
         .run("delete_course", async move {
-            run(&services, caller, course_id).await
+            run(&services, &actor, course_id).await
         })
         .await?
 }
 
-async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), UseCaseError> {
+async fn run(services: &Services, actor: &Actor, course_id: Uuid) -> Result<(), UseCaseError> {
     let now = Utc::now();
     let course = repo::courses::find(&services.db, course_id)
         .await?
@@ -34,16 +37,17 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), U
     if course.status == "active" {
         return Err(CourseError::ActiveNotDeletable.into());
     }
-    void_unless_active(services, course_id, now).await?;
+    // Step 2: a failure later leaves a voided course that a retry resumes.
+    super::void::set_voided(services, course_id, actor, now, true).await?;
 
     let enrolments = drops::undropped_enrolments(services, course_id).await?;
     let outcomes =
-        drops::drop_enrolments(services, &enrolments, DropReason::Delete, Some(caller), now).await;
+        drops::drop_enrolments(services, &enrolments, DropReason::Delete, actor, now).await;
     let (_, failed) = drops::tally(&outcomes);
     if failed > 0 {
         return Err(CourseError::DeleteDropsFailed { failed, course_id }.into());
     }
-    let sweep = drops::remove_pending_access(services, course_id, now).await?;
+    let sweep = drops::remove_pending_access(services, course_id, actor, now).await?;
     if sweep.still_revoking > 0 {
         return Err(CourseError::DeleteAccessPending {
             pending: sweep.still_revoking,
@@ -51,30 +55,11 @@ async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<(), U
         }
         .into());
     }
-    if !drops::deplete_lab_budget(services, course_id).await? {
+    if !drops::deplete_lab_budget(services, course_id, actor, "delete").await? {
         return Err(CourseError::DeleteBudgetNotDepleted(course_id).into());
     }
-    purge(services, course_id, Utc::now()).await?;
+    purge(services, course_id, actor, Utc::now()).await?;
     tracing::info!(%course_id, "course deleted");
-    Ok(())
-}
-
-/// Step 2: under the course lock, refuse an active course and set a draft `voided`, so that a
-/// failure later leaves a voided course that a retry resumes.
-async fn void_unless_active(
-    services: &Services,
-    course_id: Uuid,
-    now: chrono::DateTime<Utc>,
-) -> Result<(), UseCaseError> {
-    let mut tx = services.db.begin().await?;
-    let course = repo::courses::find_for_update(&mut *tx, course_id)
-        .await?
-        .ok_or(CourseError::NotFound(course_id))?;
-    if course.status == "active" {
-        return Err(CourseError::ActiveNotDeletable.into());
-    }
-    repo::drops::set_voided(&mut *tx, course_id, now).await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -84,6 +69,7 @@ async fn void_unless_active(
 async fn purge(
     services: &Services,
     course_id: Uuid,
+    actor: &Actor,
     now: chrono::DateTime<Utc>,
 ) -> Result<(), UseCaseError> {
     let mut tx = services.db.begin().await?;
@@ -106,7 +92,13 @@ async fn purge(
         let pending = u64::try_from(access_pending).unwrap_or(0);
         return Err(CourseError::DeleteAccessPending { pending, course_id }.into());
     }
-    repo::drops::purge_course(&mut tx, course_id).await?;
+    let purged = repo::drops::purge_course(&mut tx, course_id).await?;
+    // The event outlives the rows it describes (no foreign key).
+    let event = events::event(course_id, EventType::CourseDeleted, actor, now).data(json!({
+        "seats_purged": purged.seats,
+        "enrolments_purged": purged.enrolments,
+    }));
+    events::record(&mut *tx, &[event]).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -3,13 +3,16 @@
 //! the lab is depleted. Failures are counted in the summary; the daily job retries them.
 
 use chrono::Utc;
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
 use crate::repo::{self, courses::Course};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
+use crate::usecases::events::{self, EventExt};
 
 /// `void_summary` of api.md §4.5.6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +35,7 @@ pub struct Voided {
 
 pub async fn void(
     services: &Services,
-    caller: Uuid,
+    actor: Actor,
     course_id: Uuid,
 ) -> Result<Voided, UseCaseError> {
     let services = services.clone();
@@ -40,28 +43,49 @@ pub async fn void(
         .tasks
         .clone()
         .run("void_course", async move {
-            run(&services, caller, course_id).await
+            run(&services, &actor, course_id).await
         })
         .await?
 }
 
-async fn run(services: &Services, caller: Uuid, course_id: Uuid) -> Result<Voided, UseCaseError> {
-    let now = Utc::now();
-    // From this commit on, assign, provision, transfer, claim and activation are refused.
+/// Sets the course `voided` under its lock (already voided: no change), with the
+/// `course_voided` event when the status changed.
+pub(crate) async fn set_voided(
+    services: &Services,
+    course_id: Uuid,
+    actor: &Actor,
+    now: chrono::DateTime<Utc>,
+    refuse_active: bool,
+) -> Result<(), UseCaseError> {
     let mut tx = services.db.begin().await?;
-    repo::courses::find_for_update(&mut *tx, course_id)
+    let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
         .ok_or(CourseError::NotFound(course_id))?;
-    repo::drops::set_voided(&mut *tx, course_id, now).await?;
+    if refuse_active && course.status == "active" {
+        return Err(CourseError::ActiveNotDeletable.into());
+    }
+    if repo::drops::set_voided(&mut *tx, course_id, now).await? {
+        let event = events::event(course_id, EventType::CourseVoided, actor, now)
+            .before(json!({ "status": course.status }))
+            .after(json!({ "status": "voided" }));
+        events::record(&mut *tx, &[event]).await?;
+    }
     tx.commit().await?;
+    Ok(())
+}
+
+async fn run(services: &Services, actor: &Actor, course_id: Uuid) -> Result<Voided, UseCaseError> {
+    let now = Utc::now();
+    // From this commit on, assign, provision, transfer, claim and activation are refused.
+    set_voided(services, course_id, actor, now, false).await?;
     tracing::info!(%course_id, "course voided");
 
     let enrolments = drops::undropped_enrolments(services, course_id).await?;
     let outcomes =
-        drops::drop_enrolments(services, &enrolments, DropReason::Void, Some(caller), now).await;
+        drops::drop_enrolments(services, &enrolments, DropReason::Void, actor, now).await;
     let (enrolments_dropped, enrolments_failed) = drops::tally(&outcomes);
-    let sweep = drops::remove_pending_access(services, course_id, now).await?;
-    let budget_depleted = drops::deplete_lab_budget(services, course_id).await?;
+    let sweep = drops::remove_pending_access(services, course_id, actor, now).await?;
+    let budget_depleted = drops::deplete_lab_budget(services, course_id, actor, "void").await?;
 
     let course = repo::courses::find(&services.db, course_id)
         .await?

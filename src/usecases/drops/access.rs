@@ -6,13 +6,16 @@
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::UseCaseError;
 use crate::clients::ClientError;
+use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
 use crate::repo::drops::{self, AccessTarget};
 use crate::usecases::Services;
+use crate::usecases::events::{self, EventExt};
 
 /// What a batch of access removals did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,10 +30,12 @@ pub struct AccessSweep {
 
 const FAILED: &str = "Could not remove the student's access in the identity provider";
 
-/// D4 for one record this run holds the lease of. `true` when access is removed.
+/// D4 for one record this run holds the lease of, on behalf of `actor` (the drop's caller for
+/// its immediate attempt, else the system). `true` when access is removed.
 pub(super) async fn remove_access(
     services: &Services,
     enrolment_id: Uuid,
+    actor: &Actor,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> bool {
@@ -55,7 +60,7 @@ pub(super) async fn remove_access(
     let outcome = if removed { "success" } else { "failure" };
     metrics::counter!("vlab_access_removals_total", "outcome" => outcome).increment(1);
     let recorded = if removed {
-        drops::complete_access(&services.db, enrolment_id, lease, now).await
+        complete(services, &target, enrolment_id, actor, lease, now).await
     } else {
         let next = now + backoff(target.access_attempts.saturating_add(1));
         drops::fail_access(&services.db, enrolment_id, lease, next, FAILED, now).await
@@ -74,6 +79,30 @@ pub(super) async fn remove_access(
     removed
 }
 
+/// Records the removal and its `access_removed` event in one transaction, under the lease.
+async fn complete(
+    services: &Services,
+    target: &AccessTarget,
+    enrolment_id: Uuid,
+    actor: &Actor,
+    lease: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let Some(done) = drops::complete_access(&mut tx, enrolment_id, lease, now).await? else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    let event = events::event(target.course_id, EventType::AccessRemoved, actor, now)
+        .enrolment(enrolment_id)
+        .before(json!({ "access_level": done.previous_level }))
+        .after(json!({ "access_level": "none" }))
+        .data(json!({ "attempts": done.attempts }));
+    events::record(&mut *tx, &[event]).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// D4 at once for a record an access sync re-opened (W.5.3 S3.2), if nobody holds it; the
 /// worker retries otherwise. `true` when access is removed.
 pub async fn remove_access_now(
@@ -83,7 +112,7 @@ pub async fn remove_access_now(
 ) -> bool {
     let lease = Uuid::new_v4();
     match drops::lease_revoking(&services.db, enrolment_id, lease, now).await {
-        Ok(true) => remove_access(services, enrolment_id, lease, now).await,
+        Ok(true) => remove_access(services, enrolment_id, &Actor::system(), lease, now).await,
         Ok(false) => false,
         Err(err) => {
             tracing::warn!(%enrolment_id, error = %err, "could not lease the re-opened access removal; the worker retries");
@@ -121,12 +150,13 @@ async fn revoke(services: &Services, target: &AccessTarget) -> Result<(), Client
 async fn remove_leased(
     services: &Services,
     enrolment_ids: &[Uuid],
+    actor: &Actor,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> (u64, u64) {
     let limit = services.config.external_concurrency.max(1);
     let results: Vec<bool> = futures::stream::iter(enrolment_ids.iter().copied())
-        .map(|id| remove_access(services, id, lease, now))
+        .map(|id| remove_access(services, id, actor, lease, now))
         .buffer_unordered(limit)
         .collect()
         .await;
@@ -135,15 +165,16 @@ async fn remove_leased(
 }
 
 /// D4 for every `revoking` drop of the course that is not leased, ignoring backoff (void,
-/// delete, the job's step 5.2).
+/// delete, the job's step 5.2), on behalf of `actor`.
 pub async fn remove_pending_access(
     services: &Services,
     course_id: Uuid,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<AccessSweep, UseCaseError> {
     let lease = Uuid::new_v4();
     let leased = drops::lease_course_revoking(&services.db, course_id, lease, now).await?;
-    let (completed, failed) = remove_leased(services, &leased, lease, now).await;
+    let (completed, failed) = remove_leased(services, &leased, actor, lease, now).await;
     let still = drops::count_revoking(&services.db, Some(course_id)).await?;
     Ok(AccessSweep {
         completed,
@@ -162,7 +193,7 @@ pub async fn access_removal_pass(
 ) -> Result<AccessSweep, UseCaseError> {
     let lease = Uuid::new_v4();
     let leased = drops::lease_due_revoking(&services.db, lease, now, limit).await?;
-    let (completed, failed) = remove_leased(services, &leased, lease, now).await;
+    let (completed, failed) = remove_leased(services, &leased, &Actor::system(), lease, now).await;
     let still = drops::count_revoking(&services.db, None).await?;
     metrics::gauge!("vlab_access_removals_pending").set(still as f64);
     Ok(AccessSweep {

@@ -3,17 +3,23 @@
 //! is false; a repeated deplete is harmless (it moves 0).
 
 use chrono::Utc;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::UseCaseError;
+use crate::domain::audit::{Actor, EventType};
 use crate::repo;
 use crate::usecases::Services;
+use crate::usecases::events::{self, EventExt};
 
 /// Lab deplete once: if `budget_depleted` is false, ACC deplete the lab; on 2xx set
-/// `budget_depleted = true`. `Ok(true)` when the flag is (now) true.
+/// `budget_depleted = true` with its event (`reason`: `void`, `delete` or `expiry`).
+/// `Ok(true)` when the flag is (now) true.
 pub async fn deplete_lab_budget(
     services: &Services,
     course_id: Uuid,
+    actor: &Actor,
+    reason: &str,
 ) -> Result<bool, UseCaseError> {
     let Some(course) = repo::courses::find(&services.db, course_id).await? else {
         tracing::warn!(%course_id, "lab deplete skipped: the course is gone");
@@ -23,11 +29,22 @@ pub async fn deplete_lab_budget(
         return Ok(true);
     }
     let vlab_id = course.virtual_lab_id;
-    if let Err(err) = services.accounting.deplete_vlab(vlab_id).await {
-        tracing::warn!(%course_id, %vlab_id, error = %err, "lab deplete failed; it is retried later");
-        return Ok(false);
+    let total = match services.accounting.deplete_vlab(vlab_id).await {
+        Ok(total) => total,
+        Err(err) => {
+            tracing::warn!(%course_id, %vlab_id, error = %err, "lab deplete failed; it is retried later");
+            return Ok(false);
+        }
+    };
+    let now = Utc::now();
+    let mut tx = services.db.begin().await?;
+    if repo::drops::set_budget_depleted(&mut *tx, course_id, now).await? {
+        let event = events::event(course_id, EventType::CourseBudgetDepleted, actor, now)
+            .amount(total)
+            .data(json!({ "reason": reason }));
+        events::record(&mut *tx, &[event]).await?;
     }
-    repo::drops::set_budget_depleted(&services.db, course_id, Utc::now()).await?;
+    tx.commit().await?;
     tracing::info!(%course_id, %vlab_id, "lab budget depleted");
     Ok(true)
 }

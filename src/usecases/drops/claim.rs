@@ -12,7 +12,13 @@ use crate::usecases::Services;
 #[derive(Debug, Clone)]
 pub struct LeasedDrop {
     pub enrolment_id: Uuid,
+    pub course_id: Uuid,
+    /// The seat the drop record names (the seat held when the drop began).
+    pub seat_id: Option<Uuid>,
     pub project_id: Uuid,
+    /// The first request's reason and requester, kept on every resume.
+    pub reason: String,
+    pub requested_by: Option<Uuid>,
     /// D2 is skipped (amount 0) when the project row is gone.
     pub project_exists: bool,
     /// An earlier attempt may have depleted without recording it (the in-doubt rule).
@@ -41,7 +47,7 @@ pub async fn claim(
     if enrolment.is_dropped {
         return Ok(Claimed::Stop(DropOutcome::AlreadyDropped));
     }
-    let prior_in_doubt = match drops::lock_record(&mut *tx, enrolment_id).await? {
+    let (prior_in_doubt, first) = match drops::lock_record(&mut *tx, enrolment_id).await? {
         None => {
             let is_early = enrolment.last_drop_date.is_some_and(|last| now < last);
             let new = NewDrop {
@@ -55,14 +61,20 @@ pub async fn claim(
                 lease_id: lease,
             };
             drops::insert_record(&mut *tx, &new, now).await?;
-            false
+            (
+                false,
+                (new.seat_id, reason.as_str().to_owned(), requested_by),
+            )
         }
         Some(record) if record.state == DEPLETING => {
             if record.lease_until.is_some_and(|until| until > now) {
                 return Ok(Claimed::Stop(DropOutcome::InProgress));
             }
             drops::take_over_record(&mut *tx, enrolment_id, lease, now).await?;
-            record.deplete_in_doubt
+            (
+                record.deplete_in_doubt,
+                (record.seat_id, record.reason, record.requested_by),
+            )
         }
         Some(record) => {
             tracing::error!(
@@ -73,9 +85,14 @@ pub async fn claim(
         }
     };
     tx.commit().await?;
+    let (seat_id, reason, requested_by) = first;
     Ok(Claimed::Leased(LeasedDrop {
         enrolment_id,
+        course_id: enrolment.course_id,
+        seat_id,
         project_id: enrolment.project_id,
+        reason,
+        requested_by,
         project_exists: enrolment.project_exists,
         prior_in_doubt,
     }))

@@ -5,10 +5,12 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::DropOutcome;
 use super::claim::LeasedDrop;
+use super::{DropOutcome, drop_failed_event};
+use crate::domain::audit::Actor;
 use crate::repo::drops;
 use crate::usecases::Services;
+use crate::usecases::events;
 
 pub enum Depleted {
     Amount(Decimal),
@@ -21,6 +23,7 @@ const UNCERTAIN: &str = "The credit depletion of the student project could not b
 pub async fn deplete(
     services: &Services,
     drop: &LeasedDrop,
+    actor: &Actor,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Depleted {
@@ -50,18 +53,39 @@ pub async fn deplete(
             DropOutcome::DepleteFailed { project_id },
         )
     };
-    if let Err(db) = drops::release_lease(
-        &services.db,
+    let event = drop_failed_event(drop, actor, &outcome, now);
+    if let Err(db) =
+        release_with_event(services, drop, lease, in_doubt, last_error, event, now).await
+    {
+        // The lease lapses by itself; the record stays in doubt, which only errs on recovery.
+        tracing::error!(enrolment_id = %drop.enrolment_id, error = %db, "could not release the drop lease");
+    }
+    Depleted::Failed(outcome)
+}
+
+/// Releases the lease after a failed step and records `drop_failed`, in one transaction; a
+/// record someone else took over is left alone, and then no event is written.
+pub async fn release_with_event(
+    services: &Services,
+    drop: &LeasedDrop,
+    lease: Uuid,
+    in_doubt: bool,
+    last_error: &str,
+    event: crate::repo::events::NewEvent,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let released = drops::release_lease(
+        &mut *tx,
         drop.enrolment_id,
         lease,
         in_doubt,
         last_error,
         now,
     )
-    .await
-    {
-        // The lease lapses by itself; the record stays in doubt, which only errs on recovery.
-        tracing::error!(enrolment_id = %drop.enrolment_id, error = %db, "could not release the drop lease");
+    .await?;
+    if released {
+        events::record(&mut *tx, &[event]).await?;
     }
-    Depleted::Failed(outcome)
+    tx.commit().await
 }

@@ -7,6 +7,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{DropOutcome, DropReason, drop_enrolments};
+use crate::domain::audit::Actor;
 use crate::repo::drops::{self, RequestedSeat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
@@ -61,7 +62,7 @@ fn pre_check(seat: Option<&RequestedSeat>) -> Result<Uuid, &'static str> {
 pub async fn drop_seats(
     services: &Services,
     course_id: Uuid,
-    requested_by: Uuid,
+    requested_by: Actor,
     seat_ids: Vec<Uuid>,
 ) -> Result<Vec<SeatDrop>, UseCaseError> {
     let services = services.clone();
@@ -69,7 +70,7 @@ pub async fn drop_seats(
         .tasks
         .clone()
         .run("drop_seats", async move {
-            run(&services, course_id, requested_by, &seat_ids).await
+            run(&services, course_id, &requested_by, &seat_ids).await
         })
         .await?
 }
@@ -77,7 +78,7 @@ pub async fn drop_seats(
 async fn run(
     services: &Services,
     course_id: Uuid,
-    requested_by: Uuid,
+    requested_by: &Actor,
     seat_ids: &[Uuid],
 ) -> Result<Vec<SeatDrop>, UseCaseError> {
     let now = Utc::now();
@@ -90,15 +91,9 @@ async fn run(
     let checks: Vec<Result<Uuid, &'static str>> =
         seat_ids.iter().map(|id| pre_check(found.get(id))).collect();
     let to_drop: Vec<Uuid> = checks.iter().filter_map(|c| c.ok()).collect();
-    let mut outcomes = drop_enrolments(
-        services,
-        &to_drop,
-        DropReason::Faculty,
-        Some(requested_by),
-        now,
-    )
-    .await
-    .into_iter();
+    let mut outcomes = drop_enrolments(services, &to_drop, DropReason::Faculty, requested_by, now)
+        .await
+        .into_iter();
     let mut results = Vec::with_capacity(seat_ids.len());
     for (seat_id, check) in seat_ids.iter().zip(checks) {
         let outcome = match check {

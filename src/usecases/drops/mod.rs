@@ -12,13 +12,17 @@ mod settle;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use serde_json::json;
 use uuid::Uuid;
 
 pub use access::{AccessSweep, access_removal_pass, remove_access_now, remove_pending_access};
 pub use budget::deplete_lab_budget;
 
 use super::UseCaseError;
+use crate::domain::audit::{Actor, ActorRole, EventType};
+use crate::repo::events::NewEvent;
 use crate::usecases::Services;
+use crate::usecases::events::{self, EventExt};
 use claim::Claimed;
 use deplete::Depleted;
 
@@ -97,7 +101,8 @@ impl DropOutcome {
         })
     }
 
-    /// The `outcome` label of `vlab_drops_failed_total`, for the failed outcomes.
+    /// The `outcome` label of `vlab_drops_failed_total` (and of the `drop_failed` event), for
+    /// the failed outcomes.
     fn failure_label(&self) -> Option<&'static str> {
         match self {
             DropOutcome::InProgress => Some("in_progress"),
@@ -109,15 +114,16 @@ impl DropOutcome {
     }
 }
 
-/// D1–D4 for one enrolment. No row lock is held during the accounting or Keycloak calls.
+/// D1–D4 for one enrolment, requested by `actor` (whose id the drop record keeps). No row
+/// lock is held during the accounting or Keycloak calls.
 pub async fn drop_enrolment(
     services: &Services,
     enrolment_id: Uuid,
     reason: DropReason,
-    requested_by: Option<Uuid>,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> DropOutcome {
-    let outcome = run(services, enrolment_id, reason, requested_by, now).await;
+    let outcome = run(services, enrolment_id, reason, actor, now).await;
     record_metrics(reason, &outcome);
     match &outcome {
         DropOutcome::Dropped {
@@ -139,12 +145,11 @@ async fn run(
     services: &Services,
     enrolment_id: Uuid,
     reason: DropReason,
-    requested_by: Option<Uuid>,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> DropOutcome {
     let lease = Uuid::new_v4();
-    let claimed = match claim::claim(services, enrolment_id, reason, requested_by, now, lease).await
-    {
+    let claimed = match claim::claim(services, enrolment_id, reason, actor.id, now, lease).await {
         Ok(Claimed::Leased(claimed)) => claimed,
         Ok(Claimed::Stop(outcome)) => return outcome,
         Err(err) => {
@@ -152,19 +157,56 @@ async fn run(
             return DropOutcome::RecordFailed;
         }
     };
-    let amount = match deplete::deplete(services, &claimed, lease, now).await {
+    let drop_actor = drop_actor(&claimed.reason, claimed.requested_by, actor);
+    let amount = match deplete::deplete(services, &claimed, &drop_actor, lease, now).await {
         Depleted::Amount(amount) => amount,
         Depleted::Failed(outcome) => return outcome,
     };
-    let recovered = match settle::settle(services, &claimed, amount, lease, now).await {
+    let recovered = match settle::settle(services, &claimed, &drop_actor, amount, lease, now).await
+    {
         Ok(recovered) => recovered,
         Err(outcome) => return outcome,
     };
-    let access_removed = access::remove_access(services, enrolment_id, lease, now).await;
+    let access_removed = access::remove_access(services, enrolment_id, actor, lease, now).await;
     DropOutcome::Dropped {
         recovered,
         access_removed,
     }
+}
+
+/// Whom a drop's events name: its first requester, in the role its reason implies (a faculty
+/// drop by a course admin, void and delete by a service admin, expiry by the system). The
+/// current caller's record (role and e-mail) is used when they are that requester.
+fn drop_actor(reason: &str, requested_by: Option<Uuid>, current: &Actor) -> Actor {
+    if requested_by.is_some() && requested_by == current.id {
+        return current.clone();
+    }
+    let role = match reason {
+        "faculty" => ActorRole::CourseAdmin,
+        "void" | "delete" => ActorRole::ServiceAdmin,
+        _ => ActorRole::System,
+    };
+    Actor {
+        role,
+        id: requested_by.filter(|_| role != ActorRole::System),
+        email: None,
+    }
+}
+
+/// The `drop_failed` event of a drop that did not settle (`outcome` as the metric labels it).
+fn drop_failed_event(
+    drop: &claim::LeasedDrop,
+    actor: &Actor,
+    outcome: &DropOutcome,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    events::event(drop.course_id, EventType::DropFailed, actor, now)
+        .enrolment(drop.enrolment_id)
+        .seat(drop.seat_id)
+        .data(json!({
+            "outcome": outcome.failure_label().unwrap_or("failed"),
+            "reason": drop.reason,
+        }))
 }
 
 fn record_metrics(reason: DropReason, outcome: &DropOutcome) {
@@ -183,12 +225,12 @@ pub async fn drop_enrolments(
     services: &Services,
     enrolment_ids: &[Uuid],
     reason: DropReason,
-    requested_by: Option<Uuid>,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Vec<DropOutcome> {
     let limit = services.config.external_concurrency.max(1);
     futures::stream::iter(enrolment_ids.iter().copied())
-        .map(|id| drop_enrolment(services, id, reason, requested_by, now))
+        .map(|id| drop_enrolment(services, id, reason, actor, now))
         .buffered(limit)
         .collect()
         .await

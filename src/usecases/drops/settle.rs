@@ -9,11 +9,17 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::DropOutcome;
+use serde_json::json;
+
 use super::claim::LeasedDrop;
+use super::deplete::release_with_event;
+use super::{DropOutcome, drop_failed_event};
+use crate::domain::audit::{Actor, EventType};
+use crate::domain::datetime;
 use crate::domain::recovery::{self, RecoveryInputs};
 use crate::repo::drops;
 use crate::usecases::Services;
+use crate::usecases::events::{self, EventExt};
 
 /// Pauses before the retries of a failed settlement (any database error is retried).
 const RETRY_DELAYS: [Duration; 3] = [
@@ -26,11 +32,12 @@ const RETRY_DELAYS: [Duration; 3] = [
 pub async fn settle(
     services: &Services,
     drop: &LeasedDrop,
+    actor: &Actor,
     amount: Decimal,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, DropOutcome> {
-    let settled = (|| settle_once(services, drop, amount, lease, now))
+    let settled = (|| settle_once(services, drop, actor, amount, lease, now))
         .retry(RETRY_DELAYS.into_iter())
         .sleep(tokio::time::sleep)
         .notify(|err, _| {
@@ -43,12 +50,14 @@ pub async fn settle(
     };
     tracing::warn!(enrolment_id = %drop.enrolment_id, error = %err, "drop settlement failed");
     // The deplete may have applied: the record stays in doubt, so a retry still recovers.
-    let released = drops::release_lease(
-        &services.db,
-        drop.enrolment_id,
+    let event = drop_failed_event(drop, actor, &DropOutcome::RecordFailed, now);
+    let released = release_with_event(
+        services,
+        drop,
         lease,
         true,
         "The drop could not be recorded",
+        event,
         now,
     )
     .await;
@@ -61,6 +70,7 @@ pub async fn settle(
 async fn settle_once(
     services: &Services,
     drop: &LeasedDrop,
+    actor: &Actor,
     amount: Decimal,
     lease: Uuid,
     now: DateTime<Utc>,
@@ -100,6 +110,32 @@ async fn settle_once(
     }
     let cancelled = drops::cancel_pending_emails(&mut *tx, e, now).await?;
     drops::settle_record(&mut *tx, e, amount, recover, now).await?;
+    let seat_before = seat.map(|s| {
+        json!({"enrolment_id": e, "is_consumed": false, "previously_dropped": s.previously_dropped})
+    });
+    let seat_after = seat.map(|s| {
+        if recover {
+            json!({"enrolment_id": null, "is_consumed": false, "previously_dropped": true})
+        } else {
+            json!({"enrolment_id": e, "is_consumed": true, "previously_dropped": s.previously_dropped})
+        }
+    });
+    let dropped = events::event(enrolment.course_id, EventType::EnrolmentDropped, actor, now)
+        .enrolment(e)
+        .seat(seat.map(|s| s.id).or(drop.seat_id))
+        .project(enrolment.project_id)
+        .student(&enrolment.student_id)
+        .amount(Some(amount))
+        .before(json!({"is_dropped": false, "seat": seat_before}))
+        .after(json!({"is_dropped": true, "seat": seat_after}))
+        .data(json!({
+            "reason": record.reason,
+            "requested_at": datetime::format(&record.requested_at),
+            "is_early": record.is_early,
+            "seat_recovered": recover,
+            "prior_in_doubt": drop.prior_in_doubt,
+        }));
+    events::record(&mut *tx, &[dropped]).await?;
     tx.commit().await?;
     if cancelled > 0 {
         metrics::counter!("vlab_emails_total", "kind" => "enrolment_claim", "outcome" => "cancelled")

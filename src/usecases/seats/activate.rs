@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use uuid::Uuid;
 
+use crate::domain::audit::Actor;
+use crate::domain::caller::Caller;
 use crate::repo::{self, access::Snapshot, courses::status, enrolments::ActivationCandidate};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
@@ -90,10 +92,12 @@ impl ActivationError {
 /// `POST /courses/{course_id}/enrolment/activate`.
 pub async fn activate_enrolment(
     services: &Services,
-    caller: Uuid,
+    caller: &Caller,
     course_id: Uuid,
 ) -> Result<Activated, UseCaseError> {
     let services = services.clone();
+    let actor = Actor::student(caller);
+    let caller = caller.sub;
     services
         .tasks
         .clone()
@@ -113,7 +117,7 @@ pub async fn activate_enrolment(
                 return Ok(activated);
             }
             course_checks(&target, now).map_err(ActivationError::from)?;
-            match activate_one(&services, target.id, now).await {
+            match activate_one(&services, target.id, &actor, now).await {
                 Ok(Done::Activated) => Ok(activated),
                 Ok(Done::Refused(reason)) => Err(ActivationError::from(reason).into()),
                 Err(err) => Err(err.into()),
@@ -126,9 +130,11 @@ pub async fn activate_enrolment(
 /// activated, live enrolments, in `created_at` order.
 pub async fn activate_enrolments(
     services: &Services,
-    caller: Uuid,
+    caller: &Caller,
 ) -> Result<Vec<Activation>, UseCaseError> {
     let services = services.clone();
+    let actor = Actor::student(caller);
+    let caller = caller.sub;
     services
         .tasks
         .clone()
@@ -139,14 +145,17 @@ pub async fn activate_enrolments(
             let results = futures::stream::iter(candidates)
                 .map(|candidate| {
                     let services = &services;
+                    let actor = &actor;
                     async move {
                         let outcome = match course_checks(&candidate, now) {
                             Err(reason) => Err(reason.item_error()),
-                            Ok(()) => match activate_one(services, candidate.id, now).await {
-                                Ok(Done::Activated) => Ok(candidate.project_id),
-                                Ok(Done::Refused(reason)) => Err(reason.item_error()),
-                                Err(_) => Err(NotActivated::GrantFailed.item_error()),
-                            },
+                            Ok(()) => {
+                                match activate_one(services, candidate.id, actor, now).await {
+                                    Ok(Done::Activated) => Ok(candidate.project_id),
+                                    Ok(Done::Refused(reason)) => Err(reason.item_error()),
+                                    Err(_) => Err(NotActivated::GrantFailed.item_error()),
+                                }
+                            }
                         };
                         Activation {
                             enrolment_id: candidate.id,
@@ -194,6 +203,7 @@ enum Done {
 async fn activate_one(
     services: &Services,
     enrolment_id: Uuid,
+    actor: &Actor,
     now: DateTime<Utc>,
 ) -> Result<Done, sqlx::Error> {
     let run = Uuid::new_v4();
@@ -208,6 +218,7 @@ async fn activate_one(
             now,
             activate: true,
             trigger: Trigger::Activation,
+            actor: actor.clone(),
         },
     )
     .await;

@@ -5,12 +5,16 @@
 //! sync short.
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
+use crate::domain::caller::Caller;
 use crate::repo::{self, courses::status, enrolments::ClaimCourse, enrolments::Enrolment};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::access::{self, SyncRequest, Trigger};
+use crate::usecases::events::{self, EventExt};
 use crate::usecases::seats::ClaimError;
 
 /// The claimed enrolment and the course part of the response.
@@ -22,17 +26,19 @@ pub struct Claimed {
 
 pub async fn claim(
     services: &Services,
-    caller: Uuid,
+    caller: &Caller,
     enrolment_id: Uuid,
 ) -> Result<Claimed, UseCaseError> {
     let services = services.clone();
+    let actor = Actor::student(caller);
+    let caller = caller.sub;
     services
         .tasks
         .clone()
         .run("claim_enrolment", async move {
             let now = Utc::now();
             let run = Uuid::new_v4();
-            let claimed = record_claim(&services, caller, enrolment_id, run, now).await?;
+            let claimed = record_claim(&services, caller, &actor, enrolment_id, run, now).await?;
             access::sync(
                 &services,
                 SyncRequest {
@@ -41,6 +47,7 @@ pub async fn claim(
                     now,
                     activate: false,
                     trigger: Trigger::Claim,
+                    actor,
                 },
             )
             .await;
@@ -59,6 +66,7 @@ pub async fn claim(
 async fn record_claim(
     services: &Services,
     caller: Uuid,
+    actor: &Actor,
     enrolment_id: Uuid,
     run: Uuid,
     now: DateTime<Utc>,
@@ -98,6 +106,10 @@ async fn record_claim(
             }
             _ => err.into(),
         })?;
+    let event = events::event(course.id, EventType::EnrolmentClaimed, actor, now)
+        .enrolment(enrolment_id)
+        .after(json!({ "claimed_by": caller }));
+    events::record(&mut *tx, &[event]).await?;
     tx.commit().await?;
     metrics::counter!("vlab_enrolments_claimed_total").increment(1);
     tracing::info!(enrolment_id = %enrolment_id, course_id = %course.id, user_id = %caller, "enrolment claimed");

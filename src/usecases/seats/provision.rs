@@ -1,16 +1,20 @@
 //! `POST /seats/provision` (rules.md §4.9): one transaction, no external calls.
 
 use chrono::{Duration, Utc};
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
 use crate::repo::{self, courses::status, seats::NewBatch, seats::Seat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::events::{self, EventExt};
 use crate::usecases::seats::SeatError;
 
 /// Inserts `n` seats of one new batch into the active course; returns them by id.
 pub async fn provision(
     services: &Services,
+    actor: &Actor,
     course_id: Uuid,
     n: usize,
 ) -> Result<Vec<Seat>, UseCaseError> {
@@ -35,6 +39,12 @@ pub async fn provision(
         credit_value: course.credits_per_seat,
     };
     let seats = repo::seats::insert_batch(&mut *tx, &batch, now).await?;
+    let event = events::event(course_id, EventType::SeatsProvisioned, actor, now).data(json!({
+        "batch_id": batch.batch_id,
+        "count": seats.len(),
+        "credit_value": batch.credit_value,
+    }));
+    events::record(&mut *tx, &[event]).await?;
     tx.commit().await?;
     metrics::counter!("vlab_seats_provisioned_total").increment(seats.len() as u64);
     tracing::info!(course_id = %course_id, batch_id = %batch.batch_id, seats = seats.len(), "seats provisioned");

@@ -2,11 +2,14 @@
 //! order, no external calls.
 
 use chrono::Utc;
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::audit::{Actor, EventType};
 use crate::repo::{self, courses::Course, courses::status, seats::Seat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::events::{self, EventExt};
 use crate::usecases::seats::SeatError;
 
 /// How many seats to move.
@@ -18,6 +21,7 @@ pub enum Amount {
 
 pub async fn transfer(
     services: &Services,
+    actor: &Actor,
     source_id: Uuid,
     target_id: Uuid,
     amount: Amount,
@@ -58,6 +62,19 @@ pub async fn transfer(
         _ => {}
     }
     let moved = repo::seats::move_to_course(&mut *tx, &seat_ids, target.id).await?;
+    let moved_ids: Vec<Uuid> = moved.iter().map(|s| s.id).collect();
+    let side = |kind, course_id, other_course_id| {
+        events::event(course_id, kind, actor, now).data(json!({
+            "count": moved_ids.len(),
+            "seat_ids": moved_ids,
+            "other_course_id": other_course_id,
+        }))
+    };
+    let recorded = [
+        side(EventType::SeatsTransferredOut, source.id, target.id),
+        side(EventType::SeatsTransferredIn, target.id, source.id),
+    ];
+    events::record(&mut *tx, &recorded).await?;
     tx.commit().await?;
     metrics::counter!("vlab_seats_transferred_total").increment(moved.len() as u64);
     tracing::info!(source_course_id = %source_id, target_course_id = %target_id, seats = moved.len(), "seats transferred");

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 pub use failure::StudentFailure;
 
+use crate::domain::audit::Actor;
 use crate::repo::{self, courses::Course, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
@@ -53,6 +54,8 @@ pub struct StudentResult {
 pub(crate) struct AssignRun {
     services: Services,
     caller: Uuid,
+    /// The caller as the events record them.
+    actor: Actor,
     course: Course,
     lab: VirtualLab,
     run: Uuid,
@@ -67,7 +70,7 @@ pub(crate) struct AssignRun {
 /// whole request with nothing done; after the reservation every student gets a result.
 pub async fn assign(
     services: &Services,
-    caller: Uuid,
+    actor: Actor,
     course_id: Uuid,
     students: Vec<Student>,
 ) -> Result<Vec<StudentResult>, UseCaseError> {
@@ -94,7 +97,8 @@ pub async fn assign(
                 };
             let ctx = Arc::new(AssignRun {
                 services,
-                caller,
+                caller: actor.id.unwrap_or_default(),
+                actor,
                 course: reservation.course,
                 lab: reservation.lab,
                 run,

@@ -87,7 +87,8 @@ async fn enrol(
 /// The first attempt of the student's claim e-mail, under the lease the student transaction
 /// took; the outbox retries a failure. True when SMTP accepted it.
 pub async fn send_claim_email(ctx: &AssignRun, email: &LeasedEmail) -> bool {
-    email_outbox::deliver(&ctx.services, email, ctx.run, ctx.now).await == Delivery::Sent
+    email_outbox::deliver(&ctx.services, email, &ctx.actor, ctx.run, ctx.now).await
+        == Delivery::Sent
 }
 
 /// Steps B.3–B.6: project groups (with the shared admin listing), memberships, the account

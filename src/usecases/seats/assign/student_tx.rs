@@ -3,14 +3,18 @@
 //! the project, the enrolment and the claim e-mail, and links the seat. Lock order: course
 //! (`FOR SHARE`) → seat → enrolment → outbox.
 
+use rust_decimal::Decimal;
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{AssignRun, Student, StudentFailure};
+use crate::domain::audit::EventType;
 use crate::repo::email_outbox::{LeasedEmail, NewEmail};
 use crate::repo::enrolments::NewEnrolment;
 use crate::repo::projects::NewProject;
 use crate::repo::{self, courses::status};
 use crate::usecases::email_outbox::{LEASE, claim_payload};
+use crate::usecases::events::{self, EventExt};
 
 /// The index that makes project names unique within a lab (among non-deleted projects).
 const UNIQUE_PROJECT_NAME: &str = "unique_project_name_for_non_deleted";
@@ -69,6 +73,7 @@ pub async fn enrol(
         return Err(StudentFailure::ReservationLost);
     }
 
+    let waitlisted_group = groups.waitlisted_group_id.is_some();
     let project = NewProject {
         id: project_id,
         virtual_lab_id: ctx.lab.id,
@@ -116,6 +121,28 @@ pub async fn enrol(
     repo::email_outbox::insert(&mut *tx, &email, ctx.now)
         .await
         .map_err(not_saved)?;
+    let course_id = ctx.course.id;
+    let created = events::event(course_id, EventType::EnrolmentCreated, &ctx.actor, ctx.now)
+        .enrolment(enrolment.id)
+        .seat(Some(seat_id))
+        .project(project_id)
+        .student(&student.student_id)
+        .amount(Some(Decimal::from(ctx.course.credits_per_seat)))
+        .data(json!({
+            "source": "assign",
+            "run_id": ctx.run,
+            "waitlisted_group": waitlisted_group,
+        }));
+    let queued = events::event(course_id, EventType::EmailQueued, &ctx.actor, ctx.now)
+        .enrolment(enrolment.id)
+        .data(json!({
+            "outbox_id": email.id,
+            "kind": repo::email_outbox::KIND_ENROLMENT_CLAIM,
+            "recipient": email.recipient,
+        }));
+    events::record(&mut *tx, &[created, queued])
+        .await
+        .map_err(not_saved)?;
     tx.commit().await.map_err(not_saved)?;
 
     Ok(Committed {
@@ -124,6 +151,7 @@ pub async fn enrol(
             id: email.id,
             kind: repo::email_outbox::KIND_ENROLMENT_CLAIM.to_owned(),
             enrolment_id: Some(enrolment.id),
+            course_id: Some(course_id),
             recipient: email.recipient,
             payload: email.payload,
             attempts: 0,
