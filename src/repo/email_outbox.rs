@@ -4,7 +4,9 @@
 //! over records nothing.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+
+use super::events::{self, NewEvent};
 use uuid::Uuid;
 
 /// The claim e-mail of an enrolment (integrations.md §4.3).
@@ -98,24 +100,39 @@ pub async fn lease_due(
     .await
 }
 
-/// SMTP accepted the message.
+/// SMTP accepted the message: the row is `sent`, and `event` (when given) is inserted by the
+/// same statement, only if the guarded update happened. True when it did.
 pub async fn mark_sent(
     db: impl PgExecutor<'_>,
     id: Uuid,
     lease_id: Uuid,
     now: DateTime<Utc>,
+    event: Option<&NewEvent>,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE email_outbox SET status = 'sent', sent_at = $3, attempts = attempts + 1,
-             last_error = NULL, lease_id = NULL, lease_until = NULL, updated_at = $3
-         WHERE id = $1 AND lease_id = $2 AND status = 'pending'",
-    )
-    .bind(id)
-    .bind(lease_id)
-    .bind(now)
-    .execute(db)
-    .await
-    .map(|done| done.rows_affected() == 1)
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "WITH sent AS (UPDATE email_outbox SET status = 'sent', attempts = attempts + 1,
+             last_error = NULL, lease_id = NULL, lease_until = NULL, sent_at = ",
+    );
+    query
+        .push_bind(now)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(" WHERE id = ")
+        .push_bind(id)
+        .push(" AND lease_id = ")
+        .push_bind(lease_id)
+        .push(" AND status = 'pending' RETURNING id) ");
+    match event {
+        Some(event) => events::push_insert_from(&mut query, event, "sent"),
+        None => {
+            query.push("SELECT count(*) FROM sent");
+        }
+    }
+    let sent = match event {
+        Some(_) => query.build().execute(db).await?.rows_affected() == 1,
+        None => query.build_query_scalar::<i64>().fetch_one(db).await? == 1,
+    };
+    Ok(sent)
 }
 
 /// The outcome of a recorded failed attempt.

@@ -32,16 +32,16 @@ pub struct NewEvent {
     pub occurred_at: DateTime<Utc>,
 }
 
+const INSERT: &str = "INSERT INTO course_event (course_id, event_type, actor_role, actor_id,
+    actor_email, request_id, enrolment_id, seat_id, project_id, student_id, amount,
+    before_values, after_values, data, occurred_at) ";
+
 /// Inserts `events` with one statement (nothing when empty).
 pub async fn insert(db: impl PgExecutor<'_>, events: &[NewEvent]) -> Result<(), sqlx::Error> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "INSERT INTO course_event (course_id, event_type, actor_role, actor_id, actor_email,
-             request_id, enrolment_id, seat_id, project_id, student_id, amount, before_values,
-             after_values, data, occurred_at) ",
-    );
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(INSERT);
     query.push_values(events, |mut row, e| {
         row.push_bind(e.course_id)
             .push_bind(e.event_type)
@@ -60,6 +60,31 @@ pub async fn insert(db: impl PgExecutor<'_>, events: &[NewEvent]) -> Result<(), 
             .push_bind(e.occurred_at);
     });
     query.build().execute(db).await.map(drop)
+}
+
+/// Appends `INSERT INTO course_event … SELECT <event> FROM <source>` to `query`: the event is
+/// written once per row of `source`, a data-modifying CTE of the same statement, so a change
+/// that is one statement stays one statement (and one round trip) with its event.
+pub fn push_insert_from<'q>(query: &mut QueryBuilder<'q, Postgres>, e: &'q NewEvent, source: &str) {
+    query.push(INSERT).push("SELECT ");
+    let mut values = query.separated(", ");
+    values
+        .push_bind(e.course_id)
+        .push_bind(e.event_type)
+        .push_bind(e.actor_role)
+        .push_bind(e.actor_id)
+        .push_bind(e.actor_email.as_deref())
+        .push_bind(e.request_id.as_deref())
+        .push_bind(e.enrolment_id)
+        .push_bind(e.seat_id)
+        .push_bind(e.project_id)
+        .push_bind(e.student_id.as_deref())
+        .push_bind(e.amount)
+        .push_bind(e.before.as_ref())
+        .push_bind(e.after.as_ref())
+        .push_bind(&e.data)
+        .push_bind(e.occurred_at);
+    query.push(" FROM ").push(source);
 }
 
 /// A stored event.

@@ -446,3 +446,71 @@ async fn email_outcomes_roll_back_with_their_event(db: PgPool) {
             .contains(&"email_failed".to_owned())
     );
 }
+
+#[sqlx::test]
+async fn a_compensated_assignment_is_recorded_with_its_seat_release(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let course = fixtures::course_with_faculty(&app, "Compensated").await;
+    let seat = fixtures::provision(&app, course.course_id, 1).await[0];
+    let body = json!({"students": [{"student_id": "stu-1", "email": "stu-1@uni.org"}]});
+    let reserved = |db: PgPool| async move {
+        fetch_scalar::<bool, _>(
+            &db,
+            "SELECT reservation_id IS NOT NULL FROM seat WHERE id = $1",
+            seat,
+        )
+        .await
+    };
+
+    // The release does not commit without its event: the reservation stays until it lapses.
+    refuse_event(&db, "assignment_compensated").await;
+    app.accounting
+        .inject(Fault::new("acc_grant", FaultAction::Status(500)).times(1));
+    let reply = app
+        .as_faculty()
+        .post_assign(course.course_id, &body)
+        .await
+        .ok_body();
+    assert_eq!(reply["results"][0]["assignment_successful"], false);
+    assert!(reserved(db.clone()).await);
+    allow_event(&db, "assignment_compensated").await;
+    exec(
+        &db,
+        "UPDATE seat SET reservation_id = NULL, reserved_until = NULL WHERE id = $1",
+        seat,
+    )
+    .await;
+
+    app.accounting
+        .inject(Fault::new("acc_grant", FaultAction::Status(500)).times(1));
+    let reply = app
+        .as_faculty()
+        .post_assign(course.course_id, &body)
+        .await
+        .ok_body();
+    assert_eq!(
+        reply["results"][0]["error"],
+        "Failed to fund the student's project with 200 credits"
+    );
+    assert!(!reserved(db.clone()).await);
+    let events = super::stored(&db, course.course_id).await;
+    let compensated: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "assignment_compensated")
+        .collect();
+    assert_eq!(compensated.len(), 1, "{events:#?}");
+    let e = compensated[0];
+    assert_eq!(e.actor_role, "course_admin");
+    assert_eq!(e.seat_id, Some(seat));
+    assert_eq!(e.student_id.as_deref(), Some("stu-1"));
+    assert!(e.project_id.is_some());
+    assert_eq!(e.data["reason"], "acc_grant");
+    assert_eq!(e.data["saga_id"], Value::Null);
+    // The project's account was created, then its (failed) grant undone: nothing enrolled.
+    assert!(
+        types(&db, course.course_id)
+            .await
+            .iter()
+            .all(|t| t != "enrolment_created")
+    );
+}

@@ -2,15 +2,18 @@
 //! student's own ledger, then the student transaction; on any failure the ledger is
 //! compensated and the seat reservation released. No row lock is held during these calls.
 
+use serde_json::json;
 use uuid::Uuid;
 
 use super::student_tx::{self, ProjectGroups};
 use super::{AssignRun, Student, StudentFailure};
 use crate::clients::ClientError;
+use crate::domain::audit::EventType;
 use crate::domain::groups;
 use crate::repo;
 use crate::repo::email_outbox::LeasedEmail;
 use crate::usecases::email_outbox::{self, Delivery};
+use crate::usecases::events::{self, EventExt};
 use crate::usecases::ledger::Ledger;
 use crate::usecases::provisioning::{AccountKind, create_account, create_groups};
 
@@ -28,39 +31,59 @@ pub async fn provision(
     student: &Student,
     seat_id: Uuid,
 ) -> Result<Provisioned, StudentFailure> {
-    let result = enrol(ctx, student, seat_id).await;
-    match &result {
+    match enrol(ctx, student, seat_id).await {
         Ok(enrolled) => {
             metrics::counter!("vlab_seats_assigned_total").increment(1);
             tracing::info!(enrolment_id = %enrolled.enrolment_id, seat_id = %seat_id, project_id = %enrolled.project_id, "student assigned");
+            Ok(enrolled)
         }
-        Err(failure) => {
+        Err(Failed {
+            failure,
+            compensated,
+        }) => {
             metrics::counter!("vlab_seat_assignments_failed_total", "reason" => failure.metric_reason())
                 .increment(1);
             tracing::warn!(seat_id = %seat_id, reason = failure.metric_reason(), "student assignment failed");
-            release(ctx, seat_id).await;
+            match compensated {
+                Some(project_id) => {
+                    release_compensated(ctx, student, seat_id, project_id, &failure).await
+                }
+                None => release(ctx, seat_id).await,
+            }
+            Err(failure)
         }
     }
-    result
 }
 
-async fn enrol(
-    ctx: &AssignRun,
-    student: &Student,
-    seat_id: Uuid,
-) -> Result<Provisioned, StudentFailure> {
+/// A failed student, and the project whose external steps were undone, if any were made.
+struct Failed {
+    failure: StudentFailure,
+    compensated: Option<Uuid>,
+}
+
+impl From<StudentFailure> for Failed {
+    fn from(failure: StudentFailure) -> Self {
+        Self {
+            failure,
+            compensated: None,
+        }
+    }
+}
+
+async fn enrol(ctx: &AssignRun, student: &Student, seat_id: Uuid) -> Result<Provisioned, Failed> {
     // B.1, read once for the request: no external call for a name that is taken.
     match &ctx.taken_names {
-        None => return Err(StudentFailure::NotSaved),
+        None => return Err(StudentFailure::NotSaved.into()),
         Some(taken) if taken.contains(&student.student_id) => {
             return Err(StudentFailure::ProjectExists {
                 student_id: student.student_id.clone(),
-            });
+            }
+            .into());
         }
         Some(_) => {}
     }
     if ctx.admins.failed() {
-        return Err(StudentFailure::LabAdminsUnavailable);
+        return Err(StudentFailure::LabAdminsUnavailable.into());
     }
 
     let mut ledger = Ledger::new("assign_seats");
@@ -72,8 +95,12 @@ async fn enrol(
     let committed = match committed {
         Ok(committed) => committed,
         Err(failure) => {
+            let undone = !ledger.is_empty();
             ledger.compensate(&failure.to_string()).await;
-            return Err(failure);
+            return Err(Failed {
+                failure,
+                compensated: undone.then_some(project_id),
+            });
         }
     };
     ledger.commit();
@@ -199,6 +226,40 @@ async fn grant(
             }
             Err(StudentFailure::GrantFailed { credits })
         }
+    }
+}
+
+/// Gives the seat back, as [`release`] does, and records the undone external steps as
+/// `assignment_compensated` in the same transaction.
+async fn release_compensated(
+    ctx: &AssignRun,
+    student: &Student,
+    seat_id: Uuid,
+    project_id: Uuid,
+    failure: &StudentFailure,
+) {
+    let event = events::event(
+        ctx.course.id,
+        EventType::AssignmentCompensated,
+        &ctx.actor,
+        ctx.now,
+    )
+    .seat(Some(seat_id))
+    .project(project_id)
+    .student(&student.student_id)
+    .data(json!({
+        "saga_id": null,
+        "run_id": ctx.run,
+        "reason": failure.metric_reason(),
+    }));
+    let recorded = async {
+        let mut tx = ctx.services.db.begin().await?;
+        repo::seats::release(&mut *tx, seat_id, ctx.run).await?;
+        events::record(&mut *tx, &[event]).await?;
+        tx.commit().await
+    };
+    if let Err(err) = recorded.await {
+        tracing::warn!(seat_id = %seat_id, error = %err, "could not release a seat reservation; it lapses by itself");
     }
 }
 
