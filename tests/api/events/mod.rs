@@ -1,6 +1,7 @@
 //! The audit log: `course_event`, written in the transaction of each change, its two read
 //! endpoints, its append-only trigger and its retention purge.
 
+mod access;
 mod atomicity;
 mod lifecycle;
 mod listing;
