@@ -17,8 +17,17 @@ use super::http::{
     Call, Outbound, RetryPolicy, Service, read_text, record_decode_error, truncate_body,
 };
 use super::service_token::ServiceToken;
-use super::{Accounting, ClientError, ProjectBalance};
+use super::{Accounting, ClientError, ProjectBalance, VlabBalance};
 use crate::config::ExternalConfig;
+
+/// Reads are retried like Keycloak GETs: the service acts on nothing.
+const fn read(operation: &'static str) -> Call {
+    Call {
+        service: Service::Accounting,
+        operation,
+        retry: RetryPolicy::Idempotent,
+    }
+}
 
 const fn call(operation: &'static str) -> Call {
     Call {
@@ -33,12 +42,8 @@ const CREATE_PROJECT_ACCOUNT: Call = call("acc_create_project_account");
 const GRANT: Call = call("acc_grant");
 const DEPLETE_PROJECT: Call = call("acc_deplete_project");
 const DEPLETE_VLAB: Call = call("acc_deplete_vlab");
-/// Reads are retried like Keycloak GETs: the service acts on nothing.
-const PROJECT_BALANCE: Call = Call {
-    service: Service::Accounting,
-    operation: "acc_project_balance",
-    retry: RetryPolicy::Idempotent,
-};
+const PROJECT_BALANCE: Call = read("acc_project_balance");
+const VLAB_BALANCE: Call = read("acc_vlab_balance");
 
 /// The accounting client. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -174,6 +179,60 @@ async fn error_from(call: Call, status: StatusCode, response: reqwest::Response)
     }
 }
 
+/// A decimal amount as the accounting service writes it: a JSON string (`"200.00"`, the
+/// documented form), or a number taken through its decimal text, never as a float value.
+fn decimal(value: &serde_json::Value, name: &str) -> Result<Decimal, String> {
+    let text = match value {
+        serde_json::Value::String(text) => text.trim().to_owned(),
+        serde_json::Value::Number(number) => number.to_string(),
+        other => return Err(format!("{name} is not a decimal: {other}")),
+    };
+    Decimal::from_str(&text)
+        .or_else(|_| Decimal::from_scientific(&text))
+        .map_err(|err| format!("{name} {text:?} is not a decimal: {err}"))
+}
+
+/// The decimal under `key` of `object`; `name` says where it is in the answer.
+fn decimal_at(object: &serde_json::Value, key: &str, name: &str) -> Result<Decimal, String> {
+    object
+        .get(key)
+        .ok_or_else(|| format!("no {name}"))
+        .and_then(|v| decimal(v, name))
+}
+
+/// `data` of an `acc_vlab_balance` answer with its projects.
+pub fn parse_vlab_balance(body: &str) -> Result<VlabBalance, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(body).map_err(|err| format!("not JSON: {err}"))?;
+    let data = value.get("data").ok_or_else(|| "no data".to_owned())?;
+    let mut projects = std::collections::HashMap::new();
+    let listed = data.get("projects").and_then(|p| p.as_array());
+    for (i, project) in listed.into_iter().flatten().enumerate() {
+        let id = project
+            .get("proj_id")
+            .and_then(|id| id.as_str())
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .ok_or_else(|| format!("data.projects[{i}].proj_id is not a UUID"))?;
+        let balance = decimal_at(project, "balance", &format!("data.projects[{i}].balance"))?;
+        // Optional: a deplete does not move it, and nothing here needs it to be present.
+        let reservation = match project.get("reservation") {
+            Some(v) => decimal(v, &format!("data.projects[{i}].reservation"))?,
+            None => Decimal::ZERO,
+        };
+        projects.insert(
+            id,
+            ProjectBalance {
+                balance,
+                reservation,
+            },
+        );
+    }
+    Ok(VlabBalance {
+        balance: decimal_at(data, "balance", "data.balance")?,
+        projects,
+    })
+}
+
 /// `data.total_amount` of a deplete answer, parsed exactly. A JSON string is the documented
 /// form (`"200.00"`); a JSON number is accepted through its decimal text, never as a float value.
 pub fn parse_total_amount(body: &str) -> Result<Decimal, String> {
@@ -183,37 +242,17 @@ pub fn parse_total_amount(body: &str) -> Result<Decimal, String> {
         .get("data")
         .and_then(|data| data.get("total_amount"))
         .ok_or_else(|| "no data.total_amount".to_owned())?;
-    let text = match amount {
-        serde_json::Value::String(text) => text.trim().to_owned(),
-        serde_json::Value::Number(number) => number.to_string(),
-        other => return Err(format!("data.total_amount is not a decimal: {other}")),
-    };
-    Decimal::from_str(&text)
-        .or_else(|_| Decimal::from_scientific(&text))
-        .map_err(|err| format!("data.total_amount {text:?} is not a decimal: {err}"))
+    decimal(amount, "data.total_amount")
 }
 
-/// `data.balance` and `data.reservation` of a balance answer: 2-decimal strings, or numbers.
+/// `data.balance` and `data.reservation` of an `acc_project_balance` answer.
 pub fn parse_balance(body: &str) -> Result<ProjectBalance, String> {
     let value: serde_json::Value =
         serde_json::from_str(body).map_err(|err| format!("not JSON: {err}"))?;
-    let amount = |key: &str| -> Result<Decimal, String> {
-        let field = value
-            .get("data")
-            .and_then(|data| data.get(key))
-            .ok_or_else(|| format!("no data.{key}"))?;
-        let text = match field {
-            serde_json::Value::String(text) => text.trim().to_owned(),
-            serde_json::Value::Number(number) => number.to_string(),
-            other => return Err(format!("data.{key} is not a decimal: {other}")),
-        };
-        Decimal::from_str(&text)
-            .or_else(|_| Decimal::from_scientific(&text))
-            .map_err(|err| format!("data.{key} {text:?} is not a decimal: {err}"))
-    };
+    let data = value.get("data").ok_or_else(|| "no data".to_owned())?;
     Ok(ProjectBalance {
-        balance: amount("balance")?,
-        reservation: amount("reservation")?,
+        balance: decimal_at(data, "balance", "data.balance")?,
+        reservation: decimal_at(data, "reservation", "data.reservation")?,
     })
 }
 
@@ -294,6 +333,24 @@ impl Accounting for AccountingClient {
             record_decode_error(PROJECT_BALANCE);
             ClientError::Decode {
                 operation: PROJECT_BALANCE.operation,
+                message,
+            }
+        })
+    }
+
+    async fn vlab_balance(&self, vlab_id: Uuid) -> Result<VlabBalance, ClientError> {
+        let path = format!("/balance/virtual-lab/{vlab_id}?include_projects=true");
+        let response = self.request(VLAB_BALANCE, &path, None).await?;
+        let text = read_text(VLAB_BALANCE, response).await?;
+        parse_vlab_balance(&text).map_err(|message| {
+            record_decode_error(VLAB_BALANCE);
+            tracing::warn!(
+                operation = VLAB_BALANCE.operation,
+                body = %truncate_body(text),
+                "the balance answer is not readable"
+            );
+            ClientError::Decode {
+                operation: VLAB_BALANCE.operation,
                 message,
             }
         })
@@ -402,6 +459,36 @@ mod tests {
         assert!(parse(r#""lots""#).is_err());
         assert!(parse("null").is_err());
         assert!(parse_total_amount(r#"{"message":"ok","data":null}"#).is_err());
+    }
+
+    #[test]
+    fn lab_balances_parse_exactly_with_their_projects() {
+        let (lab, project) = (Uuid::new_v4(), Uuid::new_v4());
+        let parsed = parse_vlab_balance(&format!(
+            r#"{{"message": "m", "data": {{"vlab_id": "{lab}", "balance": "10.00",
+                "projects": [{{"proj_id": "{project}", "balance": 179.5, "reservation": "2.25"}}]}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(parsed.balance, Decimal::new(1000, 2));
+        assert_eq!(
+            parsed.projects.get(&project),
+            Some(&ProjectBalance {
+                balance: Decimal::new(1795, 1),
+                reservation: Decimal::new(225, 2),
+            })
+        );
+        // No projects listed: none known.
+        let bare = parse_vlab_balance(r#"{"data": {"balance": "0.00"}}"#).unwrap();
+        assert!(bare.projects.is_empty());
+        for bad in [
+            r#"{"data": {"balance": "x"}}"#.to_owned(),
+            r#"{"data": {"projects": []}}"#.to_owned(),
+            r#"{"data": {"balance": "1", "projects": [{"proj_id": "nope", "balance": "1"}]}}"#
+                .to_owned(),
+            "<html>".to_owned(),
+        ] {
+            assert!(parse_vlab_balance(&bad).is_err(), "{bad}");
+        }
         assert!(parse_total_amount("<html>").is_err());
     }
 

@@ -168,6 +168,8 @@ pub trait Accounting: Send + Sync + 'static {
     async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<Option<Decimal>, ClientError>;
     /// `acc_project_balance`: what a project deplete would move, and what running jobs hold.
     async fn project_balance(&self, project_id: Uuid) -> Result<ProjectBalance, ClientError>;
+    /// `acc_vlab_balance` with its projects: one read for a whole course's students.
+    async fn vlab_balance(&self, vlab_id: Uuid) -> Result<VlabBalance, ClientError>;
 }
 
 /// A project's credits (`acc_project_balance`).
@@ -176,6 +178,13 @@ pub struct ProjectBalance {
     pub balance: Decimal,
     /// Credits held by running jobs; not moved by a deplete.
     pub reservation: Decimal,
+}
+
+/// A lab's credits and its projects' (`acc_vlab_balance?include_projects=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlabBalance {
+    pub balance: Decimal,
+    pub projects: std::collections::HashMap<Uuid, ProjectBalance>,
 }
 
 /// Sends one e-mail over SMTP (integrations.md §4).

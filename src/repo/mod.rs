@@ -4,6 +4,7 @@
 pub mod access;
 pub mod courses;
 pub mod db;
+pub mod drop_preview;
 pub mod drops;
 pub mod email_outbox;
 pub mod enrolments;

@@ -5,6 +5,7 @@ mod authn;
 mod authn_challenge;
 mod claim_activate;
 mod courses;
+mod drop_preview;
 mod drops;
 mod email_outbox;
 mod events;

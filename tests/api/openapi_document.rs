@@ -101,7 +101,7 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 36);
+    assert_eq!(secured, 37);
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn request_bodies_have_examples_that_their_limits_admit() {
             );
         }
     }
-    assert_eq!(bodies, 14);
+    assert_eq!(bodies, 15);
 }
 
 #[test]

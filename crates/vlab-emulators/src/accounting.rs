@@ -9,8 +9,10 @@
 //!
 //! Operation names: `acc_create_vlab_account`, `acc_create_project_account`, `acc_grant`,
 //! `acc_deplete_project`, `acc_deplete_vlab`, `acc_top_up`, `acc_assign`, `acc_reverse`, and
-//! `acc_project_balance` for `GET /balance/project/{proj_id}`. `GET /_dev/balances` lists every
-//! account.
+//! `acc_project_balance` for `GET /balance/project/{proj_id}`, `acc_vlab_balance` for
+//! `GET /balance/virtual-lab/{vlab_id}` (round2.md §1.9). `GET /_dev/balances` lists every
+//! account; `POST /_dev/spend {"proj_id", "amount"}` spends a project's credits as a student's
+//! jobs would (for `vlab-dev` demos).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use anyhow::bail;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -126,6 +128,13 @@ impl Ledger {
                 }
             }
         }
+    }
+
+    /// A student's jobs using credits: project → system; the balance may go negative.
+    fn spend(&mut self, proj_id: Uuid, amount: Decimal) -> Result<(), ApiError> {
+        self.get_mut(proj_id, Kind::Project)?;
+        self.transfer(Some(proj_id), None, amount);
+        Ok(())
     }
 
     fn check_parent(&self, vlab_id: Uuid, proj_id: Uuid) -> Result<(), ApiError> {
@@ -480,12 +489,7 @@ fn json_post(operation: Operation) -> MethodRouter<Arc<Acc>> {
     post(
         move |State(acc): State<Arc<Acc>>, headers: HeaderMap, body: Bytes| async move {
             if !authorized(&headers) {
-                return ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "INVALID_REQUEST",
-                    "Not authenticated",
-                )
-                .into_response();
+                return not_authenticated().into_response();
             }
             let body = match serde_json::from_slice::<Value>(&body) {
                 Ok(Value::Object(map)) => map,
@@ -557,12 +561,7 @@ async fn project_balance(
     Path(proj_id): Path<String>,
 ) -> Response {
     if !authorized(&headers) {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "INVALID_REQUEST",
-            "Not authenticated",
-        )
-        .into_response();
+        return not_authenticated().into_response();
     }
     let ledger = acc.ledger();
     let account = Uuid::from_str(&proj_id)
@@ -579,6 +578,81 @@ async fn project_balance(
         }))
         .into_response(),
         None => account_not_found().into_response(),
+    }
+}
+
+/// The answer to a request without a usable token.
+fn not_authenticated() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_REQUEST",
+        "Not authenticated",
+    )
+}
+
+/// `GET /balance/virtual-lab/{vlab_id}[?include_projects=true]`: the lab's balance and, when
+/// asked, each of its projects' (no job reservations are modelled: `reservation` is 0).
+async fn vlab_balance(
+    State(acc): State<Arc<Acc>>,
+    headers: HeaderMap,
+    Path(vlab_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if !authorized(&headers) {
+        return not_authenticated().into_response();
+    }
+    let ledger = acc.ledger();
+    let Some(lab) = Uuid::from_str(&vlab_id)
+        .ok()
+        .and_then(|id| ledger.get(id, Kind::VirtualLab))
+    else {
+        return account_not_found().into_response();
+    };
+    let include_projects = query
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair.eq_ignore_ascii_case("include_projects=true"));
+    let mut data = json!({"vlab_id": lab.id, "balance": money(lab.balance)});
+    let message = if include_projects {
+        let projects: Vec<Value> = ledger
+            .accounts
+            .iter()
+            .filter(|a| a.kind == Kind::Project && a.vlab_id == Some(lab.id))
+            .map(|a| {
+                json!({"proj_id": a.id, "balance": money(a.balance),
+                       "reservation": money(Decimal::ZERO)})
+            })
+            .collect();
+        data["projects"] = Value::Array(projects);
+        "Balance for virtual-lab including projects"
+    } else {
+        "Balance for virtual-lab"
+    };
+    axum::Json(json!({"message": message, "data": data})).into_response()
+}
+
+/// `POST /_dev/spend {"proj_id", "amount"}`: spends a project's credits (no token needed, as
+/// for the other `/_dev` routes).
+async fn dev_spend(State(acc): State<Arc<Acc>>, body: Bytes) -> Response {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
+        return ApiError::invalid(
+            "body",
+            "Input should be a valid JSON object",
+            "json_invalid",
+        )
+        .into_response();
+    };
+    let spent = uuid_field(&body, "proj_id").and_then(|proj_id| {
+        let amount = positive_amount(&body)?;
+        let mut ledger = acc.ledger();
+        ledger.spend(proj_id, amount)?;
+        acc.save(&ledger);
+        let balance = ledger.get(proj_id, Kind::Project).map(|a| a.balance);
+        Ok(json!({"proj_id": proj_id, "balance": balance.map(money)}))
+    });
+    match spent {
+        Ok(data) => axum::Json(json!({"message": "Spent", "data": data})).into_response(),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -625,7 +699,12 @@ fn router(acc: Arc<Acc>) -> Router {
                 fault_body,
             ),
         )
+        .route(
+            "/balance/virtual-lab/{vlab_id}",
+            server::operation(get(vlab_balance), &control, "acc_vlab_balance", fault_body),
+        )
         .route("/_dev/balances", get(dev_balances))
+        .route("/_dev/spend", post(dev_spend))
         .fallback(not_found)
         .with_state(acc)
         .merge(faults::dev_routes(control.clone(), 500))
@@ -704,10 +783,9 @@ impl AccountingEmulator {
         }
         let acc = self.acc();
         let mut ledger = acc.ledger();
-        if ledger.get(project_id, Kind::Project).is_none() {
+        if ledger.spend(project_id, amount).is_err() {
             bail!("no project account {project_id}");
         }
-        ledger.transfer(Some(project_id), None, amount);
         acc.save(&ledger);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! router and the OpenAPI document come from the same line.
 
 pub mod courses;
+pub mod drop_preview;
 pub mod enrolments;
 pub mod events;
 pub mod institutions;
@@ -25,6 +26,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(invites::router())
         .merge(courses::router())
         .merge(seats::router())
+        .merge(drop_preview::router())
         .merge(enrolments::router())
         .merge(events::router())
 }

@@ -8,6 +8,7 @@ mod budget;
 mod claim;
 mod deplete;
 pub mod faculty;
+pub mod preview;
 mod settle;
 
 use chrono::{DateTime, Utc};

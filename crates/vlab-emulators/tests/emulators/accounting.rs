@@ -274,3 +274,67 @@ async fn the_state_file_keeps_the_ledger_across_restarts() {
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn the_lab_balance_lists_its_projects_and_dev_spend_draws_on_them() {
+    let acc = Acc::start().await;
+    let (lab, project) = acc.lab_with_project().await;
+    let (status, _) = acc
+        .post(
+            "/budget/grant",
+            json!({"proj_id": project, "amount": 200.0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A student's jobs spend 20.5 credits; no token is needed on a /_dev route.
+    let response = client()
+        .post(format!("{}/_dev/spend", acc.emulator.base_url()))
+        .json(&json!({"proj_id": project, "amount": "20.5"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        acc.emulator.balance(project),
+        Some(Decimal::from_str("179.5").unwrap())
+    );
+
+    let get = |path: String, token: Option<&'static str>| {
+        let mut request = client().get(format!("{}{path}", acc.emulator.base_url()));
+        if let Some(token) = token {
+            request = request.header("authorization", token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let bearer = Some("bearer service-token");
+    let (status, body) = get(
+        format!("/balance/virtual-lab/{lab}?include_projects=true"),
+        bearer,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"message": "Balance for virtual-lab including projects",
+               "data": {"vlab_id": lab, "balance": "0.00",
+                        "projects": [{"proj_id": project, "balance": "179.50",
+                                      "reservation": "0.00"}]}})
+    );
+    let (status, body) = get(format!("/balance/virtual-lab/{lab}"), bearer).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"].get("projects"), None, "{body}");
+
+    let (status, body) = get(format!("/balance/virtual-lab/{}", Uuid::new_v4()), bearer).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error_code"], "ENTITY_NOT_FOUND");
+    let (status, _) = get(format!("/balance/virtual-lab/{lab}"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(acc.emulator.call_count("acc_vlab_balance"), 4);
+}

@@ -1,0 +1,44 @@
+//! The read of the drop preview (round2.md §4.3 step 1): the requested seats with their
+//! enrolment and drop record, in one query and without locks.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// One requested seat of the course, with what the drop's pre-checks and D1/D3 would read.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PreviewSeat {
+    pub seat_id: Uuid,
+    pub previously_dropped: bool,
+    pub enrolment_id: Option<Uuid>,
+    pub student_id: Option<String>,
+    pub project_id: Option<Uuid>,
+    pub enrolment_is_dropped: Option<bool>,
+    /// `enrolment_drop.state`, when a drop was started.
+    pub drop_state: Option<String>,
+    pub drop_is_early: Option<bool>,
+    pub deplete_in_doubt: Option<bool>,
+    pub drop_lease_until: Option<DateTime<Utc>>,
+}
+
+/// The seats among `seat_ids` that belong to `course_id`.
+pub async fn seats(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    seat_ids: &[Uuid],
+) -> Result<Vec<PreviewSeat>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id AS seat_id, s.previously_dropped, e.id AS enrolment_id, e.student_id,
+                e.project_id, e.is_dropped AS enrolment_is_dropped, d.state AS drop_state,
+                d.is_early AS drop_is_early, d.deplete_in_doubt,
+                d.lease_until AS drop_lease_until
+         FROM seat s
+         LEFT JOIN course_enrolment e ON e.id = s.enrolment_id
+         LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
+         WHERE s.course_id = $1 AND s.id = ANY($2)",
+    )
+    .bind(course_id)
+    .bind(seat_ids)
+    .fetch_all(db)
+    .await
+}
