@@ -329,3 +329,35 @@ fn keys(value: Option<&Value>) -> Vec<String> {
         .map(|o| o.keys().cloned().collect())
         .unwrap_or_default()
 }
+
+#[sqlx::test]
+async fn the_expiry_job_records_its_changes_as_the_system(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let (course, students) = fixtures::course_with_students(&app, "Ending", 1).await;
+    let id = course.course_id;
+    exec(
+        &db,
+        "UPDATE course SET start_date = now() - interval '10 days',
+                last_drop_date = now() - interval '5 days', end_date = now() - interval '1 minute'
+         WHERE id = $1",
+        id,
+    )
+    .await;
+    let mut lock = db.acquire().await.unwrap();
+    vlab_courses::jobs::expiry::run(&app.services(), &mut lock, Utc::now())
+        .await
+        .unwrap();
+
+    let events = stored(&db, id).await;
+    let dropped = one(&events, "enrolment_dropped");
+    assert_eq!(dropped.actor_role, "system");
+    assert_eq!(dropped.actor_id, None);
+    assert_eq!(dropped.enrolment_id, Some(students[0].enrolment_id));
+    assert_eq!(dropped.data["reason"], "expiry");
+    assert_eq!(dropped.data["is_early"], false);
+    let removed = one(&events, "access_removed");
+    assert_eq!(removed.actor_role, "system");
+    let depleted = one(&events, "course_budget_depleted");
+    assert_eq!(depleted.actor_role, "system");
+    assert_eq!(depleted.data, json!({"reason": "expiry"}));
+}

@@ -18,6 +18,7 @@ use uuid::Uuid;
 pub use failure::StudentFailure;
 
 use crate::domain::audit::Actor;
+use crate::domain::caller::Caller;
 use crate::repo::{self, courses::Course, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
@@ -70,11 +71,14 @@ pub(crate) struct AssignRun {
 /// whole request with nothing done; after the reservation every student gets a result.
 pub async fn assign(
     services: &Services,
-    actor: Actor,
+    caller: &Caller,
     course_id: Uuid,
     students: Vec<Student>,
 ) -> Result<Vec<StudentResult>, UseCaseError> {
     let services = services.clone();
+    // A lab admin who is also a service admin is recorded as the service admin.
+    let actor = Actor::staff(caller);
+    let caller = caller.sub;
     let tasks = services.tasks.clone();
     // Detached from the start, so a disconnect never strands a reservation or a ledger.
     tasks
@@ -97,7 +101,7 @@ pub async fn assign(
                 };
             let ctx = Arc::new(AssignRun {
                 services,
-                caller: actor.id.unwrap_or_default(),
+                caller,
                 actor,
                 course: reservation.course,
                 lab: reservation.lab,
