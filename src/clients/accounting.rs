@@ -444,6 +444,18 @@ mod tests {
     }
 
     #[test]
+    fn balances_are_parsed_exactly_from_strings_or_numbers() {
+        let read = parse_balance(
+            r#"{"message": "Balance for project", "data": {"proj_id": "x", "balance": "145.50", "reservation": 2}}"#,
+        )
+        .unwrap();
+        assert_eq!(read.balance, Decimal::new(14550, 2));
+        assert_eq!(read.reservation, Decimal::from(2));
+        assert!(parse_balance(r#"{"data": {"balance": "1.00"}}"#).is_err());
+        assert!(parse_balance("not json").is_err());
+    }
+
+    #[test]
     fn total_amounts_are_parsed_exactly() {
         let parse = |total: &str| {
             parse_total_amount(&format!(

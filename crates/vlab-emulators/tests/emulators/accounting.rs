@@ -338,3 +338,44 @@ async fn the_lab_balance_lists_its_projects_and_dev_spend_draws_on_them() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(acc.emulator.call_count("acc_vlab_balance"), 4);
 }
+
+#[tokio::test]
+async fn the_project_balance_is_read_with_a_get_and_unknown_accounts_are_404() {
+    let acc = Acc::start().await;
+    let (_, project) = acc.lab_with_project().await;
+    acc.post(
+        "/budget/grant",
+        json!({"proj_id": project, "amount": 200.0}),
+    )
+    .await;
+    acc.emulator
+        .spend(project, Decimal::from_str("54.5").unwrap())
+        .unwrap();
+    let get = |id: Uuid, auth: bool| {
+        let mut request = client().get(format!("{}/balance/project/{id}", acc.emulator.base_url()));
+        if auth {
+            request = request.header("authorization", "Bearer service-token");
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = get(project, true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"message": "Balance for project",
+               "data": {"proj_id": project, "balance": "145.50", "reservation": "0.00"}})
+    );
+    let (status, body) = get(Uuid::new_v4(), true).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error_code"], "ENTITY_NOT_FOUND");
+    let (status, _) = get(project, false).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(acc.emulator.call_count("acc_project_balance"), 3);
+}
