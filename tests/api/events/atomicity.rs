@@ -174,7 +174,7 @@ async fn course_and_seat_changes_roll_back_with_their_event(db: PgPool) {
     assert_eq!(seats, 0);
     allow_event(&db, "seats_provisioned").await;
 
-    // seats_transferred_in: the seats stay in the source.
+    // A transfer: the seats stay in the source whichever of its two events fails.
     let source = fixtures::create_active_course(&app, "Source").await;
     fixtures::provision(&app, source.course_id, 1).await;
     exec(
@@ -183,26 +183,32 @@ async fn course_and_seat_changes_roll_back_with_their_event(db: PgPool) {
         source.course_id,
     )
     .await;
-    refuse_event(&db, "seats_transferred_in").await;
-    database_error(
-        admin
-            .transfer(&json!({"source_course_id": source.course_id,
-                "target_course_id": active.course_id, "amount": 1}))
-            .await,
-    );
-    let in_source: i64 = fetch_scalar(
-        &db,
-        "SELECT count(*) FROM seat WHERE course_id = $1",
-        source.course_id,
-    )
-    .await;
-    assert_eq!(in_source, 1);
-    assert!(
-        types(&db, source.course_id)
-            .await
-            .iter()
-            .all(|t| t != "seats_transferred_out")
-    );
+    for refused in ["seats_transferred_out", "seats_transferred_in"] {
+        refuse_event(&db, refused).await;
+        database_error(
+            admin
+                .transfer(&json!({"source_course_id": source.course_id,
+                    "target_course_id": active.course_id, "amount": 1}))
+                .await,
+        );
+        let in_source: i64 = fetch_scalar(
+            &db,
+            "SELECT count(*) FROM seat WHERE course_id = $1",
+            source.course_id,
+        )
+        .await;
+        assert_eq!(in_source, 1, "{refused}");
+        let written = [
+            types(&db, source.course_id).await,
+            types(&db, active.course_id).await,
+        ]
+        .concat();
+        assert!(
+            written.iter().all(|t| !t.starts_with("seats_transferred")),
+            "{refused}"
+        );
+        allow_event(&db, refused).await;
+    }
 
     // course_voided: the status stays.
     refuse_event(&db, "course_voided").await;
