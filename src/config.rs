@@ -78,6 +78,12 @@ pub struct Config {
     /// Only the server needs it; `expire-courses` loads the configuration without it.
     pub invite_jwt_secret: String,
     pub invite_expires_in_days: u32,
+    /// `CLAIM_RESEND_INTERVAL_MINUTES`: shortest gap between an enrolment's newest claim e-mail
+    /// and a resend.
+    pub claim_resend_interval_minutes: u32,
+    /// `CLAIM_EMAILS_MAX_PER_DAY`: most claim e-mails one enrolment may have had queued in any
+    /// rolling 24 h.
+    pub claim_emails_max_per_day: u32,
     pub credits_per_seat: i32,
     pub seat_expiry_days: u32,
     pub drop_recovery_margin_credits: i32,
@@ -226,6 +232,9 @@ impl Config {
             landing_namespace: env.string("LANDING_NAMESPACE", "https://openbraininstitute.org")?,
             invite_jwt_secret,
             invite_expires_in_days: env.int("INVITE_EXPIRES_IN_DAYS", 7, 1, 3650)? as u32,
+            claim_resend_interval_minutes: env.int("CLAIM_RESEND_INTERVAL_MINUTES", 10, 1, 1440)?
+                as u32,
+            claim_emails_max_per_day: env.int("CLAIM_EMAILS_MAX_PER_DAY", 5, 1, 100)? as u32,
             credits_per_seat: env.int("CREDITS_PER_SEAT", 200, 1, 1_000_000_000)? as i32,
             seat_expiry_days: env.int("SEAT_EXPIRY_DAYS", 365, 1, 36_500)? as u32,
             drop_recovery_margin_credits: env.int(

@@ -4,6 +4,7 @@ pub mod access;
 pub mod audit;
 pub mod backoff;
 pub mod caller;
+pub mod claim_limit;
 pub mod course_dates;
 pub mod datetime;
 pub mod email;

@@ -98,6 +98,11 @@ impl RawBody {
     pub fn parse<T: FromFields>(&self) -> Result<T, ApiError> {
         fields::parse(&self.object()?, None)
     }
+
+    /// The body parsed as `T`, where a missing body or `null` reads as `{}`.
+    pub fn parse_optional<T: FromFields>(&self) -> Result<T, ApiError> {
+        fields::parse(&fields::optional_json_object(&self.0)?, None)
+    }
 }
 
 /// A request body parsed as `T`; a body that is not a JSON object or a field problem → 422.

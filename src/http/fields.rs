@@ -34,6 +34,18 @@ pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// Parses a request body that may be left out: a missing or blank body and `null` read as `{}`;
+/// anything else must be a JSON object.
+pub fn optional_json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Null) => Ok(Map::new()),
+        _ => json_object(bytes),
+    }
+}
+
 /// A PATCH value: absent, explicitly `null`, or given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Patch<T> {
@@ -325,6 +337,55 @@ pub fn query_boolean(value: &Value) -> Result<bool, String> {
         },
         _ => Err("Must be a boolean".to_owned()),
     }
+}
+
+/// A list of 1..`max` distinct UUIDs under `key`: `Must be a list`, `Must contain at least 1
+/// item`, `Must contain at most {max} items`, `{key}[i]: Must be a UUID`, and `Duplicate
+/// {singular} in request: {id}` (compared as UUIDs, reported lower-case).
+pub fn uuid_list(
+    key: &'static str,
+    singular: &'static str,
+    max: usize,
+) -> impl Fn(&Value) -> Result<Vec<Uuid>, String> {
+    move |value| {
+        let items = value
+            .as_array()
+            .ok_or_else(|| "Must be a list".to_owned())?;
+        if items.is_empty() {
+            return Err("Must contain at least 1 item".to_owned());
+        }
+        if items.len() > max {
+            return Err(format!("Must contain at most {max} items"));
+        }
+        let mut ids = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let id = item
+                .as_str()
+                .and_then(parse_uuid)
+                .ok_or_else(|| format!("{key}[{i}]: Must be a UUID"))?;
+            ids.push(id);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        if let Some(duplicate) = ids.iter().find(|id| !seen.insert(**id)) {
+            return Err(format!("Duplicate {singular} in request: {duplicate}"));
+        }
+        Ok(ids)
+    }
+}
+
+/// The schema of [`uuid_list`].
+pub fn uuid_list_schema(max: usize) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+        )
+        .min_items(Some(1))
+        .max_items(Some(max))
+        .unique_items(true)
+        .build()
 }
 
 /// The schema of a string that must be one of `values` (for `schema_with`).

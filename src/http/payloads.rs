@@ -319,6 +319,56 @@ pub struct EnrolmentOut {
     pub drop_state: Option<String>,
     /// `none`, `waitlisted` or `member`: the access confirmed in Keycloak for the claimant.
     pub access_level: String,
+    /// When the current claim was made; null when unclaimed, and for claims made before this
+    /// was recorded.
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// The claimer's token e-mail at claim time (may differ from `contact_email`).
+    pub claimed_by_email: Option<String>,
+    /// The latest claim e-mail; null when there is none.
+    pub claim_email: Option<ClaimEmailOut>,
+}
+
+/// ClaimEmailStatus: the latest claim e-mail of an enrolment.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClaimEmailOut {
+    /// `pending`, `sent`, `failed` (gave up after 12 attempts) or `cancelled` (superseded by a
+    /// newer claim e-mail, or the enrolment was dropped).
+    pub status: String,
+    /// The `To` address.
+    pub recipient: String,
+    /// What queued it: `assign`, `resend`, `resend_all`, `email_corrected` or `unclaimed`.
+    pub origin: String,
+    /// Send attempts so far.
+    pub attempts: i32,
+    #[serde(serialize_with = "serde_utc::serialize")]
+    pub queued_at: DateTime<Utc>,
+    /// When SMTP accepted it.
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// How many claim e-mails this enrolment has had, in every status.
+    pub emails_queued: i64,
+    /// The earliest instant the rate limit would accept a resend; null means now.
+    #[serde(serialize_with = "serde_utc::option::serialize")]
+    pub next_resend_allowed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&crate::usecases::claim_emails::ClaimEmailStatus> for ClaimEmailOut {
+    fn from(c: &crate::usecases::claim_emails::ClaimEmailStatus) -> Self {
+        Self {
+            status: c.status.clone(),
+            recipient: c.recipient.clone(),
+            origin: c.origin.clone(),
+            attempts: c.attempts,
+            queued_at: c.queued_at,
+            sent_at: c.sent_at,
+            last_error: c.last_error.clone(),
+            emails_queued: c.emails_queued,
+            next_resend_allowed_at: c.next_resend_allowed_at,
+        }
+    }
 }
 
 impl EnrolmentOut {
@@ -326,6 +376,7 @@ impl EnrolmentOut {
         e: &crate::repo::enrolments::Enrolment,
         seat: Option<&crate::repo::seats::Seat>,
         drop_state: Option<String>,
+        claim_email: Option<&crate::usecases::claim_emails::ClaimEmailStatus>,
     ) -> Self {
         Self {
             id: e.id,
@@ -346,6 +397,9 @@ impl EnrolmentOut {
                 e.access_level.clone()
             },
             drop_state,
+            claimed_at: e.claimed_at,
+            claimed_by_email: e.claimed_by_email.clone(),
+            claim_email: claim_email.map(ClaimEmailOut::from),
         }
     }
 }

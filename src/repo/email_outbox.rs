@@ -1,4 +1,4 @@
-//! `email_outbox` rows: the durable queue of claim e-mails (rules.md §6.2).
+//! `email_outbox` rows: the durable queue of e-mails (rules.md §6.2).
 //!
 //! Every final update is guarded by `lease_id`, so a worker whose lease lapsed and was taken
 //! over records nothing.
@@ -27,18 +27,31 @@ pub struct LeasedEmail {
     pub enrolment_dropped: Option<bool>,
 }
 
-/// What a new claim e-mail row holds. It is inserted already leased by `lease_id`, so the
-/// request that queues it can make the first attempt.
+/// What queued a row (`email_outbox.origin`).
+pub mod origin {
+    pub const ASSIGN: &str = "assign";
+    pub const RESEND: &str = "resend";
+    pub const RESEND_ALL: &str = "resend_all";
+}
+
+/// What a new outbox row holds. With a lease, the request that queues it makes the first
+/// attempt; without one, the worker sends it.
 #[derive(Debug, Clone)]
 pub struct NewEmail {
     pub id: Uuid,
-    pub enrolment_id: Uuid,
+    pub kind: &'static str,
+    pub enrolment_id: Option<Uuid>,
+    pub course_id: Option<Uuid>,
     pub recipient: String,
     pub payload: serde_json::Value,
-    pub lease_id: Uuid,
-    pub lease_until: DateTime<Utc>,
+    pub origin: &'static str,
+    /// `sub` of the caller who asked for it; `None` for assign and the job.
+    pub requested_by: Option<Uuid>,
+    /// `(lease_id, lease_until)`.
+    pub lease: Option<(Uuid, DateTime<Utc>)>,
 }
 
+/// Inserts a `pending` row, due at `now`.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     email: &NewEmail,
@@ -46,20 +59,106 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO email_outbox (id, kind, enrolment_id, recipient, payload, status, attempts,
-             next_attempt_at, lease_id, lease_until, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $6, $6)",
+             next_attempt_at, lease_id, lease_until, created_at, updated_at, origin,
+             requested_by, course_id)
+         VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $6, $6, $9, $10, $11)",
     )
     .bind(email.id)
-    .bind(KIND_ENROLMENT_CLAIM)
+    .bind(email.kind)
     .bind(email.enrolment_id)
     .bind(&email.recipient)
     .bind(&email.payload)
     .bind(now)
-    .bind(email.lease_id)
-    .bind(email.lease_until)
+    .bind(email.lease.map(|(id, _)| id))
+    .bind(email.lease.map(|(_, until)| until))
+    .bind(email.origin)
+    .bind(email.requested_by)
+    .bind(email.course_id)
     .execute(db)
     .await
     .map(drop)
+}
+
+/// Cancels the `pending` claim e-mails of the enrolments: a newer one supersedes them. A
+/// sender holding one of them records nothing, as its final update needs `pending`.
+pub async fn cancel_pending_claims(
+    db: impl PgExecutor<'_>,
+    enrolment_ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE email_outbox SET status = 'cancelled', lease_id = NULL, lease_until = NULL,
+             updated_at = $2
+         WHERE enrolment_id = ANY($1) AND kind = 'enrolment_claim' AND status = 'pending'",
+    )
+    .bind(enrolment_ids)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected())
+}
+
+/// `(enrolment_id, created_at)` of the enrolments' claim e-mails created after `since`, in
+/// every status: by enrolment, newest first.
+pub async fn recent_claims(
+    db: impl PgExecutor<'_>,
+    enrolment_ids: &[Uuid],
+    since: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT enrolment_id, created_at FROM email_outbox
+         WHERE enrolment_id = ANY($1) AND kind = 'enrolment_claim' AND created_at > $2
+         ORDER BY enrolment_id, created_at DESC, id DESC",
+    )
+    .bind(enrolment_ids)
+    .bind(since)
+    .fetch_all(db)
+    .await
+}
+
+/// The latest claim e-mail of an enrolment, with what the roster shows about the others.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LatestClaimEmail {
+    pub enrolment_id: Uuid,
+    pub status: String,
+    pub recipient: String,
+    pub origin: String,
+    pub attempts: i32,
+    pub queued_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Every claim e-mail of the enrolment, in every status.
+    pub emails_queued: i64,
+    /// `created_at` of those created after `since`, newest first.
+    pub recent: Vec<DateTime<Utc>>,
+}
+
+/// The latest claim e-mail (`created_at DESC, id DESC`) of each enrolment that has one.
+pub async fn latest_claims(
+    db: impl PgExecutor<'_>,
+    enrolment_ids: &[Uuid],
+    since: DateTime<Utc>,
+) -> Result<Vec<LatestClaimEmail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id AS enrolment_id, l.status, l.recipient, l.origin, l.attempts,
+                l.created_at AS queued_at, l.sent_at, l.last_error, a.emails_queued, a.recent
+         FROM unnest($1::uuid[]) AS e(id)
+         JOIN LATERAL (
+             SELECT status, recipient, origin, attempts, created_at, sent_at, last_error
+             FROM email_outbox
+             WHERE enrolment_id = e.id AND kind = 'enrolment_claim'
+             ORDER BY created_at DESC, id DESC LIMIT 1) l ON true
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS emails_queued,
+                    COALESCE(array_agg(created_at ORDER BY created_at DESC, id DESC)
+                             FILTER (WHERE created_at > $2), '{}') AS recent
+             FROM email_outbox
+             WHERE enrolment_id = e.id AND kind = 'enrolment_claim') a",
+    )
+    .bind(enrolment_ids)
+    .bind(since)
+    .fetch_all(db)
+    .await
 }
 
 /// Leases up to `limit` due pending rows of the given kinds that nobody holds, by
@@ -84,9 +183,10 @@ pub async fn lease_due(
          leased AS (
              UPDATE email_outbox o SET lease_id = $1, lease_until = $3, updated_at = $2
              FROM due WHERE o.id = due.id
-             RETURNING o.id, o.kind, o.enrolment_id, o.recipient, o.payload, o.attempts,
-                 o.next_attempt_at)
-         SELECT l.id, l.kind, l.enrolment_id, e.course_id, l.recipient, l.payload, l.attempts,
+             RETURNING o.id, o.kind, o.enrolment_id, o.course_id, o.recipient, o.payload,
+                 o.attempts, o.next_attempt_at)
+         SELECT l.id, l.kind, l.enrolment_id, COALESCE(l.course_id, e.course_id) AS course_id,
+                l.recipient, l.payload, l.attempts,
                 e.is_dropped AS enrolment_dropped
          FROM leased l LEFT JOIN course_enrolment e ON e.id = l.enrolment_id
          ORDER BY l.next_attempt_at, l.id",

@@ -17,10 +17,14 @@ pub struct Enrolment {
     pub created_at: DateTime<Utc>,
     /// `none`, `waitlisted` or `member`: what Keycloak is confirmed to hold for `claimed_by`.
     pub access_level: String,
+    /// When the current claim was made; null for claims made before this was recorded.
+    pub claimed_at: Option<DateTime<Utc>>,
+    /// The claimer's token e-mail at claim time.
+    pub claimed_by_email: Option<String>,
 }
 
 pub const COLUMNS: &str = "id, course_id, project_id, contact_email, student_id, claimed_by, \
-    is_dropped, activated_at, created_at, access_level";
+    is_dropped, activated_at, created_at, access_level, claimed_at, claimed_by_email";
 
 /// The index that allows one claimed, non-dropped enrolment per user and course.
 pub const UNIQUE_CLAIMED_BY_INDEX: &str = "uq_enrolment_course_claimed_by";
@@ -126,18 +130,20 @@ pub async fn claimed_elsewhere(
     .await
 }
 
-/// Records the claim and takes the access lease `lease` for the claim's access sync (W.5.4),
-/// with a fresh attempt count.
+/// Records the claim (who, with which token e-mail, when) and takes the access lease `lease`
+/// for the claim's access sync (W.5.4), with a fresh attempt count.
 pub async fn set_claimed_by(
     db: impl PgExecutor<'_>,
     id: Uuid,
     user: Uuid,
+    user_email: &str,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Enrolment, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE course_enrolment
-         SET claimed_by = $2, access_lease_id = $3, access_lease_until = $4, access_attempts = 0,
+         SET claimed_by = $2, claimed_by_email = $5, claimed_at = $6,
+             access_lease_id = $3, access_lease_until = $4, access_attempts = 0,
              access_next_attempt_at = NULL, access_last_error = NULL
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
@@ -145,6 +151,8 @@ pub async fn set_claimed_by(
     .bind(user)
     .bind(lease)
     .bind(now + super::access::LEASE)
+    .bind(user_email)
+    .bind(now)
     .fetch_one(db)
     .await
 }
@@ -250,8 +258,8 @@ pub async fn list_by_course(
 ) -> Result<Vec<EnrolmentWithDrop>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
-                e.is_dropped, e.activated_at, e.created_at, e.access_level,
-                d.state AS drop_state
+                e.is_dropped, e.activated_at, e.created_at, e.access_level, e.claimed_at,
+                e.claimed_by_email, d.state AS drop_state
          FROM course_enrolment e
          LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
          WHERE e.course_id = $1
@@ -282,8 +290,8 @@ pub async fn find_with_credits(
 ) -> Result<Option<EnrolmentCredits>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
-                e.is_dropped, e.activated_at, e.created_at, e.access_level,
-                d.state AS drop_state,
+                e.is_dropped, e.activated_at, e.created_at, e.access_level, e.claimed_at,
+                e.claimed_by_email, d.state AS drop_state,
                 CASE WHEN d.state <> 'depleting' THEN d.depleted_amount END AS depleted_amount,
                 c.credits_per_seat
          FROM course_enrolment e
@@ -295,4 +303,66 @@ pub async fn find_with_credits(
     .bind(course_id)
     .fetch_optional(db)
     .await
+}
+
+/// The enrolment `id` of the course, locked `FOR UPDATE`.
+pub async fn find_in_course_for_update(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment WHERE id = $1 AND course_id = $2 FOR UPDATE"
+    ))
+    .bind(id)
+    .bind(course_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The listed enrolments of the course that exist, locked `FOR UPDATE` in id order.
+pub async fn lock_in_course(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment WHERE course_id = $1 AND id = ANY($2)
+         ORDER BY id FOR UPDATE"
+    ))
+    .bind(course_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// The first `limit` unclaimed enrolments of the course that are not dropped and have no drop
+/// row, by `created_at`, then id; locked `FOR UPDATE` in id order, returned in id order.
+pub async fn lock_unclaimed(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment
+         WHERE id IN (
+             SELECT e.id FROM course_enrolment e
+             WHERE e.course_id = $1 AND e.claimed_by IS NULL AND NOT e.is_dropped
+               AND NOT EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
+             ORDER BY e.created_at, e.id
+             LIMIT $2)
+         ORDER BY id FOR UPDATE"
+    ))
+    .bind(course_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Those of `ids` that have an `enrolment_drop` row.
+pub async fn with_drop(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT enrolment_id FROM enrolment_drop WHERE enrolment_id = ANY($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
 }

@@ -13,7 +13,9 @@ use super::UseCaseError;
 use crate::clients::Email;
 use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
-use crate::repo::{self, email_outbox::FailureRecorded, email_outbox::LeasedEmail};
+use crate::repo::email_outbox::{FailureRecorded, LeasedEmail, NewEmail};
+use crate::repo::events::NewEvent;
+use crate::repo::{self};
 use crate::usecases::Services;
 use crate::usecases::events::{self, EventExt};
 
@@ -282,6 +284,25 @@ fn claim_email(recipient: &str, payload: &serde_json::Value) -> Result<Email, &'
         claim_link: text("claim_link")?,
         discover_link: text("discover_link")?,
     })
+}
+
+/// The `email_queued` event of a new row of `course_id`, for the transaction that inserts it.
+pub fn queued_event(
+    course_id: Uuid,
+    email: &NewEmail,
+    actor: &Actor,
+    now: DateTime<Utc>,
+) -> NewEvent {
+    let event = events::event(course_id, EventType::EmailQueued, actor, now).data(json!({
+        "outbox_id": email.id,
+        "kind": email.kind,
+        "origin": email.origin,
+        "recipient": email.recipient,
+    }));
+    match email.enrolment_id {
+        Some(enrolment_id) => event.enrolment(enrolment_id),
+        None => event,
+    }
 }
 
 /// The payload queued with a new claim e-mail (integrations.md §4.3).

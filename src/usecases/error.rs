@@ -13,6 +13,7 @@ pub use http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::claim_emails::ResendError;
 use super::courses::CourseError;
 use super::events::EventError;
 use super::institutions::InstitutionError;
@@ -106,6 +107,8 @@ pub enum UseCaseError {
     Activation(#[from] ActivationError),
     #[error(transparent)]
     Event(#[from] EventError),
+    #[error(transparent)]
+    Resend(#[from] ResendError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -127,6 +130,7 @@ impl UseCaseError {
             Self::Claim(e) => e.answer(),
             Self::Activation(e) => e.answer(),
             Self::Event(e) => e.answer(),
+            Self::Resend(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

@@ -3,6 +3,7 @@
 //! returns a typed [`UseCaseError`], which the HTTP layer maps to a response in one place.
 
 pub mod access;
+pub mod claim_emails;
 pub mod courses;
 pub mod drops;
 pub mod email_outbox;

@@ -551,6 +551,9 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
             "seat",
             "drop_state",
             "access_level",
+            "claimed_at",
+            "claimed_by_email",
+            "claim_email",
         ],
     );
     assert_eq!(active["access_level"], "member");

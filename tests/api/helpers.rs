@@ -557,6 +557,37 @@ impl Caller<'_> {
     pub async fn get_batch(&self, batch: impl Display) -> Reply {
         self.get(&format!("/seats/batches/{batch}")).await
     }
+
+    /// `POST …/enrolments/{enrolment}/resend-claim-email` with no body.
+    pub async fn resend_claim_email(&self, course: impl Display, enrolment: impl Display) -> Reply {
+        json(self.resend_claim_email_response(course, enrolment).await).await
+    }
+
+    /// The same, as the raw response (for its headers).
+    pub async fn resend_claim_email_response(
+        &self,
+        course: impl Display,
+        enrolment: impl Display,
+    ) -> reqwest::Response {
+        self.app
+            .request(
+                Method::POST,
+                &format!("/seats/courses/{course}/enrolments/{enrolment}/resend-claim-email"),
+                self.token.as_deref(),
+                None,
+            )
+            .await
+    }
+
+    /// `POST /seats/courses/{course}/resend-claim-emails`, without a body when `body` is `None`.
+    pub async fn resend_claim_emails(&self, course: impl Display, body: Option<&Value>) -> Reply {
+        self.send(
+            Method::POST,
+            &format!("/seats/courses/{course}/resend-claim-emails"),
+            body,
+        )
+        .await
+    }
 }
 
 /// Assertions on a [`Reply`] that hand back its body.

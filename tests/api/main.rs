@@ -4,6 +4,7 @@ mod assign;
 mod authn;
 mod authn_challenge;
 mod claim_activate;
+mod claim_emails;
 mod courses;
 mod drop_preview;
 mod drops;

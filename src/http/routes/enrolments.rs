@@ -224,7 +224,14 @@ async fn list_enrolments(
     Ok(Json(EnrolmentList {
         enrolments: listed
             .into_iter()
-            .map(|(e, seat)| EnrolmentOut::new(&e.enrolment, seat.as_ref(), e.drop_state))
+            .map(|entry| {
+                EnrolmentOut::new(
+                    &entry.enrolment.enrolment,
+                    entry.seat.as_ref(),
+                    entry.enrolment.drop_state,
+                    entry.claim_email.as_ref(),
+                )
+            })
             .collect(),
     }))
 }

@@ -245,6 +245,7 @@ impl From<Timeline> for TimelineOut {
                 &t.enrolment.enrolment,
                 t.seat.as_ref(),
                 t.enrolment.drop_state,
+                t.claim_email.as_ref(),
             ),
             credits: t.credits.into(),
             events: t.events.into_iter().map(CourseEventOut::from).collect(),

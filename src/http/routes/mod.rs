@@ -1,6 +1,7 @@
 //! One module per resource's routes; each registers its handlers once, with `routes!`, so the
 //! router and the OpenAPI document come from the same line.
 
+pub mod claim_emails;
 pub mod courses;
 pub mod drop_preview;
 pub mod enrolments;
@@ -29,4 +30,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(drop_preview::router())
         .merge(enrolments::router())
         .merge(events::router())
+        .merge(claim_emails::router())
 }

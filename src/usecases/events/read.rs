@@ -8,6 +8,7 @@ use super::EventError;
 use crate::repo::enrolments::EnrolmentCredits;
 use crate::repo::events::{CourseEvent, EventQuery};
 use crate::repo::{self, courses::Course, seats::Seat};
+use crate::usecases::claim_emails::{self, ClaimEmailStatus};
 use crate::usecases::courses::CourseError;
 use crate::usecases::{Services, UseCaseError};
 
@@ -30,6 +31,8 @@ pub async fn list(
 pub struct Timeline {
     pub enrolment: EnrolmentCredits,
     pub seat: Option<Seat>,
+    /// The latest claim e-mail, if any.
+    pub claim_email: Option<ClaimEmailStatus>,
     pub credits: Credits,
     /// Oldest first.
     pub events: Vec<CourseEvent>,
@@ -72,6 +75,9 @@ pub async fn timeline(
         .into_iter()
         .next();
     let events = repo::events::for_enrolment(db, enrolment_id).await?;
+    let claim_email = claim_emails::statuses(services, &[enrolment_id], chrono::Utc::now())
+        .await?
+        .remove(&enrolment_id);
 
     let dropped = enrolment.enrolment.is_dropped || enrolment.drop_state.is_some();
     let (balance, balance_error) = if include_balance && !dropped {
@@ -90,6 +96,7 @@ pub async fn timeline(
     Ok(Timeline {
         enrolment,
         seat,
+        claim_email,
         credits,
         events,
     })

@@ -31,6 +31,7 @@ pub async fn claim(
 ) -> Result<Claimed, UseCaseError> {
     let services = services.clone();
     let actor = Actor::student(caller);
+    let caller_email = caller.email.clone();
     let caller = caller.sub;
     services
         .tasks
@@ -38,7 +39,12 @@ pub async fn claim(
         .run("claim_enrolment", async move {
             let now = Utc::now();
             let run = Uuid::new_v4();
-            let claimed = record_claim(&services, caller, &actor, enrolment_id, run, now).await?;
+            let claimer = Claimer {
+                id: caller,
+                email: &caller_email,
+                actor: &actor,
+            };
+            let claimed = record_claim(&services, &claimer, enrolment_id, run, now).await?;
             access::sync(
                 &services,
                 SyncRequest {
@@ -63,14 +69,21 @@ pub async fn claim(
 }
 
 /// Step 1: checks 1–6 under the enrolment lock; the claim and the access lease `run`.
+/// Who claims: the token's `sub` and `email`, and the event actor.
+struct Claimer<'a> {
+    id: Uuid,
+    email: &'a str,
+    actor: &'a Actor,
+}
+
 async fn record_claim(
     services: &Services,
-    caller: Uuid,
-    actor: &Actor,
+    claimer: &Claimer<'_>,
     enrolment_id: Uuid,
     run: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Enrolment, UseCaseError> {
+    let caller = claimer.id;
     let mut tx = services.db.begin().await?;
     let enrolment = repo::enrolments::find_for_update(&mut *tx, enrolment_id)
         .await?
@@ -97,18 +110,19 @@ async fn record_claim(
     if repo::enrolments::claimed_elsewhere(&mut *tx, course.id, caller, enrolment_id).await? {
         return Err(ClaimError::ClaimedAnotherEnrolment.into());
     }
-    let claimed = repo::enrolments::set_claimed_by(&mut *tx, enrolment_id, caller, run, now)
-        .await
-        .map_err(|err| match repo::unique_violation(&err) {
-            // A concurrent claim of another enrolment of this course by the same user won.
-            Some(c) if c == repo::enrolments::UNIQUE_CLAIMED_BY_INDEX => {
-                UseCaseError::from(ClaimError::ClaimedAnotherEnrolment)
-            }
-            _ => err.into(),
-        })?;
-    let event = events::event(course.id, EventType::EnrolmentClaimed, actor, now)
+    let claimed =
+        repo::enrolments::set_claimed_by(&mut *tx, enrolment_id, caller, claimer.email, run, now)
+            .await
+            .map_err(|err| match repo::unique_violation(&err) {
+                // A concurrent claim of another enrolment of this course by the same user won.
+                Some(c) if c == repo::enrolments::UNIQUE_CLAIMED_BY_INDEX => {
+                    UseCaseError::from(ClaimError::ClaimedAnotherEnrolment)
+                }
+                _ => err.into(),
+            })?;
+    let event = events::event(course.id, EventType::EnrolmentClaimed, claimer.actor, now)
         .enrolment(enrolment_id)
-        .after(json!({ "claimed_by": caller }));
+        .after(json!({ "claimed_by": caller, "claimed_by_email": claimer.email }));
     events::record(&mut *tx, &[event]).await?;
     tx.commit().await?;
     metrics::counter!("vlab_enrolments_claimed_total").increment(1);

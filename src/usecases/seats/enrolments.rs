@@ -1,19 +1,33 @@
 //! `GET /courses/{course_id}/enrolments` (api.md §4.5.10): every enrolment, dropped ones
-//! included, with its seat and drop state. Read-only.
+//! included, with its seat, drop state and latest claim e-mail. Read-only: three set-based
+//! queries, whatever the number of enrolments.
 
 use std::collections::HashMap;
 
+use chrono::Utc;
 use uuid::Uuid;
 
 use crate::repo::{self, enrolments::EnrolmentWithDrop, seats::Seat};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::claim_emails::{self, ClaimEmailStatus};
 
-/// Enrolments by `created_at`, then id, each with the seat that points to it.
+/// One enrolment of the roster.
+#[derive(Debug, Clone)]
+pub struct RosterEntry {
+    pub enrolment: EnrolmentWithDrop,
+    /// The seat that points to it.
+    pub seat: Option<Seat>,
+    /// Its latest claim e-mail, if it has one.
+    pub claim_email: Option<ClaimEmailStatus>,
+}
+
+/// Enrolments by `created_at`, then id.
 pub async fn list_course_enrolments(
     services: &Services,
     course_id: Uuid,
-) -> Result<Vec<(EnrolmentWithDrop, Option<Seat>)>, UseCaseError> {
+) -> Result<Vec<RosterEntry>, UseCaseError> {
+    let now = Utc::now();
     let enrolments = repo::enrolments::list_by_course(&services.db, course_id).await?;
     let ids: Vec<Uuid> = enrolments.iter().map(|e| e.enrolment.id).collect();
     // `seat.enrolment_id` is unique, so each enrolment has at most one seat.
@@ -22,11 +36,13 @@ pub async fn list_course_enrolments(
         .into_iter()
         .filter_map(|s| s.enrolment_id.map(|id| (id, s)))
         .collect();
+    let mut claim_emails = claim_emails::statuses(services, &ids, now).await?;
     Ok(enrolments
         .into_iter()
-        .map(|e| {
-            let seat = seats.remove(&e.enrolment.id);
-            (e, seat)
+        .map(|e| RosterEntry {
+            seat: seats.remove(&e.enrolment.id),
+            claim_email: claim_emails.remove(&e.enrolment.id),
+            enrolment: e,
         })
         .collect())
 }

@@ -13,7 +13,7 @@ use crate::repo::email_outbox::{LeasedEmail, NewEmail};
 use crate::repo::enrolments::NewEnrolment;
 use crate::repo::projects::NewProject;
 use crate::repo::{self, courses::status};
-use crate::usecases::email_outbox::{LEASE, claim_payload};
+use crate::usecases::email_outbox::{LEASE, claim_payload, queued_event};
 use crate::usecases::events::{self, EventExt};
 
 /// The index that makes project names unique within a lab (among non-deleted projects).
@@ -112,11 +112,14 @@ pub async fn enrol(
 
     let email = NewEmail {
         id: Uuid::new_v4(),
-        enrolment_id: enrolment.id,
+        kind: repo::email_outbox::KIND_ENROLMENT_CLAIM,
+        enrolment_id: Some(enrolment.id),
+        course_id: Some(enrolment.course_id),
         recipient: student.email.clone(),
         payload: claim_payload(&ctx.services, &ctx.lab.name, enrolment.id),
-        lease_id: ctx.run,
-        lease_until: ctx.now + LEASE,
+        origin: repo::email_outbox::origin::ASSIGN,
+        requested_by: None,
+        lease: Some((ctx.run, ctx.now + LEASE)),
     };
     repo::email_outbox::insert(&mut *tx, &email, ctx.now)
         .await
@@ -133,13 +136,7 @@ pub async fn enrol(
             "run_id": ctx.run,
             "waitlisted_group": waitlisted_group,
         }));
-    let queued = events::event(course_id, EventType::EmailQueued, &ctx.actor, ctx.now)
-        .enrolment(enrolment.id)
-        .data(json!({
-            "outbox_id": email.id,
-            "kind": repo::email_outbox::KIND_ENROLMENT_CLAIM,
-            "recipient": email.recipient,
-        }));
+    let queued = queued_event(course_id, &email, &ctx.actor, ctx.now);
     events::record(&mut *tx, &[created, queued])
         .await
         .map_err(not_saved)?;
@@ -149,7 +146,7 @@ pub async fn enrol(
         enrolment_id: enrolment.id,
         email: LeasedEmail {
             id: email.id,
-            kind: repo::email_outbox::KIND_ENROLMENT_CLAIM.to_owned(),
+            kind: email.kind.to_owned(),
             enrolment_id: Some(enrolment.id),
             course_id: Some(course_id),
             recipient: email.recipient,
