@@ -24,6 +24,13 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
 }
 
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    // An optional body is documented as `oneOf: [null, T]`.
+    if let Some(t) = schema["oneOf"]
+        .as_array()
+        .and_then(|alternatives| alternatives.iter().find(|a| a.get("$ref").is_some()))
+    {
+        return resolve(doc, t);
+    }
     match schema["$ref"].as_str() {
         Some(reference) => {
             let name = reference.trim_start_matches("#/components/schemas/");

@@ -6,7 +6,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa::openapi::schema::Array;
+use utoipa::openapi::schema::{Array, SchemaType, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -85,13 +85,17 @@ async fn resend_claim_email(
 #[derive(Debug, Default, ToSchema)]
 #[schema(example = json!({"enrolment_ids": ["e1e1e1e1-0000-4000-8000-000000000001"]}))]
 pub struct ResendSelection {
-    /// 1..1000 distinct enrolment ids, answered in this order.
+    /// 1..1000 distinct enrolment ids, answered in this order; `null` or left out: every
+    /// unclaimed enrolment.
     #[schema(schema_with = enrolment_ids_schema)]
     enrolment_ids: Option<Vec<Uuid>>,
 }
 
+/// A `null` list reads like a missing one.
 fn enrolment_ids_schema() -> Array {
-    fields::uuid_list_schema(MAX_CANDIDATES)
+    let mut list = fields::uuid_list_schema(MAX_CANDIDATES);
+    list.schema_type = SchemaType::from_iter([Type::Array, Type::Null]);
+    list
 }
 
 impl FromFields for ResendSelection {
@@ -144,7 +148,7 @@ pub struct ResendResults {
 #[utoipa::path(post, path = "/seats/courses/{course_id}/resend-claim-emails", tag = "seats",
     security(("bearer" = [])),
     params(("course_id" = Uuid, Path, description = "Course id")),
-    request_body(content = ResendSelection,
+    request_body(content = Option<ResendSelection>,
         description = "Optional: a missing body, `{}` or `null` select every unclaimed enrolment"),
     responses((status = 200, body = ResendResults), (status = 401), (status = 403), (status = 404),
         (status = 409), (status = 422)))]
