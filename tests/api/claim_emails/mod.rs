@@ -1,5 +1,6 @@
 //! Claim status on the roster and resent claim e-mails (round-2 addendum F1, §2.6).
 
+mod events;
 mod resend_many;
 mod resend_one;
 mod roster;

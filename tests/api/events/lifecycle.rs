@@ -224,6 +224,7 @@ async fn lifecycle_writes_every_event_type_so_far(db: PgPool) {
     let queued = one(&events, "email_queued");
     assert_eq!(queued.data["recipient"], "stu-1@uni.org");
     assert_eq!(queued.data["kind"], "enrolment_claim");
+    assert_eq!(queued.data["origin"], "assign");
     let sent = one(&events, "email_sent");
     assert_eq!(
         sent.actor_role, "course_admin",
@@ -236,7 +237,7 @@ async fn lifecycle_writes_every_event_type_so_far(db: PgPool) {
     assert_eq!(claimed.actor_id, Some(student.id));
     assert_eq!(
         claimed.after_values,
-        Some(json!({"claimed_by": student.id}))
+        Some(json!({"claimed_by": student.id, "claimed_by_email": student.email}))
     );
     let granted = of_type(&events, "access_granted");
     assert_eq!(granted[0].actor_role, "student");
