@@ -128,7 +128,7 @@ async fn a_resend_racing_the_workers_retry_never_sends_two_different_links(db: P
         .await
         .ok_body();
     // The worker's send completes: its final update finds the row no longer pending.
-    let recorded = repo::email_outbox::mark_sent(&app.db, old.id, worker_lease, Utc::now())
+    let recorded = repo::email_outbox::mark_sent(&app.db, old.id, worker_lease, Utc::now(), None)
         .await
         .unwrap();
     assert!(!recorded);
