@@ -360,6 +360,8 @@ mod tests {
         assert_eq!(c.bind_addr.to_string(), "0.0.0.0:8000");
         assert!(c.multiple_vlabs_allowed_user_id.is_none());
         assert!(c.cors_origins.is_empty());
+        assert_eq!(c.claim_resend_interval_minutes, 10);
+        assert_eq!(c.claim_emails_max_per_day, 5);
     }
 
     #[test]
@@ -397,6 +399,10 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("RUN_MIGRATIONS", "maybe"),
             ("KC_SERVER_URI", "not a url"),
+            ("CLAIM_RESEND_INTERVAL_MINUTES", "0"),
+            ("CLAIM_RESEND_INTERVAL_MINUTES", "1441"),
+            ("CLAIM_EMAILS_MAX_PER_DAY", "0"),
+            ("CLAIM_EMAILS_MAX_PER_DAY", "101"),
         ] {
             let mut vars = base();
             vars.insert(var.to_owned(), value.to_owned());
