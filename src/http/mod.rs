@@ -9,6 +9,7 @@ pub mod gates;
 mod middleware;
 pub mod openapi;
 pub mod payloads;
+pub mod roster_csv;
 pub mod routes;
 pub mod state;
 

@@ -49,6 +49,42 @@ pub async fn duplicates(
     .await
 }
 
+/// An enrolment of the course that shares a student id or an e-mail with an imported row,
+/// with whether its drop has started and the seat it holds.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MatchingEnrolment {
+    pub id: Uuid,
+    pub student_id: String,
+    pub contact_email: String,
+    pub project_id: Uuid,
+    /// `is_dropped`, or an `enrolment_drop` row exists.
+    pub dropped: bool,
+    pub seat_id: Option<Uuid>,
+}
+
+/// The enrolments of the course (dropped ones included) whose student id is one of
+/// `student_ids` or whose e-mail, lower-cased, is one of `lower_emails`.
+pub async fn matching(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    student_ids: &[String],
+    lower_emails: &[String],
+) -> Result<Vec<MatchingEnrolment>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.student_id, e.contact_email, e.project_id,
+                e.is_dropped OR d.enrolment_id IS NOT NULL AS dropped,
+                (SELECT s.id FROM seat s WHERE s.enrolment_id = e.id LIMIT 1) AS seat_id
+         FROM course_enrolment e
+         LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
+         WHERE e.course_id = $1 AND (e.student_id = ANY($2) OR lower(e.contact_email) = ANY($3))",
+    )
+    .bind(course_id)
+    .bind(student_ids)
+    .bind(lower_emails)
+    .fetch_all(db)
+    .await
+}
+
 /// What a new enrolment row holds.
 #[derive(Debug, Clone)]
 pub struct NewEnrolment {

@@ -212,6 +212,22 @@ pub async fn lock_available(
     .await
 }
 
+/// How many seats of the course are available at `now` (data-model.md §2.7).
+pub async fn count_available(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM seat WHERE course_id = $1 AND {}",
+        available("$2")
+    ))
+    .bind(course_id)
+    .bind(now)
+    .fetch_one(db)
+    .await
+}
+
 /// One seat reserved for one student.
 #[derive(Debug, Clone)]
 pub struct SeatReservation {

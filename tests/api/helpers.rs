@@ -537,6 +537,20 @@ impl Caller<'_> {
             .await
     }
 
+    /// `query` is the whole query string with its `?` (`?dry_run=true`), or empty.
+    pub async fn post_roster_import(
+        &self,
+        course: impl Display,
+        query: &str,
+        body: &Value,
+    ) -> Reply {
+        self.post(
+            &format!("/seats/courses/{course}/roster-import{query}"),
+            body,
+        )
+        .await
+    }
+
     pub async fn post_drop(&self, course: impl Display, seat_ids: &[Uuid]) -> Reply {
         self.post(
             &format!("/seats/courses/{course}/drop"),

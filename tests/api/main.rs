@@ -19,6 +19,7 @@ mod labs;
 mod lifecycle;
 mod openapi_document;
 mod projects;
+mod roster_import;
 mod seats;
 mod service;
 mod void_delete;

@@ -173,6 +173,30 @@ impl<'a> Api<'a> {
         Ok((seats, ok))
     }
 
+    /// Imports a roster of `n` students (`{prefix}-i`) as CSV; returns the summary.
+    pub async fn roster_import(
+        &self,
+        course: &Course,
+        prefix: &str,
+        n: usize,
+        dry_run: bool,
+    ) -> anyhow::Result<Value> {
+        let rows: String = (0..n)
+            .map(|i| format!("{prefix}-{i},{prefix}-{i}@uni.example.org\n"))
+            .collect();
+        let body = self
+            .post(
+                &format!(
+                    "/seats/courses/{}/roster-import?dry_run={dry_run}",
+                    course.id
+                ),
+                &course.faculty_token,
+                json!({"csv": format!("student_id,email\n{rows}"), "filename": "bench.csv"}),
+            )
+            .await?;
+        Ok(body["summary"].clone())
+    }
+
     /// Drops the given seats; returns how many were dropped.
     pub async fn drop_seats(&self, course: &Course, seats: &[String]) -> anyhow::Result<usize> {
         let body = self

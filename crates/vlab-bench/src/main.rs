@@ -1,5 +1,5 @@
-//! `vlab-bench`: the benchmark figures — assign, drop, expiry and read throughput, and the
-//! server's peak memory — measured against the release build with latency-injected emulators.
+//! `vlab-bench`: the benchmark figures — assign, drop, roster import, expiry and read
+//! throughput, and the server's peak memory — measured against the release build with latency-injected emulators.
 //!
 //! Run from the repository root (it builds the release binaries first):
 //! `cargo run --release -p vlab-bench`. Not part of the test suite.
@@ -204,6 +204,8 @@ async fn run(cli: &Cli, stack: &Stack) -> anyhow::Result<Vec<Row>> {
         }
     }
 
+    rows.extend(roster_import(cli, stack, &api, latency).await?);
+    phase_peak("roster import 1000", &sampler);
     rows.push(assign_before_the_start(cli, stack, &api, latency).await?);
     phase_peak("assign 200 before the start", &sampler);
     rows.extend(expiry(cli, stack, &api, latency).await?);
@@ -282,6 +284,53 @@ async fn assign_before_the_start(
         ),
         met: Some(took.as_secs_f64() <= 1.2),
     })
+}
+
+/// A CSV roster of 1000 students: the dry run (one read, no upstream call), then the real run,
+/// which is assign 1000 behind one CSV parse and the partial-mode reservation.
+async fn roster_import(
+    cli: &Cli,
+    stack: &Stack,
+    api: &Api<'_>,
+    latency: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    let n = 1000usize;
+    let course = api.active_course("Bench roster import", n).await?;
+    stack.set_latency(latency);
+    let started = Instant::now();
+    let dry = api.roster_import(&course, "i", n, true).await?;
+    let dry_took = started.elapsed();
+    let started = Instant::now();
+    let real = api.roster_import(&course, "i", n, false).await?;
+    let took = started.elapsed();
+    stack.set_latency(Duration::ZERO);
+    if dry["would_assign"] != n || real["assigned"] != n {
+        bail!("roster import {n}: dry run {dry}, real run {real}");
+    }
+    let (c, l) = (cli.concurrency as f64, latency.as_secs_f64());
+    let limit = (1.0 + n as f64 * 4.0 / c) * l;
+    Ok(vec![
+        Row {
+            scenario: format!("roster import {n} rows, dry run"),
+            measured: secs(dry_took),
+            target: "≤ 0.5 s".to_owned(),
+            limit: "no upstream call".to_owned(),
+            met: Some(dry_took.as_secs_f64() <= 0.5),
+        },
+        Row {
+            scenario: format!(
+                "roster import {n} rows, real run, {} ms latency, concurrency {}",
+                cli.latency_ms, cli.concurrency
+            ),
+            measured: secs(took),
+            target: "≤ 6.0 s (as assign 1000)".to_owned(),
+            limit: format!(
+                "{limit:.2} s = (1 + {n}×4 RT ÷ {c}) × {} ms",
+                cli.latency_ms
+            ),
+            met: Some(took.as_secs_f64() <= 6.0),
+        },
+    ])
 }
 
 /// `expire-courses` over ended courses: courses one after another, each dropping its students

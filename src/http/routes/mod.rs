@@ -9,6 +9,7 @@ pub mod events;
 pub mod institutions;
 pub mod invites;
 pub mod projects;
+pub mod roster_import;
 pub mod seats;
 pub mod service;
 pub mod virtual_labs;
@@ -28,6 +29,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(courses::router())
         .merge(seats::router())
         .merge(drop_preview::router())
+        .merge(roster_import::router())
         .merge(enrolments::router())
         .merge(events::router())
         .merge(claim_emails::router())

@@ -9,6 +9,7 @@ pub mod enrolments;
 mod error;
 pub mod list;
 pub mod provision;
+pub mod roster_import;
 pub mod transfer;
 
 pub use error::{AssignError, ClaimError, SeatError};

@@ -5,11 +5,11 @@
 mod admins;
 mod failure;
 mod lanes;
-mod reserve;
+pub(crate) mod reserve;
 mod student;
 mod student_tx;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -23,6 +23,7 @@ use crate::repo::{self, courses::Course, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use admins::LabAdmins;
+pub(crate) use reserve::Reservation;
 
 /// One validated student of the request (trimmed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub(crate) struct AssignRun {
     lab: VirtualLab,
     run: Uuid,
     now: DateTime<Utc>,
+    source: Source,
     admins: LabAdmins,
     /// Student ids already used as project names in the lab (step B.1, read once for the
     /// whole request); `None` when that read failed.
@@ -86,31 +88,89 @@ pub async fn assign(
             let now = Utc::now();
             let run = Uuid::new_v4();
             let reservation = reserve::reserve(&services, course_id, run, &students, now).await?;
-            let admins = LabAdmins::new(
-                services.keycloak.clone(),
-                reservation.lab.admin_group_id.clone(),
-            );
-            let names: Vec<String> = students.iter().map(|s| s.student_id.clone()).collect();
-            let taken_names =
-                match repo::projects::taken_names(&services.db, reservation.lab.id, &names).await {
-                    Ok(taken) => Some(taken.into_iter().collect()),
-                    Err(err) => {
-                        tracing::error!(error = %err, "assign: the project-name pre-check failed");
-                        None
-                    }
-                };
-            let ctx = Arc::new(AssignRun {
-                services,
+            let run = Run {
                 caller,
                 actor,
-                course: reservation.course,
-                lab: reservation.lab,
-                run,
+                id: run,
                 now,
-                admins,
-                taken_names,
-            });
-            Ok(lanes::provision_all(ctx, students, reservation.seats).await)
+                source: Source::Assign,
+            };
+            let names = NameCheck::PerRequest;
+            Ok(provision_reserved(services, run, reservation, students, names).await)
         })
         .await?
+}
+
+/// One provisioning run: who asked, why, its reservation id and its one `now`.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub caller: Uuid,
+    /// The caller as the events record them.
+    pub actor: Actor,
+    /// The `reservation_id` of the run's seats.
+    pub id: Uuid,
+    pub now: DateTime<Utc>,
+    pub source: Source,
+}
+
+/// What started a run, as its `enrolment_created` events record it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Source {
+    Assign,
+    /// A roster import: its id, and the file row of each student id (unique in the run).
+    RosterImport {
+        import_id: Uuid,
+        rows: HashMap<String, usize>,
+    },
+}
+
+/// Where step B.1's project-name check happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameCheck {
+    /// Read once for the whole request, after the reservation (plain assign).
+    PerRequest,
+    /// Already done inside the reserve transaction (the roster import); the unique index
+    /// stays the backstop.
+    Done,
+}
+
+/// Step B for students whose seats `run` reserved (student *i* on seat *i*): each is
+/// provisioned under its own ledger, and gets a result in the students' order.
+pub(crate) async fn provision_reserved(
+    services: Services,
+    run: Run,
+    reservation: Reservation,
+    students: Vec<Student>,
+    names: NameCheck,
+) -> Vec<StudentResult> {
+    let admins = LabAdmins::new(
+        services.keycloak.clone(),
+        reservation.lab.admin_group_id.clone(),
+    );
+    let taken_names = match names {
+        NameCheck::Done => Some(HashSet::new()),
+        NameCheck::PerRequest => {
+            let names: Vec<String> = students.iter().map(|s| s.student_id.clone()).collect();
+            match repo::projects::taken_names(&services.db, reservation.lab.id, &names).await {
+                Ok(taken) => Some(taken.into_iter().collect()),
+                Err(err) => {
+                    tracing::error!(error = %err, "assign: the project-name pre-check failed");
+                    None
+                }
+            }
+        }
+    };
+    let ctx = Arc::new(AssignRun {
+        services,
+        caller: run.caller,
+        actor: run.actor,
+        course: reservation.course,
+        lab: reservation.lab,
+        run: run.id,
+        now: run.now,
+        source: run.source,
+        admins,
+        taken_names,
+    });
+    lanes::provision_all(ctx, students, reservation.seats).await
 }

@@ -2,6 +2,7 @@
 //! short transaction holding the course row `FOR UPDATE`. Nothing external happens here.
 
 use chrono::{DateTime, Duration, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::Student;
@@ -34,18 +35,7 @@ pub async fn reserve(
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
         .ok_or(CourseError::NotFound(course_id))?;
-    if course.status != status::ACTIVE {
-        return Err(AssignError::CourseNotActive {
-            status: course.status,
-        }
-        .into());
-    }
-    if course.last_drop_date.is_some_and(|d| now >= d) {
-        return Err(AssignError::AfterLastDropDate.into());
-    }
-    let lab = repo::labs::find_active(&mut *tx, course.virtual_lab_id)
-        .await?
-        .ok_or(AssignError::LabDeleted)?;
+    let lab = open_lab(&mut tx, &course, now).await?;
 
     let student_ids: Vec<String> = students.iter().map(|s| s.student_id.clone()).collect();
     let lower_emails: Vec<String> = students.iter().map(|s| s.email.to_lowercase()).collect();
@@ -83,6 +73,28 @@ pub async fn reserve(
     repo::seats::reserve(&mut *tx, run, now + RESERVATION, &pairs).await?;
     tx.commit().await?;
     Ok(Reservation { course, lab, seats })
+}
+
+/// Assign checks 1–3 on a course row the caller has read (locked or not): the course is
+/// active, before its last drop date, and its lab is not deleted. Returns the lab.
+pub(crate) async fn open_lab(
+    db: &mut PgConnection,
+    course: &Course,
+    now: DateTime<Utc>,
+) -> Result<VirtualLab, UseCaseError> {
+    if course.status != status::ACTIVE {
+        return Err(AssignError::CourseNotActive {
+            status: course.status.clone(),
+        }
+        .into());
+    }
+    if course.last_drop_date.is_some_and(|d| now >= d) {
+        return Err(AssignError::AfterLastDropDate.into());
+    }
+    let lab = repo::labs::find_active(db, course.virtual_lab_id)
+        .await?
+        .ok_or(AssignError::LabDeleted)?;
+    Ok(lab)
 }
 
 /// `{student_id} ({email})` per match, in `student_id` order, joined by `", "`.

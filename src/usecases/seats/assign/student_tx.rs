@@ -4,10 +4,10 @@
 //! (`FOR SHARE`) → seat → enrolment → outbox.
 
 use rust_decimal::Decimal;
-use serde_json::json;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{AssignRun, Student, StudentFailure};
+use super::{AssignRun, Source, Student, StudentFailure};
 use crate::domain::audit::EventType;
 use crate::repo::email_outbox::{LeasedEmail, NewEmail};
 use crate::repo::enrolments::NewEnrolment;
@@ -131,11 +131,7 @@ pub async fn enrol(
         .project(project_id)
         .student(&student.student_id)
         .amount(Some(Decimal::from(ctx.course.credits_per_seat)))
-        .data(json!({
-            "source": "assign",
-            "run_id": ctx.run,
-            "waitlisted_group": waitlisted_group,
-        }));
+        .data(created_data(ctx, student, waitlisted_group));
     let queued = queued_event(course_id, &email, &ctx.actor, ctx.now);
     events::record(&mut *tx, &[created, queued])
         .await
@@ -155,4 +151,22 @@ pub async fn enrol(
             enrolment_dropped: Some(false),
         },
     })
+}
+
+/// The `data` of `enrolment_created`: the run, and for an import its id and the file row.
+fn created_data(ctx: &AssignRun, student: &Student, waitlisted_group: bool) -> Value {
+    match &ctx.source {
+        Source::Assign => json!({
+            "source": "assign",
+            "run_id": ctx.run,
+            "waitlisted_group": waitlisted_group,
+        }),
+        Source::RosterImport { import_id, rows } => json!({
+            "source": "roster_import",
+            "run_id": ctx.run,
+            "import_id": import_id,
+            "row": rows.get(&student.student_id),
+            "waitlisted_group": waitlisted_group,
+        }),
+    }
 }
