@@ -256,6 +256,28 @@ pub fn parse_balance(body: &str) -> Result<ProjectBalance, String> {
     })
 }
 
+/// Parses a 2xx answer's text; one that does not parse is a decode error, counted and logged
+/// with the (truncated) body.
+fn decode<T>(
+    call: Call,
+    text: String,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ClientError> {
+    parse(&text).map_err(|message| {
+        record_decode_error(call);
+        tracing::warn!(
+            operation = call.operation,
+            body = %truncate_body(text),
+            %message,
+            "the accounting answer is not readable"
+        );
+        ClientError::Decode {
+            operation: call.operation,
+            message,
+        }
+    })
+}
+
 #[async_trait]
 impl Accounting for AccountingClient {
     async fn create_vlab_account(&self, vlab_id: Uuid, name: &str) -> Result<(), ClientError> {
@@ -291,18 +313,7 @@ impl Accounting for AccountingClient {
             .post(DEPLETE_PROJECT, "/budget/deplete/project", body)
             .await?;
         let text = read_text(DEPLETE_PROJECT, response).await?;
-        parse_total_amount(&text).map_err(|message| {
-            record_decode_error(DEPLETE_PROJECT);
-            tracing::warn!(
-                operation = DEPLETE_PROJECT.operation,
-                body = %truncate_body(text),
-                "the deplete answer has no readable total_amount"
-            );
-            ClientError::Decode {
-                operation: DEPLETE_PROJECT.operation,
-                message,
-            }
-        })
+        decode(DEPLETE_PROJECT, text, parse_total_amount)
     }
 
     async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<Option<Decimal>, ClientError> {
@@ -329,31 +340,14 @@ impl Accounting for AccountingClient {
         let path = format!("/balance/project/{project_id}");
         let response = self.request(PROJECT_BALANCE, &path, None).await?;
         let text = read_text(PROJECT_BALANCE, response).await?;
-        parse_balance(&text).map_err(|message| {
-            record_decode_error(PROJECT_BALANCE);
-            ClientError::Decode {
-                operation: PROJECT_BALANCE.operation,
-                message,
-            }
-        })
+        decode(PROJECT_BALANCE, text, parse_balance)
     }
 
     async fn vlab_balance(&self, vlab_id: Uuid) -> Result<VlabBalance, ClientError> {
         let path = format!("/balance/virtual-lab/{vlab_id}?include_projects=true");
         let response = self.request(VLAB_BALANCE, &path, None).await?;
         let text = read_text(VLAB_BALANCE, response).await?;
-        parse_vlab_balance(&text).map_err(|message| {
-            record_decode_error(VLAB_BALANCE);
-            tracing::warn!(
-                operation = VLAB_BALANCE.operation,
-                body = %truncate_body(text),
-                "the balance answer is not readable"
-            );
-            ClientError::Decode {
-                operation: VLAB_BALANCE.operation,
-                message,
-            }
-        })
+        decode(VLAB_BALANCE, text, parse_vlab_balance)
     }
 }
 

@@ -718,6 +718,34 @@ pub async fn refuse_inserts(db: &PgPool, table: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// Runs only the migrations that come before the one whose description contains `name`
+/// (`"waitlist"`, `"course event"`, `"claim tracking"`): an upgrade test fills such a database
+/// with older rows, then runs `MIGRATOR` for the rest.
+pub async fn migrate_before(db: &PgPool, name: &str) {
+    use vlab_courses::repo::db::MIGRATOR;
+    let version = MIGRATOR
+        .migrations
+        .iter()
+        .find(|m| m.description.contains(name))
+        .unwrap_or_else(|| panic!("no migration named {name}"))
+        .version;
+    let earlier = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            MIGRATOR
+                .migrations
+                .iter()
+                .filter(|m| m.version < version)
+                .cloned()
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    earlier
+        .run(db)
+        .await
+        .unwrap_or_else(|err| panic!("the migrations before {name}: {err}"));
+}
+
 /// Runs one statement with one bind parameter (test set-up that the API cannot do).
 pub async fn exec<'q, T>(db: &PgPool, sql: &'q str, param: T)
 where

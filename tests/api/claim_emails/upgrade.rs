@@ -2,44 +2,16 @@
 //! with only the earlier migrations applied, then `claim_tracking` runs, then the new code reads
 //! and resends them.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 use vlab_courses::repo::db::MIGRATOR;
 
 use super::outbox_rows;
-use crate::helpers::{ReplyExt, TestApp};
-
-/// The version of `NNNN_claim_tracking.sql`.
-fn claim_tracking_version() -> i64 {
-    MIGRATOR
-        .migrations
-        .iter()
-        .find(|m| m.description.contains("claim tracking"))
-        .expect("the claim_tracking migration")
-        .version
-}
-
-async fn migrate_before_claim_tracking(db: &PgPool) {
-    let version = claim_tracking_version();
-    let earlier = Migrator {
-        migrations: Cow::Owned(
-            MIGRATOR
-                .migrations
-                .iter()
-                .filter(|m| m.version < version)
-                .cloned()
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    };
-    earlier.run(db).await.expect("the earlier migrations");
-}
+use crate::helpers::{ReplyExt, TestApp, migrate_before};
 
 /// A round-1 course lab, its template and an active course; returns `(lab, course)`.
 async fn seed_course(db: &PgPool) -> (Uuid, Uuid) {
@@ -141,7 +113,7 @@ async fn seed_enrolment(
 
 #[sqlx::test(migrations = false)]
 async fn round_one_enrolments_and_emails_show_on_the_roster_and_can_be_resent(db: PgPool) {
-    migrate_before_claim_tracking(&db).await;
+    migrate_before(&db, "claim tracking").await;
     let (lab, course) = seed_course(&db).await;
     let claimant = Uuid::new_v4();
     let claimed = seed_enrolment(&db, lab, course, 1, Some(claimant), "sent").await;

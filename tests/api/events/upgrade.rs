@@ -1,34 +1,13 @@
 //! Upgrading a database that holds rows written before the audit log: migrated to the
 //! waitlist's migration, seeded, migrated to the latest, then served by the new code.
 
-use std::borrow::Cow;
-
 use serde_json::json;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 use vlab_courses::repo::db::MIGRATOR;
 
 use super::{EventsApi, types};
-use crate::helpers::{ReplyExt, TestApp};
-
-async fn migrate_before_events(db: &PgPool) {
-    let earlier = Migrator {
-        migrations: Cow::Owned(
-            MIGRATOR
-                .migrations
-                .iter()
-                .filter(|m| m.version < 3)
-                .cloned()
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    };
-    earlier
-        .run(db)
-        .await
-        .expect("the migrations before the audit log");
-}
+use crate::helpers::{ReplyExt, TestApp, migrate_before};
 
 /// An active, started course with one unclaimed enrolment, written with the 0002 columns.
 /// Returns `(course, enrolment)`.
@@ -97,7 +76,7 @@ async fn seed(db: &PgPool) -> (Uuid, Uuid) {
 
 #[sqlx::test(migrations = false)]
 async fn rows_from_before_the_audit_log_upgrade_and_get_events_from_then_on(db: PgPool) {
-    migrate_before_events(&db).await;
+    migrate_before(&db, "course event").await;
     let (course, enrolment) = seed(&db).await;
     MIGRATOR.run(&db).await.expect("the audit-log migration");
     let app = TestApp::spawn(db.clone()).await;

@@ -2,32 +2,13 @@
 //! with only the earlier migrations applied, then `0002_waitlist.sql` runs, then the new code
 //! converges them.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 use vlab_courses::repo::db::MIGRATOR;
 
 use super::{access, pass};
-use crate::helpers::TestApp;
-
-/// The migrations before the waitlist's.
-async fn migrate_round_one(db: &PgPool) {
-    let earlier = Migrator {
-        migrations: Cow::Owned(
-            MIGRATOR
-                .migrations
-                .iter()
-                .filter(|m| m.version < 2)
-                .cloned()
-                .collect(),
-        ),
-        ..Migrator::DEFAULT
-    };
-    earlier.run(db).await.expect("round-1 migrations");
-}
+use crate::helpers::{TestApp, migrate_before};
 
 async fn migrate_to_latest(db: &PgPool) {
     MIGRATOR.run(db).await.expect("the waitlist migration");
@@ -174,7 +155,7 @@ async fn level(db: &PgPool, enrolment: Uuid) -> String {
 
 #[sqlx::test(migrations = false)]
 async fn the_migration_marks_activated_enrolments_member_and_leaves_the_rest_none(db: PgPool) {
-    migrate_round_one(&db).await;
+    migrate_before(&db, "waitlist").await;
     let now = Utc::now();
     let (u1, u2, u3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let rows = [
@@ -219,7 +200,7 @@ async fn the_migration_marks_activated_enrolments_member_and_leaves_the_rest_non
 
 #[sqlx::test(migrations = false)]
 async fn round_one_enrolments_converge_after_one_worker_pass(db: PgPool) {
-    migrate_round_one(&db).await;
+    migrate_before(&db, "waitlist").await;
     // The server starts on the old schema, as during a rolling update.
     let app = TestApp::spawn(db.clone()).await;
     let kc = app.services().keycloak;
