@@ -84,6 +84,8 @@ pub struct Config {
     /// `CLAIM_EMAILS_MAX_PER_DAY`: most claim e-mails one enrolment may have had queued in any
     /// rolling 24 h.
     pub claim_emails_max_per_day: u32,
+    /// `CLAIM_TOKEN_FOR_NEW_ENROLMENTS`: the claim secret of a new enrolment.
+    pub claim_token_for_new_enrolments: ClaimTokenMode,
     pub credits_per_seat: i32,
     pub seat_expiry_days: u32,
     pub drop_recovery_margin_credits: i32,
@@ -96,6 +98,15 @@ pub struct Config {
     pub kc_expected_issuer: Option<String>,
     pub auth_groups_cache: Duration,
     pub external_concurrency: usize,
+}
+
+/// What a new enrolment's claim secret is (`CLAIM_TOKEN_FOR_NEW_ENROLMENTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimTokenMode {
+    /// The enrolment id, as in round 1 (the default).
+    EnrolmentId,
+    /// A random token of its own, so the id in the assign response cannot claim it.
+    Random,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +179,18 @@ impl Config {
             Some(_) => return Err(invalid("LOG_FORMAT", "must be 'json' or 'pretty'")),
         };
 
+        let claim_token_for_new_enrolments =
+            match env.optional("CLAIM_TOKEN_FOR_NEW_ENROLMENTS").as_deref() {
+                None | Some("enrolment_id") => ClaimTokenMode::EnrolmentId,
+                Some("random") => ClaimTokenMode::Random,
+                Some(_) => {
+                    return Err(invalid(
+                        "CLAIM_TOKEN_FOR_NEW_ENROLMENTS",
+                        "must be 'enrolment_id' or 'random'",
+                    ));
+                }
+            };
+
         let multiple_vlabs_allowed_user_id = match env.optional("MULTIPLE_VLABS_ALLOWED_USER_ID") {
             None => None,
             Some(v) => Some(
@@ -235,6 +258,7 @@ impl Config {
             claim_resend_interval_minutes: env.int("CLAIM_RESEND_INTERVAL_MINUTES", 10, 1, 1440)?
                 as u32,
             claim_emails_max_per_day: env.int("CLAIM_EMAILS_MAX_PER_DAY", 5, 1, 100)? as u32,
+            claim_token_for_new_enrolments,
             credits_per_seat: env.int("CREDITS_PER_SEAT", 200, 1, 1_000_000_000)? as i32,
             seat_expiry_days: env.int("SEAT_EXPIRY_DAYS", 365, 1, 36_500)? as u32,
             drop_recovery_margin_credits: env.int(
@@ -362,6 +386,10 @@ mod tests {
         assert!(c.cors_origins.is_empty());
         assert_eq!(c.claim_resend_interval_minutes, 10);
         assert_eq!(c.claim_emails_max_per_day, 5);
+        assert_eq!(
+            c.claim_token_for_new_enrolments,
+            ClaimTokenMode::EnrolmentId
+        );
     }
 
     #[test]
@@ -403,6 +431,7 @@ mod tests {
             ("CLAIM_RESEND_INTERVAL_MINUTES", "1441"),
             ("CLAIM_EMAILS_MAX_PER_DAY", "0"),
             ("CLAIM_EMAILS_MAX_PER_DAY", "101"),
+            ("CLAIM_TOKEN_FOR_NEW_ENROLMENTS", "uuid"),
         ] {
             let mut vars = base();
             vars.insert(var.to_owned(), value.to_owned());

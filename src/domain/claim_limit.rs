@@ -62,6 +62,15 @@ impl ClaimLimit {
             .max()
     }
 
+    /// When the daily cap stops applying, or `None` when it is not reached: the only limit on
+    /// an e-mail correction or an unclaim's e-mail (`t_daily`).
+    pub fn daily_cap(&self, recent: &[DateTime<Utc>], now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        recent
+            .get(self.max_per_day as usize - 1)
+            .map(|&oldest_counted| oldest_counted + WINDOW)
+            .filter(|&t| t > now)
+    }
+
     /// The daily cap is reported whenever it is reached, otherwise the interval.
     pub fn check(&self, recent: &[DateTime<Utc>], now: DateTime<Utc>) -> Verdict {
         match self.next_allowed_at(recent, now) {
@@ -94,6 +103,18 @@ mod tests {
         let limit = ClaimLimit::new(10, 5);
         assert_eq!(limit.next_allowed_at(&[], now), None);
         assert_eq!(limit.check(&[], now), Verdict::Allowed);
+    }
+
+    #[test]
+    fn the_daily_cap_alone_ignores_the_interval() {
+        let now = Utc::now();
+        let limit = ClaimLimit::new(10, 3);
+        assert_eq!(limit.daily_cap(&[at(1, now), at(2, now)], now), None);
+        let recent = [at(1, now), at(2, now), at(3, now)];
+        assert_eq!(
+            limit.daily_cap(&recent, now),
+            Some(at(3, now) + Duration::hours(24))
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub mod origin {
     pub const ASSIGN: &str = "assign";
     pub const RESEND: &str = "resend";
     pub const RESEND_ALL: &str = "resend_all";
+    pub const EMAIL_CORRECTED: &str = "email_corrected";
+    pub const UNCLAIMED: &str = "unclaimed";
 }
 
 /// What a new outbox row holds. With a lease, the request that queues it makes the first

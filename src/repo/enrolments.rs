@@ -93,6 +93,8 @@ pub struct NewEnrolment {
     pub project_id: Uuid,
     pub contact_email: String,
     pub student_id: String,
+    /// The claim secret when it is not the id (`CLAIM_TOKEN_FOR_NEW_ENROLMENTS=random`).
+    pub claim_token: Option<Uuid>,
 }
 
 pub async fn insert(
@@ -102,8 +104,8 @@ pub async fn insert(
 ) -> Result<Enrolment, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO course_enrolment (id, course_id, project_id, contact_email, student_id,
-             created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+             created_at, claim_token)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          RETURNING {COLUMNS}"
     ))
     .bind(enrolment.id)
@@ -112,6 +114,7 @@ pub async fn insert(
     .bind(&enrolment.contact_email)
     .bind(&enrolment.student_id)
     .bind(now)
+    .bind(enrolment.claim_token)
     .fetch_one(db)
     .await
 }
@@ -125,18 +128,6 @@ pub async fn find_many(
     ))
     .bind(ids)
     .fetch_all(db)
-    .await
-}
-
-pub async fn find_for_update(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<Enrolment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM course_enrolment WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(db)
     .await
 }
 
@@ -401,4 +392,56 @@ pub async fn with_drop(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Uuid
         .bind(ids)
         .fetch_all(db)
         .await
+}
+
+/// The enrolment whose current claim secret is `secret` (its token, or its id while it has
+/// none), locked `FOR UPDATE`.
+pub async fn find_by_secret_for_update(
+    db: impl PgExecutor<'_>,
+    secret: Uuid,
+) -> Result<Option<Enrolment>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_enrolment
+         WHERE claim_token = $1 OR (claim_token IS NULL AND id = $1) FOR UPDATE"
+    ))
+    .bind(secret)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether another enrolment of the course (dropped ones included) or a live reservation of
+/// one of its seats has `email`, case-insensitively.
+pub async fn email_in_use(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    except: Uuid,
+    email: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM course_enrolment
+                        WHERE course_id = $1 AND id <> $2 AND lower(contact_email) = lower($3))
+             OR EXISTS (SELECT 1 FROM seat
+                        WHERE course_id = $1 AND reserved_until > $4
+                          AND lower(reserved_email) = lower($3))",
+    )
+    .bind(course_id)
+    .bind(except)
+    .bind(email)
+    .bind(now)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn set_contact_email(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    email: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE course_enrolment SET contact_email = $2 WHERE id = $1")
+        .bind(id)
+        .bind(email)
+        .execute(db)
+        .await
+        .map(drop)
 }

@@ -2,6 +2,8 @@
 //! transaction) so the use case decides the transaction boundary.
 
 pub mod access;
+pub mod access_revocations;
+pub mod claim_tokens;
 pub mod courses;
 pub mod db;
 pub mod drop_preview;

@@ -305,16 +305,13 @@ pub fn queued_event(
     }
 }
 
-/// The payload queued with a new claim e-mail (integrations.md §4.3).
-pub fn claim_payload(
-    services: &Services,
-    course_name: &str,
-    enrolment_id: Uuid,
-) -> serde_json::Value {
+/// The payload queued with a new claim e-mail (integrations.md §4.3). `secret` is the
+/// enrolment's current claim secret (addendum §3.1): its token, or its id while it has none.
+pub fn claim_payload(services: &Services, course_name: &str, secret: Uuid) -> serde_json::Value {
     let base = services.config.invite_link_base.trim_end_matches('/');
     serde_json::json!({
         "course_name": course_name,
-        "claim_link": format!("{base}/course-enrolment?enrolment_id={enrolment_id}"),
+        "claim_link": format!("{base}/course-enrolment?enrolment_id={secret}"),
         "discover_link": services.config.landing_namespace,
     })
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::claim_emails::ResendError;
+use super::corrections::CorrectionError;
 use super::courses::CourseError;
 use super::events::EventError;
 use super::institutions::InstitutionError;
@@ -109,6 +110,8 @@ pub enum UseCaseError {
     Event(#[from] EventError),
     #[error(transparent)]
     Resend(#[from] ResendError),
+    #[error(transparent)]
+    Correction(#[from] CorrectionError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -131,6 +134,7 @@ impl UseCaseError {
             Self::Activation(e) => e.answer(),
             Self::Event(e) => e.answer(),
             Self::Resend(e) => e.answer(),
+            Self::Correction(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod claim_emails;
+pub mod corrections;
 pub mod courses;
 pub mod drops;
 pub mod email_outbox;

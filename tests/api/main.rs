@@ -5,6 +5,7 @@ mod authn;
 mod authn_challenge;
 mod claim_activate;
 mod claim_emails;
+mod claim_links;
 mod courses;
 mod drop_preview;
 mod drops;

@@ -2,6 +2,7 @@
 //! router and the OpenAPI document come from the same line.
 
 pub mod claim_emails;
+pub mod corrections;
 pub mod courses;
 pub mod drop_preview;
 pub mod enrolments;
@@ -33,4 +34,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(enrolments::router())
         .merge(events::router())
         .merge(claim_emails::router())
+        .merge(corrections::router())
 }

@@ -78,7 +78,7 @@ pub async fn statuses(
 }
 
 /// The `created_at` of each enrolment's claim e-mails inside the limit's window, newest first.
-async fn recent_claims(
+pub async fn recent_claims(
     db: impl sqlx::PgExecutor<'_>,
     enrolment_ids: &[Uuid],
     now: DateTime<Utc>,

@@ -163,6 +163,12 @@ pub async fn resend_many(
             .await?
             .map(|c| c.virtual_lab_name)
             .ok_or(CourseError::NotFound(course_id))?;
+        // The link each enrolment already has (addendum §3.1).
+        let secrets: std::collections::HashMap<Uuid, Uuid> =
+            repo::claim_tokens::current_secrets(&mut *tx, &queue)
+                .await?
+                .into_iter()
+                .collect();
         let mut queued_events = Vec::with_capacity(queue.len());
         for item in results.iter().filter(|r| r.skipped.is_none()) {
             let email = NewEmail {
@@ -171,7 +177,14 @@ pub async fn resend_many(
                 enrolment_id: Some(item.enrolment_id),
                 course_id: Some(course_id),
                 recipient: item.recipient.clone().unwrap_or_default(),
-                payload: claim_payload(services, &lab_name, item.enrolment_id),
+                payload: claim_payload(
+                    services,
+                    &lab_name,
+                    secrets
+                        .get(&item.enrolment_id)
+                        .copied()
+                        .unwrap_or(item.enrolment_id),
+                ),
                 origin: origin::RESEND_ALL,
                 requested_by: Some(requested_by),
                 lease: None,

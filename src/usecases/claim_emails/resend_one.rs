@@ -141,13 +141,18 @@ async fn queue(
         .await?
         .map(|c| c.virtual_lab_name)
         .ok_or(CourseError::NotFound(course_id))?;
+    // The link the enrolment already has (addendum §3.1).
+    let secret = repo::claim_tokens::current_secrets(&mut *tx, &[enrolment_id])
+        .await?
+        .first()
+        .map_or(enrolment_id, |&(_, secret)| secret);
     let email = NewEmail {
         id: Uuid::new_v4(),
         kind: KIND_ENROLMENT_CLAIM,
         enrolment_id: Some(enrolment_id),
         course_id: Some(course_id),
         recipient: enrolment.contact_email.clone(),
-        payload: claim_payload(services, &lab_name, enrolment_id),
+        payload: claim_payload(services, &lab_name, secret),
         origin: origin::RESEND,
         requested_by: actor.id,
         lease: Some((lease, now + LEASE)),
@@ -169,7 +174,7 @@ async fn queue(
 }
 
 /// Superseded pending copies count as cancelled e-mails.
-pub(super) fn count_superseded(cancelled: u64) {
+pub(crate) fn count_superseded(cancelled: u64) {
     if cancelled > 0 {
         metrics::counter!("vlab_emails_total", "kind" => KIND_ENROLMENT_CLAIM, "outcome" => "cancelled")
             .increment(cancelled);

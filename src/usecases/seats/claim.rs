@@ -24,10 +24,12 @@ pub struct Claimed {
     pub course: ClaimCourse,
 }
 
+/// `secret` is what the link carries: the enrolment's token, or its id while it has none
+/// (addendum §3.1).
 pub async fn claim(
     services: &Services,
     caller: &Caller,
-    enrolment_id: Uuid,
+    secret: Uuid,
 ) -> Result<Claimed, UseCaseError> {
     let services = services.clone();
     let actor = Actor::student(caller);
@@ -44,7 +46,8 @@ pub async fn claim(
                 email: &caller_email,
                 actor: &actor,
             };
-            let claimed = record_claim(&services, &claimer, enrolment_id, run, now).await?;
+            let claimed = record_claim(&services, &claimer, secret, run, now).await?;
+            let enrolment_id = claimed.id;
             access::sync(
                 &services,
                 SyncRequest {
@@ -68,7 +71,7 @@ pub async fn claim(
         .await?
 }
 
-/// Step 1: checks 1–6 under the enrolment lock; the claim and the access lease `run`.
+/// Step 1: checks 1–6 (with 1a and 3a) under the enrolment lock; the claim and the access lease `run`.
 /// Who claims: the token's `sub` and `email`, and the event actor.
 struct Claimer<'a> {
     id: Uuid,
@@ -79,20 +82,31 @@ struct Claimer<'a> {
 async fn record_claim(
     services: &Services,
     claimer: &Claimer<'_>,
-    enrolment_id: Uuid,
+    secret: Uuid,
     run: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Enrolment, UseCaseError> {
     let caller = claimer.id;
     let mut tx = services.db.begin().await?;
-    let enrolment = repo::enrolments::find_for_update(&mut *tx, enrolment_id)
-        .await?
-        .ok_or(ClaimError::EnrolmentNotFound)?;
+    let Some(enrolment) = repo::enrolments::find_by_secret_for_update(&mut *tx, secret).await?
+    else {
+        // Check 1a: an earlier link of an enrolment whose link was rotated.
+        if repo::claim_tokens::is_revoked(&mut *tx, secret).await? {
+            return Err(ClaimError::LinkReplaced.into());
+        }
+        return Err(ClaimError::EnrolmentNotFound.into());
+    };
+    let enrolment_id = enrolment.id;
     if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
         return Err(ClaimError::EnrolmentDropped.into());
     }
     if enrolment.claimed_by.is_some() {
         return Err(ClaimError::AlreadyClaimed.into());
+    }
+    // Check 3a: while routine R may still remove this user's access in the course, no claim
+    // of the course may give it back (`FOR SHARE` serialises it with S3's re-open).
+    if repo::access_revocations::pending_for_user(&mut *tx, enrolment.course_id, caller).await? {
+        return Err(ClaimError::AccessBeingRemoved.into());
     }
     // Read without a lock: the course row comes before the enrolment in the lock order.
     let course = repo::courses::find(&mut *tx, enrolment.course_id)

@@ -46,3 +46,31 @@ pub async fn list_course_enrolments(
         })
         .collect())
 }
+
+/// One enrolment of the course as the roster shows it (the answer of a support action).
+pub async fn roster_entry(
+    services: &Services,
+    course_id: Uuid,
+    enrolment_id: Uuid,
+) -> Result<Option<RosterEntry>, UseCaseError> {
+    let Some(found) =
+        repo::enrolments::find_with_credits(&services.db, course_id, enrolment_id).await?
+    else {
+        return Ok(None);
+    };
+    let seat = repo::seats::find_by_enrolments(&services.db, &[enrolment_id])
+        .await?
+        .into_iter()
+        .next();
+    let claim_email = claim_emails::statuses(services, &[enrolment_id], Utc::now())
+        .await?
+        .remove(&enrolment_id);
+    Ok(Some(RosterEntry {
+        enrolment: EnrolmentWithDrop {
+            enrolment: found.enrolment,
+            drop_state: found.drop_state,
+        },
+        seat,
+        claim_email,
+    }))
+}

@@ -90,6 +90,10 @@ impl AssignError {
 pub enum ClaimError {
     #[error("Enrolment not found")]
     EnrolmentNotFound,
+    #[error(
+        "This claim link has been replaced by a newer one. Use the link in the most recent e-mail from your course, or ask your course administrator."
+    )]
+    LinkReplaced,
     #[error("This enrolment has been dropped")]
     EnrolmentDropped,
     #[error("This enrolment has already been claimed")]
@@ -100,6 +104,10 @@ pub enum ClaimError {
     CourseEnded,
     #[error("You have already claimed another enrolment in this course")]
     ClaimedAnotherEnrolment,
+    #[error(
+        "Access from an earlier claim in this course is still being removed. Try again in a few minutes."
+    )]
+    AccessBeingRemoved,
 }
 
 impl ClaimError {
@@ -107,12 +115,15 @@ impl ClaimError {
         use ErrorCode as C;
         use StatusCode as S;
         match self {
-            Self::EnrolmentNotFound => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            Self::EnrolmentNotFound | Self::LinkReplaced => {
+                Answer::new(S::NOT_FOUND, C::EntityNotFound)
+            }
             Self::EnrolmentDropped
             | Self::AlreadyClaimed
             | Self::CourseNotActive { .. }
             | Self::CourseEnded
-            | Self::ClaimedAnotherEnrolment => Answer::new(S::CONFLICT, C::InvalidRequest),
+            | Self::ClaimedAnotherEnrolment
+            | Self::AccessBeingRemoved => Answer::new(S::CONFLICT, C::InvalidRequest),
         }
     }
 }

@@ -4,7 +4,7 @@ mod events;
 mod resend_many;
 mod resend_one;
 mod roster;
-mod upgrade;
+pub mod upgrade;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

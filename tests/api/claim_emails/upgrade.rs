@@ -14,7 +14,7 @@ use super::outbox_rows;
 use crate::helpers::{ReplyExt, TestApp, migrate_before};
 
 /// A round-1 course lab, its template and an active course; returns `(lab, course)`.
-async fn seed_course(db: &PgPool) -> (Uuid, Uuid) {
+pub async fn seed_course(db: &PgPool) -> (Uuid, Uuid) {
     let (lab, template, course, owner) = (
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -67,7 +67,7 @@ async fn insert_project(db: &PgPool, id: Uuid, lab: Uuid, name: &str, owner: Uui
 }
 
 /// A round-1 enrolment with one claim e-mail in `email_status`, written an hour ago.
-async fn seed_enrolment(
+pub async fn seed_enrolment(
     db: &PgPool,
     lab: Uuid,
     course: Uuid,

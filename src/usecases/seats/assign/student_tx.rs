@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{AssignRun, Source, Student, StudentFailure};
+use crate::config::ClaimTokenMode;
 use crate::domain::audit::EventType;
 use crate::repo::email_outbox::{LeasedEmail, NewEmail};
 use crate::repo::enrolments::NewEnrolment;
@@ -93,12 +94,19 @@ pub async fn enrol(
             _ => not_saved(err),
         })?;
 
+    let enrolment_id = Uuid::new_v4();
+    let claim_token = match ctx.services.config.claim_token_for_new_enrolments {
+        ClaimTokenMode::EnrolmentId => None,
+        // A v4 UUID does not repeat an id or token in practice; the unique index backs it.
+        ClaimTokenMode::Random => Some(Uuid::new_v4()),
+    };
     let enrolment = NewEnrolment {
-        id: Uuid::new_v4(),
+        id: enrolment_id,
         course_id: ctx.course.id,
         project_id,
         contact_email: student.email.clone(),
         student_id: student.student_id.clone(),
+        claim_token,
     };
     repo::enrolments::insert(&mut *tx, &enrolment, ctx.now)
         .await
@@ -116,7 +124,11 @@ pub async fn enrol(
         enrolment_id: Some(enrolment.id),
         course_id: Some(enrolment.course_id),
         recipient: student.email.clone(),
-        payload: claim_payload(&ctx.services, &ctx.lab.name, enrolment.id),
+        payload: claim_payload(
+            &ctx.services,
+            &ctx.lab.name,
+            claim_token.unwrap_or(enrolment.id),
+        ),
         origin: repo::email_outbox::origin::ASSIGN,
         requested_by: None,
         lease: Some((ctx.run, ctx.now + LEASE)),
