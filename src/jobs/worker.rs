@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::clients::request_context;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
-use crate::usecases::{access, drops, email_outbox};
+use crate::usecases::{access, drops, email_outbox, revocations};
 
 /// Rows of each kind leased per pass.
 pub const BATCH: i64 = 50;
@@ -53,13 +53,14 @@ pub enum Continuation {
     Drained,
 }
 
-/// One pass: access removals, then access syncs, then e-mails (W.5.6). Failures are logged; the
+/// One pass: access removals, access revocations (addendum §3.5), then access syncs, then
+/// e-mails (W.5.6, addendum §1.10). Failures are logged; the
 /// next pass retries.
 pub async fn run_pass(services: &Services) -> Continuation {
     let run_id = format!("worker-{}", Uuid::new_v4());
     request_context::scope(run_id, async {
         let now = Utc::now();
-        let mut leased = Vec::with_capacity(3);
+        let mut leased = Vec::with_capacity(4);
         match drops::access_removal_pass(services, now, BATCH).await {
             Ok(sweep) => {
                 leased.push(sweep.completed + sweep.failed);
@@ -72,6 +73,19 @@ pub async fn run_pass(services: &Services) -> Continuation {
                 }
             }
             Err(err) => tracing::error!(error = %Chain(&err), "access-removal pass failed"),
+        }
+        match revocations::revocation_pass(services, now, BATCH).await {
+            Ok(sweep) => {
+                leased.push(sweep.completed + sweep.failed);
+                if sweep.completed + sweep.failed > 0 {
+                    tracing::info!(
+                        completed = sweep.completed,
+                        failed = sweep.failed,
+                        "access revocations retried"
+                    );
+                }
+            }
+            Err(err) => tracing::error!(error = %Chain(&err), "access-revocation pass failed"),
         }
         match access::access_pass(services, now, BATCH).await {
             Ok(pass) => {

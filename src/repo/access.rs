@@ -126,6 +126,8 @@ pub struct Locked {
     pub activated_at: Option<DateTime<Utc>>,
     /// Set while a failure streak lasts.
     pub access_last_error: Option<String>,
+    /// The claimant now (an unclaim may have changed it since S1).
+    pub claimed_by: Option<Uuid>,
 }
 
 pub async fn lock(
@@ -134,7 +136,7 @@ pub async fn lock(
 ) -> Result<Option<Locked>, sqlx::Error> {
     sqlx::query_as(
         "SELECT e.course_id, e.project_id, e.is_dropped, e.access_lease_id, e.access_level,
-                e.activated_at, e.access_last_error,
+                e.activated_at, e.access_last_error, e.claimed_by,
                 EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
                   AS drop_started
          FROM course_enrolment e WHERE e.id = $1 FOR UPDATE OF e",

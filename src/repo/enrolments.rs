@@ -445,3 +445,20 @@ pub async fn set_contact_email(
         .await
         .map(drop)
 }
+
+/// Takes the claim away (addendum §3.4.2): the claimer, the claim's times and the confirmed
+/// access are cleared. The access lease is left alone, so that an in-flight sync of the
+/// previous claimer sees the unclaim in its S3.
+pub async fn unclaim(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE course_enrolment
+         SET claimed_by = NULL, claimed_at = NULL, claimed_by_email = NULL, activated_at = NULL,
+             access_level = 'none', access_attempts = 0, access_next_attempt_at = NULL,
+             access_last_error = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(db)
+    .await
+    .map(drop)
+}

@@ -16,6 +16,7 @@ pub mod labs;
 pub mod ledger;
 pub mod projects;
 pub mod provisioning;
+pub mod revocations;
 pub mod seats;
 mod services;
 pub mod tasks;

@@ -108,7 +108,7 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 41);
+    assert_eq!(secured, 42);
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn request_bodies_have_examples_that_their_limits_admit() {
             );
         }
     }
-    assert_eq!(bodies, 18);
+    assert_eq!(bodies, 19);
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::repo::access::{self as repo, Snapshot};
 use crate::usecases::Services;
 use crate::usecases::drops;
 use crate::usecases::events::{self, EventExt};
+use crate::usecases::revocations;
 
 /// Who runs the sync (logs and metrics, W.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub enum Synced {
     Skipped(Option<Box<Snapshot>>),
     /// The lease lapsed and another sync took over.
     LeaseLost,
+    /// The enrolment is no longer claimed by the user the sync acts for (an unclaim won,
+    /// addendum §3.4.3); their access removal is re-opened.
+    Unclaimed,
 }
 
 impl Synced {
@@ -65,6 +69,7 @@ impl Synced {
             Synced::Dropped => "dropped",
             Synced::Skipped(_) => "skipped",
             Synced::LeaseLost => "lease_lost",
+            Synced::Unclaimed => "unclaimed",
         }
     }
 }
@@ -82,6 +87,9 @@ pub struct SyncRequest {
     /// Whom the events name: the student for a claim or an activation, the system for the
     /// worker.
     pub actor: Actor,
+    /// The activations' caller: when the enrolment is no longer claimed by them, nothing is
+    /// granted (addendum §3.4.3). `None` for the claim and the worker.
+    pub expected_claimant: Option<Uuid>,
 }
 
 const KC_FAILED: &str = "Could not update the student's access in the identity provider";
@@ -110,6 +118,14 @@ async fn run(services: &Services, req: &SyncRequest) -> (Synced, Option<AccessLe
     let Some(snapshot) = snapshot else {
         return (Synced::Skipped(None), None);
     };
+    if let Some(expected) = req.expected_claimant
+        && snapshot.claimed_by != Some(expected)
+    {
+        if let Err(err) = repo::release_lease(&services.db, id, req.lease).await {
+            tracing::warn!(enrolment_id = %id, error = %err, "access sync: could not release the lease; it lapses by itself");
+        }
+        return (Synced::Unclaimed, None);
+    }
     let level = target(&inputs(&snapshot), req.now);
     let (Some(user), true) = (
         snapshot.claimed_by,
@@ -132,7 +148,7 @@ async fn run(services: &Services, req: &SyncRequest) -> (Synced, Option<AccessLe
     };
 
     // S3
-    let synced = match record(services, req, level).await {
+    let synced = match record(services, req, user, level).await {
         Ok(Recorded::Applied) => {
             let message = match (level, req.trigger) {
                 (AccessLevel::Waitlisted, _) => "enrolment waitlisted",
@@ -155,6 +171,16 @@ async fn run(services: &Services, req: &SyncRequest) -> (Synced, Option<AccessLe
         Ok(Recorded::Gone) => {
             remove_orphans(services, id, user, &added).await;
             Synced::Dropped
+        }
+        Ok(Recorded::Unclaimed { revocation }) => {
+            match revocation {
+                Some(revocation) => {
+                    revocations::revoke_now(services, revocation, req.now).await;
+                }
+                None => remove_orphans(services, id, user, &added).await,
+            }
+            tracing::info!(enrolment_id = %id, user_id = %user, trigger = req.trigger.as_str(), "access sync lost to an unclaim");
+            Synced::Unclaimed
         }
         Err(err) => {
             tracing::error!(enrolment_id = %id, error = %err, "access sync: could not record the access");
@@ -237,12 +263,18 @@ enum Recorded {
     },
     /// The enrolment is gone (course deleted).
     Gone,
+    /// The enrolment is no longer claimed by the user S2 acted for; `revocation` is their
+    /// re-opened removal, if one exists.
+    Unclaimed {
+        revocation: Option<Uuid>,
+    },
 }
 
 /// S3: one short transaction under the enrolment lock.
 async fn record(
     services: &Services,
     req: &SyncRequest,
+    user: Uuid,
     level: AccessLevel,
 ) -> Result<Recorded, sqlx::Error> {
     let id = req.enrolment_id;
@@ -250,6 +282,16 @@ async fn record(
     let Some(locked) = repo::lock(&mut *tx, id).await? else {
         return Ok(Recorded::Gone);
     };
+    // Step 1a (addendum §3.4.3), before the lease check: the memberships S2 added must go even
+    // when a new claim has taken the lease over. Re-opening takes the lease from an in-flight
+    // R, so that it cannot record `done` for a removal that preceded S2.
+    if locked.claimed_by != Some(user) {
+        let revocation =
+            crate::repo::access_revocations::reopen(&mut *tx, id, user, req.now).await?;
+        repo::release_lease(&mut *tx, id, req.lease).await?;
+        tx.commit().await?;
+        return Ok(Recorded::Unclaimed { revocation });
+    }
     if locked.is_dropped || locked.drop_started {
         // The drop wins whoever holds the access lease now.
         if locked.drop_started {

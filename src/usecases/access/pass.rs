@@ -43,6 +43,7 @@ pub async fn access_pass(
                     activate: false,
                     trigger: Trigger::Worker,
                     actor: Actor::system(),
+                    expected_claimant: None,
                 },
             )
         })

@@ -18,6 +18,10 @@ pub enum CorrectionError {
     CourseNotActive { status: String },
     #[error("Cannot correct the e-mail: the student's access has ended")]
     AccessEnded,
+    #[error("This enrolment has not been claimed")]
+    NotClaimed,
+    #[error("Cannot unclaim: course is in '{status}' status")]
+    CannotUnclaim { status: String },
     #[error("Another enrolment of this course already uses {email}")]
     EmailInUse { email: String },
     #[error(
@@ -38,9 +42,12 @@ impl CorrectionError {
         use StatusCode as S;
         match self {
             Self::EnrolmentNotFound { .. } => Answer::new(S::NOT_FOUND, C::EntityNotFound),
-            Self::Dropped | Self::Claimed | Self::CourseNotActive { .. } | Self::AccessEnded => {
-                Answer::new(S::CONFLICT, C::InvalidRequest)
-            }
+            Self::Dropped
+            | Self::Claimed
+            | Self::CourseNotActive { .. }
+            | Self::AccessEnded
+            | Self::NotClaimed
+            | Self::CannotUnclaim { .. } => Answer::new(S::CONFLICT, C::InvalidRequest),
             Self::EmailInUse { email } => {
                 Answer::new(S::CONFLICT, C::EntityAlreadyExists).context("email", email)
             }

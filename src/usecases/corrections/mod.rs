@@ -18,6 +18,7 @@ use crate::usecases::{Services, UseCaseError};
 
 pub mod correct_email;
 mod error;
+pub mod unclaim;
 
 pub use error::CorrectionError;
 

@@ -50,7 +50,15 @@ pub(super) async fn remove_access(
             return false;
         }
     };
-    let removed = match revoke(services, &target).await {
+    let groups = Groups {
+        project_member: target.project_member_group_id.as_deref(),
+        waitlisted: target.waitlisted_group_id.as_deref(),
+        lab_member: target.lab_member_group_id.as_deref(),
+    };
+    let removal = Removal::Everyone {
+        claimant: target.claimed_by,
+    };
+    let removed = match revoke(services, &groups, removal).await {
         Ok(()) => true,
         Err(err) => {
             tracing::warn!(%enrolment_id, error = %err, "access removal failed");
@@ -121,27 +129,52 @@ pub async fn remove_access_now(
     }
 }
 
-/// The Keycloak calls: empty the project member group, then the waitlisted group, then take
-/// the claimant out of the lab member group. Non-members and missing users or groups count as
-/// done.
-async fn revoke(services: &Services, target: &AccessTarget) -> Result<(), ClientError> {
+/// The groups D4's removal works on (a project's and its course lab's).
+#[derive(Debug, Clone, Copy)]
+pub struct Groups<'a> {
+    pub project_member: Option<&'a str>,
+    pub waitlisted: Option<&'a str>,
+    pub lab_member: Option<&'a str>,
+}
+
+/// Whom D4's removal takes out.
+#[derive(Debug, Clone, Copy)]
+pub enum Removal {
+    /// A drop: every member of the project groups, and the claimant from the lab group.
+    Everyone { claimant: Option<Uuid> },
+    /// Routine R (addendum §3.5): only `user`, from the lab group only when `lab`; the project
+    /// groups are not emptied, because a new claimant may already be in them.
+    OnlyUser { user: Uuid, lab: bool },
+}
+
+/// The Keycloak calls: the project member group, then the waitlisted group, then the lab
+/// member group. Non-members and missing users or groups count as done.
+pub async fn revoke(
+    services: &Services,
+    groups: &Groups<'_>,
+    removal: Removal,
+) -> Result<(), ClientError> {
     let kc = &services.keycloak;
-    let project_groups = [
-        target.project_member_group_id.as_ref(),
-        target.waitlisted_group_id.as_ref(),
-    ];
+    let project_groups = [groups.project_member, groups.waitlisted];
     for group in project_groups.into_iter().flatten() {
-        let members = match kc.list_members(group).await {
-            Ok(members) => members,
-            Err(ClientError::NotFound { .. }) => Vec::new(),
-            Err(err) => return Err(err),
+        let members = match removal {
+            Removal::OnlyUser { user, .. } => vec![user],
+            Removal::Everyone { .. } => match kc.list_members(group).await {
+                Ok(members) => members.into_iter().map(|m| m.id).collect(),
+                Err(ClientError::NotFound { .. }) => Vec::new(),
+                Err(err) => return Err(err),
+            },
         };
         for member in members {
-            kc.remove_member(member.id, group).await?;
+            kc.remove_member(member, group).await?;
         }
     }
-    if let (Some(student), Some(group)) = (target.claimed_by, &target.lab_member_group_id) {
-        kc.remove_member(student, group).await?;
+    let from_lab = match removal {
+        Removal::Everyone { claimant } => claimant,
+        Removal::OnlyUser { user, lab } => lab.then_some(user),
+    };
+    if let (Some(user), Some(group)) = (from_lab, groups.lab_member) {
+        kc.remove_member(user, group).await?;
     }
     Ok(())
 }

@@ -16,7 +16,10 @@ use futures::StreamExt;
 use serde_json::json;
 use uuid::Uuid;
 
-pub use access::{AccessSweep, access_removal_pass, remove_access_now, remove_pending_access};
+pub use access::{
+    AccessSweep, Groups, Removal, access_removal_pass, remove_access_now, remove_pending_access,
+    revoke,
+};
 pub use budget::deplete_lab_budget;
 
 use super::UseCaseError;

@@ -40,6 +40,9 @@ pub enum NotActivated {
     Busy,
     #[error("Failed to grant access \u{2014} please try again later")]
     GrantFailed,
+    /// An unclaim won while the activation ran (addendum §3.4.3).
+    #[error("This enrolment is no longer claimed by you")]
+    NoLongerClaimed,
 }
 
 impl NotActivated {
@@ -82,7 +85,9 @@ impl ActivationError {
         use crate::usecases::error::{Answer, ErrorCode as C, StatusCode as S};
         let Self::Refused(reason) = self;
         match reason {
-            NotActivated::NoEnrolment => Answer::new(S::NOT_FOUND, C::EntityNotFound),
+            NotActivated::NoEnrolment | NotActivated::NoLongerClaimed => {
+                Answer::new(S::NOT_FOUND, C::EntityNotFound)
+            }
             NotActivated::GrantFailed => Answer::new(S::BAD_GATEWAY, C::ExternalServiceError),
             _ => Answer::new(S::CONFLICT, C::InvalidRequest),
         }
@@ -119,6 +124,10 @@ pub async fn activate_enrolment(
             course_checks(&target, now).map_err(ActivationError::from)?;
             match activate_one(&services, target.id, &actor, now).await {
                 Ok(Done::Activated) => Ok(activated),
+                // The single activation answers an unclaim that won like no enrolment (W.3.1).
+                Ok(Done::Refused(NotActivated::NoLongerClaimed)) => {
+                    Err(ActivationError::from(NotActivated::NoEnrolment).into())
+                }
                 Ok(Done::Refused(reason)) => Err(ActivationError::from(reason).into()),
                 Err(err) => Err(err.into()),
             }
@@ -219,6 +228,7 @@ async fn activate_one(
             activate: true,
             trigger: Trigger::Activation,
             actor: actor.clone(),
+            expected_claimant: actor.id,
         },
     )
     .await;
@@ -228,6 +238,7 @@ async fn activate_one(
             Done::Activated
         }
         Synced::Dropped => Done::Refused(NotActivated::Dropped),
+        Synced::Unclaimed => Done::Refused(NotActivated::NoLongerClaimed),
         Synced::Failed | Synced::LeaseLost => Done::Refused(NotActivated::GrantFailed),
         Synced::RecordFailed(err) => return Err(err),
         Synced::Skipped(snapshot) => Done::Refused(skipped_reason(snapshot.as_deref(), now)),

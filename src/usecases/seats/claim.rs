@@ -57,6 +57,7 @@ pub async fn claim(
                     activate: false,
                     trigger: Trigger::Claim,
                     actor,
+                    expected_claimant: None,
                 },
             )
             .await;

@@ -3,6 +3,7 @@
 
 mod correct_email;
 mod tokens;
+mod unclaim;
 mod upgrade;
 
 use std::time::Duration;
