@@ -559,6 +559,8 @@ pub struct PurgeBlockers {
     /// Enrolments with a `revoking` drop or a live access lease (an access sync in flight
     /// would add memberships to groups whose enrolment is gone, W.5.7), each counted once.
     pub access_pending: i64,
+    /// Pending removals of unclaimed accounts (addendum §3.5).
+    pub revocations_pending: i64,
 }
 
 pub async fn purge_blockers(
@@ -577,7 +579,9 @@ pub async fn purge_blockers(
               AND (e.access_lease_until > $2
                    OR EXISTS (SELECT 1 FROM enrolment_drop d
                               WHERE d.enrolment_id = e.id AND d.state = 'revoking')))
-             AS access_pending",
+             AS access_pending,
+           (SELECT count(*) FROM access_revocation WHERE course_id = $1 AND state = 'pending')
+             AS revocations_pending",
     )
     .bind(course_id)
     .bind(now)

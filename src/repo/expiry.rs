@@ -27,7 +27,9 @@ pub async fn select(
                 OR EXISTS (SELECT 1 FROM course_enrolment e
                            WHERE e.course_id = c.id AND NOT e.is_dropped)
                 OR EXISTS (SELECT 1 FROM enrolment_drop d
-                           WHERE d.course_id = c.id AND d.state IN ('depleting', 'revoking')))
+                           WHERE d.course_id = c.id AND d.state IN ('depleting', 'revoking'))
+                OR EXISTS (SELECT 1 FROM access_revocation r
+                           WHERE r.course_id = c.id AND r.state = 'pending'))
          ORDER BY c.end_date NULLS LAST, c.id",
     )
     .bind(now)
@@ -85,4 +87,18 @@ pub async fn budget_depleted(
         .bind(course_id)
         .fetch_one(db)
         .await
+}
+
+/// Revocations still pending whose attempt was made since `since` (and failed).
+pub async fn failed_revocations_since(
+    db: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM access_revocation
+         WHERE state = 'pending' AND last_error IS NOT NULL AND updated_at >= $1",
+    )
+    .bind(since)
+    .fetch_one(db)
+    .await
 }

@@ -15,6 +15,7 @@ use crate::usecases::Services;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
+use crate::usecases::revocations;
 use summary::{CourseSummary, RunSummary};
 
 /// Rows of each outbox retried per run at most (rules.md §8 step 6).
@@ -93,6 +94,8 @@ async fn run_locked(
     purge_events(services, Utc::now(), &mut summary).await;
     summary.access_removals_failed =
         repo::expiry::failed_access_removals_since(&services.db, started_at).await? as u64;
+    summary.access_revocations_failed =
+        repo::expiry::failed_revocations_since(&services.db, started_at).await? as u64;
     summary.settle_status();
     summary.finished_at = Utc::now();
     tracing::info!(status = ?summary.status, "expire-courses finished");
@@ -151,6 +154,11 @@ async fn process_course(
     match drops::remove_pending_access(services, course.id, &system, now).await {
         Ok(sweep) => totals.access_removals_completed += sweep.completed,
         Err(err) => fail(&mut out, "removing access", &err),
+    }
+    // ... and R for its pending revocations (addendum §3.5).
+    match revocations::revoke_course(services, course.id, &system, now).await {
+        Ok(sweep) => totals.access_revocations_completed += sweep.completed,
+        Err(err) => fail(&mut out, "revoking access", &err),
     }
     match repo::expiry::revoking_for_course(&services.db, course.id).await {
         Ok(n) => out.access_removals_pending = n as u64,
@@ -217,6 +225,20 @@ async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut R
             Ok(_) => break,
             Err(err) => {
                 tracing::error!(error = %Chain(&err), "access-removal pass failed");
+                break;
+            }
+        }
+    }
+    let mut seen = 0;
+    while seen < GLOBAL_RETRY_LIMIT {
+        match revocations::revocation_pass(services, now, PASS_BATCH).await {
+            Ok(sweep) if sweep.completed + sweep.failed > 0 => {
+                summary.access_revocations_completed += sweep.completed;
+                seen += sweep.completed + sweep.failed;
+            }
+            Ok(_) => break,
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "access-revocation pass failed");
                 break;
             }
         }

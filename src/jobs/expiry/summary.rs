@@ -54,6 +54,10 @@ pub struct RunSummary {
     pub enrolments_failed: u64,
     pub access_removals_completed: u64,
     pub access_removals_failed: u64,
+    /// Routine R (addendum §3.5): revocations moved to `done` in this run.
+    pub access_revocations_completed: u64,
+    /// Revocations still pending whose attempt in this run failed.
+    pub access_revocations_failed: u64,
     pub vlabs_depleted: u64,
     pub vlab_depletions_failed: u64,
     pub emails_sent: u64,
@@ -78,6 +82,8 @@ impl RunSummary {
             enrolments_failed: 0,
             access_removals_completed: 0,
             access_removals_failed: 0,
+            access_revocations_completed: 0,
+            access_revocations_failed: 0,
             vlabs_depleted: 0,
             vlab_depletions_failed: 0,
             emails_sent: 0,
@@ -92,6 +98,7 @@ impl RunSummary {
     pub fn settle_status(&mut self) {
         let failed = self.enrolments_failed
             + self.access_removals_failed
+            + self.access_revocations_failed
             + self.vlab_depletions_failed
             + self.emails_failed
             > 0

@@ -13,6 +13,7 @@ use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::events::{self, EventExt};
+use crate::usecases::revocations;
 
 pub async fn delete(
     services: &Services,
@@ -55,6 +56,15 @@ async fn run(services: &Services, actor: &Actor, course_id: Uuid) -> Result<(), 
         }
         .into());
     }
+    // Pending removals of unclaimed accounts, like revoking drops (addendum §3.5).
+    let revoked = revocations::revoke_course(services, course_id, actor, now).await?;
+    if revoked.still_pending > 0 {
+        return Err(CourseError::DeleteRevocationsPending {
+            pending: revoked.still_pending,
+            course_id,
+        }
+        .into());
+    }
     if !drops::deplete_lab_budget(services, course_id, actor, "delete").await? {
         return Err(CourseError::DeleteBudgetNotDepleted(course_id).into());
     }
@@ -83,6 +93,7 @@ async fn purge(
         undropped,
         depleting,
         access_pending,
+        revocations_pending,
     } = repo::drops::purge_blockers(&mut *tx, course_id, now).await?;
     if undropped > 0 || depleting > 0 {
         let failed = u64::try_from(undropped.max(depleting)).unwrap_or(0);
@@ -91,6 +102,10 @@ async fn purge(
     if access_pending > 0 {
         let pending = u64::try_from(access_pending).unwrap_or(0);
         return Err(CourseError::DeleteAccessPending { pending, course_id }.into());
+    }
+    if revocations_pending > 0 {
+        let pending = u64::try_from(revocations_pending).unwrap_or(0);
+        return Err(CourseError::DeleteRevocationsPending { pending, course_id }.into());
     }
     let purged = repo::drops::purge_course(&mut tx, course_id).await?;
     // The event outlives the rows it describes (no foreign key).

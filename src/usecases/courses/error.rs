@@ -38,6 +38,10 @@ pub enum CourseError {
         "Failed to remove access for {pending} dropped enrolment(s) of course {course_id}; the course was voided but not deleted. Retry the delete."
     )]
     DeleteAccessPending { pending: u64, course_id: Uuid },
+    #[error(
+        "Failed to remove access for {pending} unclaimed enrolment(s) of course {course_id}; the course was voided but not deleted. Retry the delete."
+    )]
+    DeleteRevocationsPending { pending: u64, course_id: Uuid },
     #[error("Failed to deplete vlab budget for course {0}")]
     DeleteBudgetNotDepleted(Uuid),
 }
@@ -59,6 +63,7 @@ impl CourseError {
             Self::ActiveNotDeletable => Answer::new(S::CONFLICT, C::ForbiddenOperation),
             Self::DeleteDropsFailed { .. }
             | Self::DeleteAccessPending { .. }
+            | Self::DeleteRevocationsPending { .. }
             | Self::DeleteBudgetNotDepleted(_) => {
                 Answer::new(S::BAD_GATEWAY, C::ExternalServiceError)
             }

@@ -13,6 +13,7 @@ use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::events::{self, EventExt};
+use crate::usecases::revocations;
 
 /// `void_summary` of api.md §4.5.6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,8 @@ async fn run(services: &Services, actor: &Actor, course_id: Uuid) -> Result<Void
         drops::drop_enrolments(services, &enrolments, DropReason::Void, actor, now).await;
     let (enrolments_dropped, enrolments_failed) = drops::tally(&outcomes);
     let sweep = drops::remove_pending_access(services, course_id, actor, now).await?;
+    // Pending removals of unclaimed accounts, like revoking drops (addendum §3.5).
+    revocations::revoke_course(services, course_id, actor, now).await?;
     let budget_depleted = drops::deplete_lab_budget(services, course_id, actor, "void").await?;
 
     let course = repo::courses::find(&services.db, course_id)

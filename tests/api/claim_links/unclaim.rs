@@ -370,3 +370,77 @@ async fn unclaim_refusals_tiers_and_email_options(db: PgPool) {
     .await;
     assert_eq!(role, "service_admin");
 }
+
+#[sqlx::test]
+async fn delete_with_a_pending_revocation_is_502_and_a_retry_succeeds(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = wrongly_claimed(&app, 1).await;
+    let enrolment = students[0].enrolment_id;
+    app.keycloak
+        .inject(Fault::new("kc_remove_member", FaultAction::Status(500)).times(1));
+    let body = unclaim(&app.as_faculty(), course.course_id, enrolment, None)
+        .await
+        .ok_body();
+    assert_eq!(body["data"]["access_removed"], false);
+    // Another worker holds the revocation: void and delete leave it alone.
+    exec(
+        &app.db,
+        "UPDATE access_revocation SET lease_id = gen_random_uuid(),
+             lease_until = now() + interval '1 hour' WHERE enrolment_id = $1",
+        enrolment,
+    )
+    .await;
+    let admin = app.as_admin();
+    admin.void_course(course.course_id).await.ok_body();
+    admin.delete_course(course.course_id).await.error_with(
+        StatusCode::BAD_GATEWAY,
+        "EXTERNAL_SERVICE_ERROR",
+        &format!(
+            "Failed to remove access for 1 unclaimed enrolment(s) of course {}; the course was voided but not deleted. Retry the delete.",
+            course.course_id
+        ),
+    );
+    // Once the lease lapsed, the retry removes the access and deletes the course.
+    exec(
+        &app.db,
+        "UPDATE access_revocation SET lease_until = now() - interval '1 second'
+         WHERE enrolment_id = $1",
+        enrolment,
+    )
+    .await;
+    admin.delete_course(course.course_id).await.ok_body();
+    assert!(paths(&app, &app.users.students[0]).is_empty());
+}
+
+#[sqlx::test]
+async fn unclaim_then_drop_before_revocation_removes_everyone(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = wrongly_claimed(&app, 1).await;
+    let enrolment = students[0].enrolment_id;
+    app.keycloak
+        .inject(Fault::new("kc_remove_member", FaultAction::Status(500)).times(1));
+    unclaim(&app.as_faculty(), course.course_id, enrolment, None)
+        .await
+        .ok_body();
+    // The drop empties the project groups; the revocation still owns the lab membership.
+    app.as_faculty()
+        .post_drop(course.course_id, &[students[0].seat_id])
+        .await
+        .ok_body();
+    assert_eq!(
+        paths(&app, &app.users.students[0]),
+        vec![lab_member(&course)]
+    );
+    exec(
+        &app.db,
+        "UPDATE access_revocation SET next_attempt_at = now() - interval '1 second'
+         WHERE enrolment_id = $1",
+        enrolment,
+    )
+    .await;
+    revocation_pass(&app.services(), Utc::now(), 50)
+        .await
+        .unwrap();
+    assert!(paths(&app, &app.users.students[0]).is_empty());
+    assert_eq!(revocation(&app, enrolment).await.state, "done");
+}
