@@ -444,3 +444,98 @@ async fn unclaim_then_drop_before_revocation_removes_everyone(db: PgPool) {
     assert!(paths(&app, &app.users.students[0]).is_empty());
     assert_eq!(revocation(&app, enrolment).await.state, "done");
 }
+
+#[sqlx::test]
+async fn promotion_racing_unclaim_leaves_the_previous_account_without_access(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = crate::waitlist::future_course(&app, "Neuro 101", 1).await;
+    let wrong = app.users.students[0].clone();
+    let enrolment = students[0].enrolment_id;
+    crate::waitlist::claim(&app, &wrong, enrolment).await;
+    crate::waitlist::start_course(&app, course.course_id).await;
+    // The worker's promotion reaches Keycloak and stalls there; the unclaim commits meanwhile.
+    let stall = crate::waitlist::StalledAdds::start(&app, Duration::from_millis(1500));
+    let services = app.services();
+    let promotion = tokio::spawn(async move {
+        vlab_courses::usecases::access::access_pass(&services, Utc::now(), 50).await
+    });
+    stall.in_flight().await;
+    unclaim(&app.as_faculty(), course.course_id, enrolment, None)
+        .await
+        .ok_body();
+    let pass = promotion.await.unwrap().unwrap();
+    drop(stall);
+    assert_eq!((pass.leased, pass.applied), (1, 0));
+    let revoked = revocation(&app, enrolment).await;
+    assert_eq!((revoked.state.as_str(), revoked.attempts), ("done", 2));
+    assert!(paths(&app, &wrong).is_empty(), "{:?}", paths(&app, &wrong));
+    assert_eq!(claim_row(&app, enrolment).await.access_level, "none");
+}
+
+#[sqlx::test]
+async fn plural_activation_racing_unclaim_reports_no_longer_claimed(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = crate::waitlist::future_course(&app, "Neuro 101", 1).await;
+    let wrong = app.users.students[0].clone();
+    let enrolment = students[0].enrolment_id;
+    crate::waitlist::claim(&app, &wrong, enrolment).await;
+    crate::waitlist::start_course(&app, course.course_id).await;
+    let token = app.student_token(0);
+    app.get(&format!("/virtual-labs/{}", course.vlab_id), Some(&token))
+        .await;
+    let stall = crate::waitlist::StalledAdds::start(&app, Duration::from_millis(1500));
+    let pending =
+        crate::waitlist::post_in_background(&app, "/courses/activate-enrolments", token, None);
+    stall.in_flight().await;
+    unclaim(&app.as_faculty(), course.course_id, enrolment, None)
+        .await
+        .ok_body();
+    let (status, body) = pending.await.unwrap();
+    drop(stall);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let item = &body["results"][0];
+    assert_eq!(item["enrolment_id"], enrolment.to_string());
+    assert_eq!(item["activated"], false);
+    assert_eq!(item["error"], "This enrolment is no longer claimed by you");
+    assert!(paths(&app, &wrong).is_empty(), "{:?}", paths(&app, &wrong));
+    assert_eq!(revocation(&app, enrolment).await.state, "done");
+}
+
+#[sqlx::test]
+async fn revocation_keeps_the_lab_membership_of_a_user_who_claimed_again_in_the_course(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = wrongly_claimed(&app, 2).await;
+    let user = app.users.students[0].clone();
+    unclaim(
+        &app.as_faculty(),
+        course.course_id,
+        students[0].enrolment_id,
+        None,
+    )
+    .await
+    .ok_body();
+    // After R is done, the account claims its own enrolment.
+    fixtures::claim_and_activate(&app, students[1].enrolment_id, &user).await;
+    assert_eq!(paths(&app, &user), member_paths(&course, &students[1]));
+    // A re-opened row (as an access sync that lost to the unclaim leaves it).
+    exec(
+        &app.db,
+        "UPDATE access_revocation SET state = 'pending', done_at = NULL WHERE enrolment_id = $1",
+        students[0].enrolment_id,
+    )
+    .await;
+    let sweep = revocation_pass(&app.services(), Utc::now(), 50)
+        .await
+        .unwrap();
+    assert_eq!(sweep.completed, 1);
+    assert_eq!(paths(&app, &user), member_paths(&course, &students[1]));
+    let data: Value = fetch_row::<(Value,), _>(
+        &app.db,
+        "SELECT data FROM course_event WHERE enrolment_id = $1 AND event_type = 'access_revoked'
+         ORDER BY id DESC LIMIT 1",
+        students[0].enrolment_id,
+    )
+    .await
+    .0;
+    assert_eq!(data["lab_membership_removed"], false);
+}
