@@ -312,3 +312,64 @@ fn help_explains_the_flags_and_exit_codes() {
     assert!(text.contains("--dry-run"), "{text}");
     assert!(text.contains("Exit codes"), "{text}");
 }
+
+#[sqlx::test]
+async fn a_pending_revocation_keeps_the_course_selected_until_r_has_run(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let (course, students) = fixtures::course_with_students(&app, "Unclaimed", 1).await;
+    let wrong = app.users.students[0].clone();
+    let enrolment = students[0].enrolment_id;
+    fixtures::claim_and_activate(&app, enrolment, &wrong).await;
+    app.keycloak
+        .inject(Fault::new("kc_remove_member", FaultAction::Status(500)).times(1));
+    let path = format!(
+        "/seats/courses/{}/enrolments/{enrolment}/unclaim",
+        course.course_id
+    );
+    let (status, body) = app.as_faculty().post_empty(&path).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["access_removed"], false);
+    end_course(&db, course.course_id).await;
+    // Another worker holds the revocation during the first run.
+    sqlx::query(
+        "UPDATE access_revocation SET lease_id = gen_random_uuid(),
+             lease_until = now() + interval '1 hour' WHERE enrolment_id = $1",
+    )
+    .bind(enrolment)
+    .execute(&db)
+    .await
+    .unwrap();
+    let run = run_job(&app, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.summary);
+    assert_eq!(run.summary["access_revocations_completed"], 0);
+    assert_eq!(run.summary["access_revocations_failed"], 0);
+    // The drop emptied the project groups; the lab membership is the revocation's to remove.
+    assert_eq!(
+        app.keycloak.user_group_paths(wrong.id),
+        [format!("/vlab/{}/member", course.vlab_id)]
+    );
+
+    // Once the lease lapsed, the course is selected for the revocation alone.
+    sqlx::query(
+        "UPDATE access_revocation SET lease_until = now() - interval '1 second'
+         WHERE enrolment_id = $1",
+    )
+    .bind(enrolment)
+    .execute(&db)
+    .await
+    .unwrap();
+    let run = run_job(&app, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.summary);
+    assert_eq!(run.summary["expired_courses_found"], 1);
+    assert_eq!(run.summary["enrolments_dropped"], 0);
+    assert_eq!(run.summary["access_revocations_completed"], 1);
+    assert!(app.keycloak.user_group_paths(wrong.id).is_empty());
+    let state: String = fetch_scalar(
+        &db,
+        "SELECT state FROM access_revocation WHERE enrolment_id = $1",
+        enrolment,
+    )
+    .await;
+    assert_eq!(state, "done");
+    assert_eq!(run_job(&app, &[]).await.summary["expired_courses_found"], 0);
+}
