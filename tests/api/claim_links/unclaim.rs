@@ -539,3 +539,44 @@ async fn revocation_keeps_the_lab_membership_of_a_user_who_claimed_again_in_the_
     .0;
     assert_eq!(data["lab_membership_removed"], false);
 }
+
+#[sqlx::test]
+async fn unclaim_at_daily_cap_succeeds_without_email(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let (course, students) = fixtures::course_with_students(&app, "Neuro 101", 1).await;
+    let enrolment = students[0].enrolment_id;
+    let faculty = app.as_faculty();
+    // Four corrections after the assign e-mail reach the cap of five.
+    for i in 0..4 {
+        faculty
+            .post(
+                &format!(
+                    "/seats/courses/{}/enrolments/{enrolment}/correct-email",
+                    course.course_id
+                ),
+                &json!({"email": format!("a{i}@uni.org")}),
+            )
+            .await
+            .ok_body();
+    }
+    let secret = emailed_secret(&app, "a3@uni.org", 0).await;
+    app.as_user(&app.users.students[0])
+        .claim(secret)
+        .await
+        .ok_body();
+    let sent = app.smtp.messages().len();
+    let body = unclaim(&faculty, course.course_id, enrolment, None)
+        .await
+        .ok_body();
+    let data = &body["data"];
+    assert_eq!(data["email_queued"], false);
+    assert_eq!(data["email_sent"], false);
+    assert_eq!(
+        data["email_error"],
+        "This student has been sent 5 claim e-mails in the last 24 hours"
+    );
+    assert_eq!(data["enrolment"]["claimed_by"], Value::Null);
+    assert_eq!(app.smtp.messages().len(), sent);
+    // The link was rotated all the same.
+    assert_replaced(&app, secret).await;
+}
