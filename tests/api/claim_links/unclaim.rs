@@ -266,6 +266,8 @@ async fn activation_racing_unclaim_leaves_no_membership(db: PgPool) {
     );
 }
 
+/// Also §3.7 22 before the start: the rightful student who claims after the unclaim is
+/// waitlisted, and the worker promotes them at the start.
 #[sqlx::test]
 async fn unclaim_of_a_waitlisted_claim_removes_the_waitlisted_and_lab_memberships(db: PgPool) {
     let app = TestApp::spawn(db).await;
@@ -282,6 +284,20 @@ async fn unclaim_of_a_waitlisted_claim_removes_the_waitlisted_and_lab_membership
     .await
     .ok_body();
     assert_eq!(body["data"]["access_removed"], true);
+    assert!(paths(&app, &wrong).is_empty(), "{:?}", paths(&app, &wrong));
+
+    // The new link (the second e-mail to the contact address) claims for the rightful student.
+    let right = app.users.students[1].clone();
+    let new = emailed_secret(&app, &students[0].email, 1).await;
+    app.as_user(&right).claim(new).await.ok_body();
+    assert_eq!(paths(&app, &right), waitlisted_paths(&course, &students[0]));
+    assert_eq!(
+        claim_row(&app, students[0].enrolment_id).await.access_level,
+        "waitlisted"
+    );
+    crate::waitlist::start_course(&app, course.course_id).await;
+    assert_eq!(crate::waitlist::pass(&app).await.applied, 1);
+    assert_eq!(paths(&app, &right), member_paths(&course, &students[0]));
     assert!(paths(&app, &wrong).is_empty(), "{:?}", paths(&app, &wrong));
 }
 
