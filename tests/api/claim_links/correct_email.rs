@@ -428,3 +428,68 @@ async fn correct_email_tiers_and_path_checks(db: PgPool) {
     .ok_body();
     assert_eq!(body["data"]["enrolment"]["contact_email"], "a@uni.org");
 }
+
+/// §3.7 8: a correction and an assign of the same address, on two servers at once, with
+/// Keycloak slowed so that the assign's window is wide: exactly one of them wins, and one
+/// enrolment of the course holds the address.
+#[sqlx::test]
+async fn correct_email_racing_assign_of_the_same_address_enrols_it_once(db: PgPool) {
+    let app = TestApp::spawn(db).await;
+    let other = app.spawn_process().await;
+    let (course, student) = one_student(&app).await;
+    fixtures::provision(&app, course.course_id, 1).await;
+    let address = "contested@uni.org";
+    let token = app.faculty_token();
+    let correction = app
+        .client
+        .post(format!(
+            "{}/seats/courses/{}/enrolments/{}/correct-email",
+            app.address, course.course_id, student.enrolment_id
+        ))
+        .bearer_auth(&token)
+        .json(&json!({ "email": address }));
+    let assign = app
+        .client
+        .post(format!(
+            "{}/seats/courses/{}/assign",
+            other.base_url, course.course_id
+        ))
+        .bearer_auth(&token)
+        .json(&fixtures::students_body(&[("stu-9", address)]));
+    app.keycloak.set_latency(Duration::from_millis(20));
+    let (corrected, assigned) = tokio::join!(
+        async { crate::helpers::json(correction.send().await.unwrap()).await },
+        async { crate::helpers::json(assign.send().await.unwrap()).await },
+    );
+    app.keycloak.set_latency(Duration::ZERO);
+
+    let correction_won = corrected.0 == StatusCode::OK;
+    if !correction_won {
+        assert_eq!(corrected.0, StatusCode::CONFLICT, "{}", corrected.1);
+    }
+    let assign_won =
+        assigned.0 == StatusCode::OK && assigned.1["results"][0]["assignment_successful"] == true;
+    assert!(
+        correction_won != assign_won,
+        "exactly one wins: {corrected:?} {assigned:?}"
+    );
+    let holders: i64 = fetch_scalar(
+        &app.db,
+        "SELECT count(*) FROM course_enrolment WHERE course_id = $1 AND lower(contact_email) = 'contested@uni.org'",
+        course.course_id,
+    )
+    .await;
+    assert_eq!(holders, 1);
+    let original: String = fetch_scalar(
+        &app.db,
+        "SELECT contact_email FROM course_enrolment WHERE id = $1",
+        student.enrolment_id,
+    )
+    .await;
+    let expected = if correction_won {
+        address
+    } else {
+        student.email.as_str()
+    };
+    assert_eq!(original, expected);
+}
