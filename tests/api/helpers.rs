@@ -192,10 +192,20 @@ impl TestApp {
     /// Starts the real `vlab-courses` binary as a second server process on the same database
     /// and emulators. It is killed when the returned handle is dropped.
     pub async fn spawn_process(&self) -> ServerProcess {
+        self.spawn_process_with(&[]).await
+    }
+
+    /// [`spawn_process`](Self::spawn_process) with extra environment variables (they override
+    /// the app's; `RUST_LOG` defaults to `warn`). Its output (stdout and stderr: the log) is kept in a file,
+    /// read with [`ServerProcess::log`].
+    pub async fn spawn_process_with(&self, env: &[(&str, &str)]) -> ServerProcess {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
             probe.local_addr().expect("addr").port()
         };
+        let log = std::env::temp_dir().join(format!("vlab-courses-{}.log", Uuid::new_v4()));
+        let stdout = std::fs::File::create(&log).expect("the log file");
+        let stderr = stdout.try_clone().expect("the log file");
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_vlab-courses"));
         command
             .env_clear()
@@ -203,8 +213,10 @@ impl TestApp {
             .env("BIND_ADDR", format!("127.0.0.1:{port}"))
             .env("RUN_MIGRATIONS", "false")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .current_dir(std::env::temp_dir())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(stdout))
+            .stderr(std::process::Stdio::from(stderr))
             .kill_on_drop(true);
         let child = command.spawn().expect("start vlab-courses");
         let base_url = format!("http://127.0.0.1:{port}{}", self.config.base_path);
@@ -214,6 +226,7 @@ impl TestApp {
             {
                 return ServerProcess {
                     base_url,
+                    log,
                     _child: child,
                 };
             }
@@ -330,7 +343,22 @@ impl Drop for TestApp {
 /// A `vlab-courses` child process serving the same database and emulators.
 pub struct ServerProcess {
     pub base_url: String,
+    /// Where its output goes.
+    log: std::path::PathBuf,
     _child: tokio::process::Child,
+}
+
+impl ServerProcess {
+    /// What the process has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// A status and a parsed JSON body: what every typed request helper returns.

@@ -486,6 +486,15 @@ async fn promotion_racing_unclaim_leaves_the_previous_account_without_access(db:
     assert_eq!((revoked.state.as_str(), revoked.attempts), ("done", 2));
     assert!(paths(&app, &wrong).is_empty(), "{:?}", paths(&app, &wrong));
     assert_eq!(claim_row(&app, enrolment).await.access_level, "none");
+    // The sync that lost to the unclaim is counted as such (the recorder is per process).
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vlab_enrolment_access_total")
+                && l.contains("outcome=\"unclaimed\"")),
+        "no unclaimed access sync in /metrics"
+    );
 }
 
 #[sqlx::test]
