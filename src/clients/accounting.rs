@@ -17,7 +17,7 @@ use super::http::{
     Call, Outbound, RetryPolicy, Service, read_text, record_decode_error, truncate_body,
 };
 use super::service_token::ServiceToken;
-use super::{Accounting, ClientError, ProjectBalance, VlabBalance};
+use super::{Accounting, ClientError, IdempotencyKey, ProjectBalance, VlabBalance};
 use crate::config::ExternalConfig;
 
 /// Reads are retried like Keycloak GETs: the service acts on nothing.
@@ -36,6 +36,8 @@ const fn call(operation: &'static str) -> Call {
         retry: RetryPolicy::ConnectOnly,
     }
 }
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 const CREATE_VLAB_ACCOUNT: Call = call("acc_create_vlab_account");
 const CREATE_PROJECT_ACCOUNT: Call = call("acc_create_project_account");
@@ -77,17 +79,18 @@ impl AccountingClient {
         call: Call,
         path: &str,
         body: serde_json::Value,
+        key: Option<&IdempotencyKey>,
     ) -> Result<reqwest::Response, ClientError> {
-        self.request(call, path, Some(body)).await
+        self.request(call, path, Some((body, key))).await
     }
 
-    /// A `POST` of `body`, or a `GET` without one; a 2xx yields the response (its body
-    /// unread), anything else an error.
+    /// A `POST` of `body` (with its idempotency key), or a `GET` without one; a 2xx yields the
+    /// response (its body unread), anything else an error.
     async fn request(
         &self,
         call: Call,
         path: &str,
-        body: Option<serde_json::Value>,
+        body: Option<(serde_json::Value, Option<&IdempotencyKey>)>,
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let token = self.service_token(call).await?;
@@ -109,12 +112,13 @@ impl AccountingClient {
         Err(error_from(call, status, response).await)
     }
 
-    /// One request: a `POST` of `body`, or a `GET` when there is none.
+    /// One request: a `POST` of `body`, or a `GET` when there is none. A replay after a
+    /// rejected token or a connect failure carries the same idempotency key.
     async fn send_once(
         &self,
         call: Call,
         url: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&(serde_json::Value, Option<&IdempotencyKey>)>,
         token: &str,
     ) -> Result<reqwest::Response, ClientError> {
         let mut authorization =
@@ -126,7 +130,11 @@ impl AccountingClient {
         self.outbound
             .send(call, |client| {
                 let request = match body {
-                    Some(body) => client.post(url).json(body),
+                    Some((body, None)) => client.post(url).json(body),
+                    Some((body, Some(key))) => client
+                        .post(url)
+                        .json(body)
+                        .header(IDEMPOTENCY_KEY, key.as_str()),
                     None => client.get(url),
                 };
                 request.header(AUTHORIZATION, authorization.clone())
@@ -280,9 +288,14 @@ fn decode<T>(
 
 #[async_trait]
 impl Accounting for AccountingClient {
-    async fn create_vlab_account(&self, vlab_id: Uuid, name: &str) -> Result<(), ClientError> {
+    async fn create_vlab_account(
+        &self,
+        vlab_id: Uuid,
+        name: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(), ClientError> {
         let body = serde_json::json!({ "name": name, "id": vlab_id, "balance": "0" });
-        self.post(CREATE_VLAB_ACCOUNT, "/account/virtual-lab", body)
+        self.post(CREATE_VLAB_ACCOUNT, "/account/virtual-lab", body, key)
             .await
             .map(drop)
     }
@@ -292,25 +305,31 @@ impl Accounting for AccountingClient {
         project_id: Uuid,
         vlab_id: Uuid,
         name: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ClientError> {
         let body = serde_json::json!({ "name": name, "id": project_id, "vlab_id": vlab_id });
-        self.post(CREATE_PROJECT_ACCOUNT, "/account/project", body)
+        self.post(CREATE_PROJECT_ACCOUNT, "/account/project", body, key)
             .await
             .map(drop)
     }
 
-    async fn grant(&self, project_id: Uuid, amount: i64) -> Result<(), ClientError> {
+    async fn grant(
+        &self,
+        project_id: Uuid,
+        amount: i64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(), ClientError> {
         // A JSON number with a fraction part (`200.0`), as the existing service sends it.
         #[allow(clippy::cast_precision_loss)]
         let amount = amount as f64;
         let body = serde_json::json!({ "proj_id": project_id, "amount": amount });
-        self.post(GRANT, "/budget/grant", body).await.map(drop)
+        self.post(GRANT, "/budget/grant", body, key).await.map(drop)
     }
 
     async fn deplete_project(&self, project_id: Uuid) -> Result<Decimal, ClientError> {
         let body = serde_json::json!({ "proj_id": project_id });
         let response = self
-            .post(DEPLETE_PROJECT, "/budget/deplete/project", body)
+            .post(DEPLETE_PROJECT, "/budget/deplete/project", body, None)
             .await?;
         let text = read_text(DEPLETE_PROJECT, response).await?;
         decode(DEPLETE_PROJECT, text, parse_total_amount)
@@ -319,7 +338,7 @@ impl Accounting for AccountingClient {
     async fn deplete_vlab(&self, vlab_id: Uuid) -> Result<Option<Decimal>, ClientError> {
         let body = serde_json::json!({ "vlab_id": vlab_id });
         let response = self
-            .post(DEPLETE_VLAB, "/budget/deplete/virtual-lab", body)
+            .post(DEPLETE_VLAB, "/budget/deplete/virtual-lab", body, None)
             .await?;
         // The lab deplete succeeded with the 2xx; an unreadable amount is only unknown.
         let amount = match read_text(DEPLETE_VLAB, response).await {
@@ -367,8 +386,9 @@ mod tests {
     use crate::clients::FailureClass;
     use crate::clients::http::test_support::{closed_port, config, outbound, serve};
 
-    /// One request the test accounting service saw: path, authorization header, body.
-    type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+    /// One request the test accounting service saw: path, authorization header, body,
+    /// `Idempotency-Key` header (empty when absent).
+    type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
 
     /// A Keycloak token endpoint (`token-1`, `token-2`, …) and an accounting service answering
     /// with `answer(path, authorization, body)`, after `delay`.
@@ -410,10 +430,16 @@ mod tests {
                             headers.get("content-type").and_then(|v| v.to_str().ok()),
                             Some("application/json")
                         );
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
                         store.lock().unwrap().push((
                             uri.path().to_owned(),
                             auth.clone(),
                             body.clone(),
+                            key,
                         ));
                         tokio::time::sleep(delay).await;
                         answer(uri.path(), &auth, &body)
@@ -549,7 +575,7 @@ mod tests {
                 .into_response()
         })
         .await;
-        let err = acc.grant(Uuid::from_u128(1), 200).await.unwrap_err();
+        let err = acc.grant(Uuid::from_u128(1), 200, None).await.unwrap_err();
         match &err {
             ClientError::Accounting {
                 operation,
@@ -574,7 +600,7 @@ mod tests {
         })
         .await;
         let err = acc
-            .create_vlab_account(Uuid::from_u128(1), "Lab")
+            .create_vlab_account(Uuid::from_u128(1), "Lab", None)
             .await
             .unwrap_err();
         assert!(
@@ -588,7 +614,7 @@ mod tests {
     async fn a_post_that_times_out_is_uncertain_and_sent_only_once() {
         let (acc, seen, _) =
             accounting(Duration::from_secs(3), |_, _, _| S::OK.into_response()).await;
-        let err = acc.grant(Uuid::from_u128(1), 200).await.unwrap_err();
+        let err = acc.grant(Uuid::from_u128(1), 200, None).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -617,11 +643,15 @@ mod tests {
         })
         .await;
         let (lab, project) = (Uuid::from_u128(10), Uuid::from_u128(20));
-        acc.create_vlab_account(lab, "Lab").await.unwrap();
-        acc.create_project_account(project, lab, "Proj")
+        let saga = Uuid::from_u128(30);
+        let key = |seq| IdempotencyKey::saga_step(saga, seq);
+        acc.create_vlab_account(lab, "Lab", Some(&key(3)))
             .await
             .unwrap();
-        acc.grant(project, 200).await.unwrap();
+        acc.create_project_account(project, lab, "Proj", Some(&key(5)))
+            .await
+            .unwrap();
+        acc.grant(project, 200, Some(&key(6))).await.unwrap();
         acc.deplete_vlab(lab).await.unwrap();
         let calls = seen.lock().unwrap().clone();
         let paths: Vec<_> = calls.iter().map(|c| c.0.as_str()).collect();
@@ -641,6 +671,17 @@ mod tests {
             json!({"name": "Proj", "id": project, "vlab_id": lab})
         );
         assert_eq!(body(3), json!({"vlab_id": lab}));
+        let keys: Vec<_> = calls.iter().map(|c| c.3.as_str()).collect();
+        let saga = saga.to_string();
+        assert_eq!(
+            keys,
+            [
+                format!("{saga}:3").as_str(),
+                &format!("{saga}:5"),
+                &format!("{saga}:6"),
+                ""
+            ]
+        );
         // The amount is a JSON number with a fraction part.
         assert!(calls[2].2.contains(r#""amount":200.0"#), "{}", calls[2].2);
         assert!(calls[2].2.contains(&format!(r#""proj_id":"{project}""#)));
@@ -656,9 +697,13 @@ mod tests {
             }
         })
         .await;
-        acc.grant(Uuid::from_u128(1), 50).await.unwrap();
+        let key = IdempotencyKey::top_up(Uuid::from_u128(7));
+        acc.grant(Uuid::from_u128(1), 50, Some(&key)).await.unwrap();
         let auths: Vec<_> = seen.lock().unwrap().iter().map(|c| c.1.clone()).collect();
         assert_eq!(auths, ["bearer token-1", "bearer token-2"]);
+        // The replay is the same request: it carries the same key.
+        let keys: Vec<_> = seen.lock().unwrap().iter().map(|c| c.3.clone()).collect();
+        assert_eq!(keys, [key.as_str(), key.as_str()]);
         assert_eq!(*tokens.lock().unwrap(), 2);
     }
 
@@ -681,7 +726,7 @@ mod tests {
         let cfg = config(&closed_port().await, "http://127.0.0.1:9");
         let out = outbound(Duration::from_secs(1));
         let acc = AccountingClient::new(out.clone(), ServiceToken::new(out, &cfg), &cfg);
-        let err = acc.grant(Uuid::from_u128(1), 1).await.unwrap_err();
+        let err = acc.grant(Uuid::from_u128(1), 1, None).await.unwrap_err();
         assert!(
             matches!(
                 err,

@@ -149,18 +149,52 @@ pub trait KeycloakAdmin: Send + Sync + 'static {
     async fn get_user(&self, user_id: Uuid) -> Result<Option<KeycloakUser>, ClientError>;
 }
 
-/// The accounting calls of integrations.md §3.2.
+/// The `Idempotency-Key` header of an accounting `POST` (round2.md §1.9): the accounting
+/// service ignores it today, and this service never relies on it. Built only from ids, so it is
+/// always a valid header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key of a journaled step: `<saga id>:<seq>`.
+    pub fn saga_step(saga_id: Uuid, seq: u32) -> Self {
+        Self(format!("{saga_id}:{seq}"))
+    }
+
+    /// The key of a credit top-up: its id.
+    pub fn top_up(top_up_id: Uuid) -> Self {
+        Self(top_up_id.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The accounting calls of integrations.md §3.2. The creating `POST`s take the
+/// `Idempotency-Key` of the unit of work that sends them (`None`: no header).
 #[async_trait]
 pub trait Accounting: Send + Sync + 'static {
-    async fn create_vlab_account(&self, vlab_id: Uuid, name: &str) -> Result<(), ClientError>;
+    async fn create_vlab_account(
+        &self,
+        vlab_id: Uuid,
+        name: &str,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(), ClientError>;
     async fn create_project_account(
         &self,
         project_id: Uuid,
         vlab_id: Uuid,
         name: &str,
+        key: Option<&IdempotencyKey>,
     ) -> Result<(), ClientError>;
     /// Creates `amount` new credits for the project.
-    async fn grant(&self, project_id: Uuid, amount: i64) -> Result<(), ClientError>;
+    async fn grant(
+        &self,
+        project_id: Uuid,
+        amount: i64,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<(), ClientError>;
     /// Moves the project's whole balance back to the system; returns the amount moved.
     async fn deplete_project(&self, project_id: Uuid) -> Result<Decimal, ClientError>;
     /// Moves every balance of the lab and its projects back to the system; returns the amount

@@ -99,9 +99,11 @@ pub async fn create_account(
         Ok(())
     });
     let result = match kind {
-        AccountKind::VirtualLab => accounting.create_vlab_account(id, name).await,
+        AccountKind::VirtualLab => accounting.create_vlab_account(id, name, None).await,
         AccountKind::Project { vlab_id } => {
-            accounting.create_project_account(id, vlab_id, name).await
+            accounting
+                .create_project_account(id, vlab_id, name, None)
+                .await
         }
     };
     if let Err(err) = &result {

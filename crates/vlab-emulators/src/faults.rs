@@ -83,6 +83,10 @@ pub struct CallRecord {
     /// The status (or SMTP reply code) answered; 0 when nothing was answered (a dropped or
     /// stalled call, or one still in flight).
     pub status: u16,
+    /// The request's `Idempotency-Key` header, when it carried one (accounting records it so
+    /// tests can check it; like the real service, the emulator does not act on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// What a call has to do, decided when it arrives.
@@ -163,7 +167,13 @@ impl Control {
     ///
     /// Every fault of the operation sees every call: one still skipping counts the call down,
     /// and the first one done skipping fails it.
-    pub fn begin(&self, operation: &str, method: &str, path: &str) -> Admission {
+    pub fn begin(
+        &self,
+        operation: &str,
+        method: &str,
+        path: &str,
+        idempotency_key: Option<&str>,
+    ) -> Admission {
         let mut state = self.lock();
         let index = state.calls.len();
         state.calls.push(CallRecord {
@@ -171,6 +181,7 @@ impl Control {
             method: method.to_owned(),
             path: path.to_owned(),
             status: 0,
+            idempotency_key: idempotency_key.map(str::to_owned),
         });
         let latency = state.latency
             + state
@@ -318,7 +329,7 @@ mod tests {
         let control = Control::default();
         control.inject(Fault::new("op", FaultAction::DropBefore).skip(2).times(2));
         let faults: Vec<bool> = (0..5)
-            .map(|_| control.begin("op", "GET", "/").fault.is_some())
+            .map(|_| control.begin("op", "GET", "/", None).fault.is_some())
             .collect();
         assert_eq!(faults, [false, false, true, true, false]);
     }
@@ -328,9 +339,9 @@ mod tests {
         let control = Control::default();
         control.inject(Fault::new("op", FaultAction::Status(500)));
         control.inject(Fault::new("op", FaultAction::Status(503)).skip(2));
-        control.begin("other", "GET", "/");
+        control.begin("other", "GET", "/", None);
         let got: Vec<Option<FaultAction>> = (0..4)
-            .map(|_| control.begin("op", "GET", "/").fault)
+            .map(|_| control.begin("op", "GET", "/", None).fault)
             .collect();
         assert_eq!(
             got,
@@ -351,11 +362,11 @@ mod tests {
         control.set_latency(Duration::from_millis(10));
         control.set_operation_latency("op", Duration::from_millis(5));
         assert_eq!(
-            control.begin("op", "GET", "/").latency,
+            control.begin("op", "GET", "/", None).latency,
             Duration::from_millis(15)
         );
         assert_eq!(
-            control.begin("x", "GET", "/").latency,
+            control.begin("x", "GET", "/", None).latency,
             Duration::from_millis(10)
         );
     }

@@ -188,10 +188,15 @@ where
 
 async fn operation_middleware(State(op): State<OpState>, request: Request, next: Next) -> Response {
     let connection = request.extensions().get::<Connection>().cloned();
+    let idempotency_key = request
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok());
     let admission = op.control.begin(
         op.operation,
         request.method().as_str(),
         request.uri().path(),
+        idempotency_key,
     );
     if !admission.latency.is_zero() {
         tokio::time::sleep(admission.latency).await;

@@ -190,7 +190,7 @@ async fn fund_template(
     });
     let Err(err) = services
         .accounting
-        .grant(template, i64::from(credits_per_seat))
+        .grant(template, i64::from(credits_per_seat), None)
         .await
     else {
         return Ok(ledger);

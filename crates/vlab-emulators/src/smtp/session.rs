@@ -256,7 +256,7 @@ impl Session {
             self.reply(501, "5.5.4 Syntax: MAIL FROM:<address>").await?;
             return Ok(Next::Continue);
         };
-        let admission = self.control.begin("smtp_send", "MAIL", &mail_from);
+        let admission = self.control.begin("smtp_send", "MAIL", &mail_from, None);
         match admission.fault {
             Some(FaultAction::DropBefore) => return Ok(Next::Close),
             Some(FaultAction::TimeoutBefore(stall)) => {

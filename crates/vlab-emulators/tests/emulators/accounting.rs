@@ -379,3 +379,41 @@ async fn the_project_balance_is_read_with_a_get_and_unknown_accounts_are_404() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(acc.emulator.call_count("acc_project_balance"), 3);
 }
+
+#[tokio::test]
+async fn the_call_log_records_the_idempotency_key_and_ignores_it_like_the_service() {
+    let acc = Acc::start().await;
+    let (_lab, project) = acc.lab_with_project().await;
+    for _ in 0..2 {
+        let response = client()
+            .post(format!("{}/budget/grant", acc.emulator.base_url()))
+            .header("authorization", "bearer service-token")
+            .header("idempotency-key", "saga-1:6")
+            .json(&json!({"proj_id": project, "amount": 10.0}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let grants: Vec<_> = acc
+        .emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "acc_grant")
+        .map(|c| c.idempotency_key)
+        .collect();
+    assert_eq!(
+        grants,
+        [Some("saga-1:6".to_owned()), Some("saga-1:6".to_owned())]
+    );
+    // The accounting service ignores the header today: both grants created credits.
+    assert_eq!(acc.emulator.balance(project), Some(dec("20")));
+    let creations: Vec<_> = acc
+        .emulator
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == "acc_create_project_account")
+        .map(|c| c.idempotency_key)
+        .collect();
+    assert_eq!(creations, [None]);
+}

@@ -215,7 +215,7 @@ async fn grant(
     match ctx
         .services
         .accounting
-        .grant(project_id, i64::from(credits))
+        .grant(project_id, i64::from(credits), None)
         .await
     {
         Ok(()) => Ok(()),
