@@ -92,6 +92,8 @@ pub struct Config {
     pub drop_window_max_days: u32,
     /// `COURSE_EVENT_RETENTION_DAYS`: audit events older than this are purged by the job.
     pub course_event_retention_days: u32,
+    /// `EXPIRY_RUN_RETENTION_DAYS`: run records older than this are deleted by the job.
+    pub expiry_run_retention_days: u32,
     pub multiple_vlabs_allowed_user_id: Option<Uuid>,
     pub service_admin_group: String,
     pub cors_origins: Vec<String>,
@@ -270,6 +272,7 @@ impl Config {
             drop_window_max_days: env.int("DROP_WINDOW_MAX_DAYS", 14, 1, 36_500)? as u32,
             course_event_retention_days: env.int("COURSE_EVENT_RETENTION_DAYS", 1095, 30, 3650)?
                 as u32,
+            expiry_run_retention_days: env.int("EXPIRY_RUN_RETENTION_DAYS", 365, 1, 3650)? as u32,
             multiple_vlabs_allowed_user_id,
             service_admin_group: env
                 .string("VLAB_SERVICE_ADMIN_GROUP", "/service/virtual-lab-svc/admin")?,
@@ -386,6 +389,7 @@ mod tests {
         assert!(c.cors_origins.is_empty());
         assert_eq!(c.claim_resend_interval_minutes, 10);
         assert_eq!(c.claim_emails_max_per_day, 5);
+        assert_eq!(c.expiry_run_retention_days, 365);
         assert_eq!(
             c.claim_token_for_new_enrolments,
             ClaimTokenMode::EnrolmentId
@@ -432,6 +436,8 @@ mod tests {
             ("CLAIM_EMAILS_MAX_PER_DAY", "0"),
             ("CLAIM_EMAILS_MAX_PER_DAY", "101"),
             ("CLAIM_TOKEN_FOR_NEW_ENROLMENTS", "uuid"),
+            ("EXPIRY_RUN_RETENTION_DAYS", "0"),
+            ("EXPIRY_RUN_RETENTION_DAYS", "3651"),
         ] {
             let mut vars = base();
             vars.insert(var.to_owned(), value.to_owned());

@@ -15,7 +15,7 @@ use vlab_courses::clients::http::Outbound;
 use vlab_courses::clients::request_context;
 use vlab_courses::config::{Binary, Config};
 use vlab_courses::jobs::expiry::summary::{ErrorSummary, JOB, JobStatus, SkippedSummary};
-use vlab_courses::jobs::expiry::{self, Run};
+use vlab_courses::jobs::expiry::{self, Run, RunInfo};
 use vlab_courses::repo::db;
 use vlab_courses::usecases::Services;
 
@@ -48,6 +48,15 @@ fn fail(message: impl Into<String>) -> ExitCode {
     ExitCode::from(JobStatus::Error.exit_code())
 }
 
+/// [`fail`] once the schema is known to be there: the error line is recorded too.
+async fn fail_recorded(services: &Services, run: &RunInfo, message: String) -> ExitCode {
+    let summary = ErrorSummary::new(message);
+    tracing::error!(error = %summary.error, "expire-courses could not run");
+    expiry::record::finish_other(services, run, JobStatus::Error, Utc::now(), &summary).await;
+    print(&summary);
+    ExitCode::from(JobStatus::Error.exit_code())
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -59,12 +68,16 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(config.log_format, &config.rust_log, LogTarget::Stderr);
-    let run_id = format!("expire-courses-{}", uuid::Uuid::new_v4());
-    request_context::scope(run_id, run(config, cli.dry_run)).await
+    let run = RunInfo {
+        id: uuid::Uuid::new_v4(),
+        started_at: Utc::now(),
+        host: std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()),
+    };
+    request_context::scope(run.request_id(), execute(config, cli.dry_run, run)).await
 }
 
-async fn run(config: Config, dry_run: bool) -> ExitCode {
-    let started_at = Utc::now();
+async fn execute(config: Config, dry_run: bool, run: RunInfo) -> ExitCode {
+    let started_at = run.started_at;
     let pool = match db::connect(
         &config.database_url,
         db::JOB_POOL_SIZE,
@@ -95,7 +108,7 @@ async fn run(config: Config, dry_run: bool) -> ExitCode {
     };
 
     if dry_run {
-        return match expiry::dry_run(&services, started_at).await {
+        return match expiry::dry_run(&services, &run).await {
             Ok(summary) => {
                 print(&summary);
                 ExitCode::SUCCESS
@@ -108,29 +121,41 @@ async fn run(config: Config, dry_run: bool) -> ExitCode {
     let mut lock_conn = match sqlx::PgConnection::connect(&config.database_url).await {
         Ok(conn) => conn,
         Err(err) => {
-            return fail(format!(
+            let message = format!(
                 "could not connect to the database {}: {err}",
                 config.database_label()
-            ));
+            );
+            return fail_recorded(&services, &run, message).await;
         }
     };
-    let outcome = expiry::run(&services, &mut lock_conn, started_at).await;
+    let outcome = expiry::run(&services, &mut lock_conn, run.clone()).await;
     let _ = lock_conn.close().await;
-    services.db.close().await;
-    match outcome {
+    let code = match outcome {
         Ok(Run::Done(summary)) => {
             print(&summary);
             ExitCode::from(summary.status.exit_code())
         }
         Ok(Run::Skipped) => {
-            print(&SkippedSummary {
+            let summary = SkippedSummary {
                 job: JOB,
                 status: JobStatus::Skipped,
                 started_at,
                 finished_at: Utc::now(),
-            });
+            };
+            let finished_at = summary.finished_at;
+            expiry::record::finish_other(
+                &services,
+                &run,
+                JobStatus::Skipped,
+                finished_at,
+                &summary,
+            )
+            .await;
+            print(&summary);
             ExitCode::SUCCESS
         }
-        Err(err) => fail(format!("database error: {err}")),
-    }
+        Err(err) => fail_recorded(&services, &run, format!("database error: {err}")).await,
+    };
+    services.db.close().await;
+    code
 }

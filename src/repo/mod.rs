@@ -12,6 +12,7 @@ pub mod email_outbox;
 pub mod enrolments;
 pub mod events;
 pub mod expiry;
+pub mod expiry_runs;
 pub mod institutions;
 pub mod invites;
 pub mod labs;

@@ -17,6 +17,7 @@ use super::claim_emails::ResendError;
 use super::corrections::CorrectionError;
 use super::courses::CourseError;
 use super::events::EventError;
+use super::expiry_runs::ExpiryRunError;
 use super::institutions::InstitutionError;
 use super::invites::InviteError;
 use super::labs::LabError;
@@ -112,6 +113,8 @@ pub enum UseCaseError {
     Resend(#[from] ResendError),
     #[error(transparent)]
     Correction(#[from] CorrectionError),
+    #[error(transparent)]
+    ExpiryRun(#[from] ExpiryRunError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -135,6 +138,7 @@ impl UseCaseError {
             Self::Event(e) => e.answer(),
             Self::Resend(e) => e.answer(),
             Self::Correction(e) => e.answer(),
+            Self::ExpiryRun(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

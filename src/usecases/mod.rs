@@ -10,6 +10,7 @@ pub mod drops;
 pub mod email_outbox;
 pub mod error;
 pub mod events;
+pub mod expiry_runs;
 pub mod institutions;
 pub mod invites;
 pub mod labs;

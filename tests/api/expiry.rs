@@ -11,17 +11,17 @@ use vlab_emulators::{Fault, FaultAction};
 use crate::fixtures::{self, ActiveCourse};
 use crate::helpers::{TestApp, assert_keys, fetch_row, fetch_scalar};
 
-struct JobRun {
-    code: i32,
-    summary: Value,
-    stdout_lines: usize,
+pub struct JobRun {
+    pub code: i32,
+    pub summary: Value,
+    pub stdout_lines: usize,
 }
 
-async fn run_job(app: &TestApp, args: &[&str]) -> JobRun {
+pub async fn run_job(app: &TestApp, args: &[&str]) -> JobRun {
     run_job_with(app, args, |_| {}).await
 }
 
-async fn run_job_with(
+pub async fn run_job_with(
     app: &TestApp,
     args: &[&str],
     tweak: impl FnOnce(&mut tokio::process::Command),
@@ -46,7 +46,7 @@ async fn run_job_with(
 }
 
 /// Moves every date of the course into the past: it has ended.
-async fn end_course(db: &PgPool, course_id: Uuid) {
+pub async fn end_course(db: &PgPool, course_id: Uuid) {
     sqlx::query(
         "UPDATE course SET start_date = now() - interval '10 days',
                 last_drop_date = now() - interval '5 days', end_date = now() - interval '1 minute'
@@ -67,7 +67,7 @@ async fn undropped(db: &PgPool, course_id: Uuid) -> i64 {
     .await
 }
 
-async fn ended_course_with_students(app: &TestApp, name: &str, n: usize) -> ActiveCourse {
+pub async fn ended_course_with_students(app: &TestApp, name: &str, n: usize) -> ActiveCourse {
     let (course, _) = fixtures::course_with_students(app, name, n).await;
     end_course(&app.db, course.course_id).await;
     course

@@ -12,6 +12,7 @@ mod drops;
 mod email_outbox;
 mod events;
 mod expiry;
+mod expiry_runs;
 mod fixtures;
 mod helpers;
 mod institutions;

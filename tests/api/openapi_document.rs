@@ -108,7 +108,7 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 42);
+    assert_eq!(secured, 44);
 }
 
 #[test]

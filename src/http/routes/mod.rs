@@ -7,6 +7,7 @@ pub mod courses;
 pub mod drop_preview;
 pub mod enrolments;
 pub mod events;
+pub mod expiry_runs;
 pub mod institutions;
 pub mod invites;
 pub mod projects;
@@ -28,6 +29,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(projects::router())
         .merge(invites::router())
         .merge(courses::router())
+        .merge(expiry_runs::router())
         .merge(seats::router())
         .merge(drop_preview::router())
         .merge(roster_import::router())

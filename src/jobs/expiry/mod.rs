@@ -4,9 +4,11 @@
 //! Safe to run twice at once (an advisory lock; the second instance says `skipped`) and to
 //! re-run (finished courses are not selected again).
 
+pub mod record;
 pub mod summary;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 
 use crate::domain::audit::Actor;
@@ -16,6 +18,7 @@ use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
 use crate::usecases::revocations;
+pub use record::RunInfo;
 use summary::{CourseSummary, RunSummary};
 
 /// Rows of each outbox retried per run at most (rules.md §8 step 6).
@@ -23,12 +26,9 @@ pub const GLOBAL_RETRY_LIMIT: u64 = 10_000;
 const PASS_BATCH: i64 = 50;
 
 /// What `--dry-run` reports: the selection only, every count 0, no writes, no external calls.
-pub async fn dry_run(
-    services: &Services,
-    started_at: DateTime<Utc>,
-) -> Result<RunSummary, sqlx::Error> {
-    let courses = repo::expiry::select(&services.db, started_at).await?;
-    let mut summary = RunSummary::new(started_at, true);
+pub async fn dry_run(services: &Services, run: &RunInfo) -> Result<RunSummary, sqlx::Error> {
+    let courses = repo::expiry::select(&services.db, run.started_at).await?;
+    let mut summary = RunSummary::new(run.id, run.started_at, true);
     summary.expired_courses_found = courses.len() as u64;
     summary.courses = courses
         .into_iter()
@@ -40,6 +40,7 @@ pub async fn dry_run(
             enrolments_failed: 0,
             access_removals_pending: 0,
             vlab_depleted: c.budget_depleted,
+            credits_returned: Decimal::ZERO,
             error: None,
         })
         .collect();
@@ -49,35 +50,41 @@ pub async fn dry_run(
 
 /// The outcome of trying the lock.
 pub enum Run {
-    Done(RunSummary),
+    Done(Box<RunSummary>),
     /// Another instance holds the lock.
     Skipped,
 }
 
-/// Takes the lock on `lock_conn` (a connection outside the pool), runs, releases it.
+/// Takes the lock on `lock_conn` (a connection outside the pool), runs, records the run and
+/// releases the lock. The `skipped` and `error` outcomes are recorded by the caller, which
+/// prints them ([`record::finish_other`]). A bare start instant stands for a run with a fresh
+/// id and no host (tests drive the job that way).
 pub async fn run(
     services: &Services,
     lock_conn: &mut PgConnection,
-    started_at: DateTime<Utc>,
+    run: impl Into<RunInfo>,
 ) -> Result<Run, sqlx::Error> {
+    let run = &run.into();
     if !repo::expiry::try_lock(lock_conn).await? {
         tracing::info!("another expire-courses run holds the lock; skipping");
         return Ok(Run::Skipped);
     }
-    let result = run_locked(services, started_at).await;
+    record::start(services, run).await;
+    let result = run_locked(services, run).await;
+    if let Ok(summary) = &result {
+        record::finish(services, run, summary).await;
+    }
     if let Err(err) = repo::expiry::unlock(lock_conn).await {
         // Closing the connection releases it anyway.
         tracing::warn!(error = %Chain(&err), "could not release the advisory lock");
     }
-    result.map(Run::Done)
+    result.map(|summary| Run::Done(Box::new(summary)))
 }
 
-async fn run_locked(
-    services: &Services,
-    started_at: DateTime<Utc>,
-) -> Result<RunSummary, sqlx::Error> {
+async fn run_locked(services: &Services, run: &RunInfo) -> Result<RunSummary, sqlx::Error> {
+    let started_at = run.started_at;
     let now = Utc::now();
-    let mut summary = RunSummary::new(started_at, false);
+    let mut summary = RunSummary::new(run.id, started_at, false);
     let courses = repo::expiry::select(&services.db, now).await?;
     summary.expired_courses_found = courses.len() as u64;
     tracing::info!(courses = courses.len(), "expire-courses started");
@@ -87,6 +94,7 @@ async fn run_locked(
     // run must not hand out leases that have already lapsed.
     for course in courses {
         let outcome = process_course(services, &course, Utc::now(), &mut summary).await;
+        summary.credits_returned += outcome.credits_returned;
         summary.courses.push(outcome);
     }
 
@@ -117,6 +125,7 @@ async fn process_course(
         enrolments_failed: 0,
         access_removals_pending: 0,
         vlab_depleted: course.budget_depleted,
+        credits_returned: Decimal::ZERO,
         error: None,
     };
     let fail = |out: &mut CourseSummary, step: &str, err: &(dyn std::error::Error + 'static)| {
@@ -135,8 +144,14 @@ async fn process_course(
             let outcomes =
                 drops::drop_enrolments(services, &ids, DropReason::Expiry, &system, now).await;
             for outcome in outcomes {
-                if let drops::DropOutcome::Dropped { access_removed, .. } = outcome {
+                if let drops::DropOutcome::Dropped {
+                    access_removed,
+                    depleted,
+                    ..
+                } = outcome
+                {
                     out.enrolments_dropped += 1;
+                    out.credits_returned += depleted;
                     if access_removed {
                         totals.access_removals_completed += 1;
                     }
@@ -167,9 +182,12 @@ async fn process_course(
 
     // 5.3 the lab budget, even if some drops failed: the credits must go.
     if !course.budget_depleted {
-        match drops::deplete_lab_budget(services, course.id, &system, "expiry").await {
-            Ok(true) => totals.vlabs_depleted += 1,
-            Ok(false) => totals.vlab_depletions_failed += 1,
+        match drops::deplete_lab_budget_returning(services, course.id, &system, "expiry").await {
+            Ok(Some(returned)) => {
+                totals.vlabs_depleted += 1;
+                out.credits_returned += returned;
+            }
+            Ok(None) => totals.vlab_depletions_failed += 1,
             Err(err) => {
                 totals.vlab_depletions_failed += 1;
                 fail(&mut out, "depleting the lab budget", &err);

@@ -1,7 +1,9 @@
 //! The one line of JSON the job prints (rules.md §8, "Summary").
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::domain::datetime::serde_utc;
@@ -16,6 +18,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The status as printed and stored (`expiry_run.status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Ok => "ok",
+            JobStatus::Skipped => "skipped",
+            JobStatus::Partial => "partial",
+            JobStatus::Error => "error",
+        }
+    }
+
     pub fn exit_code(self) -> u8 {
         match self {
             JobStatus::Ok | JobStatus::Skipped => 0,
@@ -35,6 +47,10 @@ pub struct CourseSummary {
     pub enrolments_failed: u64,
     pub access_removals_pending: u64,
     pub vlab_depleted: bool,
+    /// Credits moved back by this run for this course: the settled drops' project depletes
+    /// plus the lab deplete's parsed `total_amount`.
+    #[serde(serialize_with = "float")]
+    pub credits_returned: Decimal,
     pub error: Option<String>,
 }
 
@@ -42,6 +58,8 @@ pub struct CourseSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunSummary {
     pub job: &'static str,
+    /// The run's id: its `expiry_run` row and the uuid of its request id.
+    pub run_id: Uuid,
     pub status: JobStatus,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -60,6 +78,9 @@ pub struct RunSummary {
     pub access_revocations_failed: u64,
     pub vlabs_depleted: u64,
     pub vlab_depletions_failed: u64,
+    /// The sum of the courses' `credits_returned`.
+    #[serde(serialize_with = "float")]
+    pub credits_returned: Decimal,
     pub emails_sent: u64,
     pub emails_failed: u64,
     /// Audit events deleted by the retention purge.
@@ -70,9 +91,10 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    pub fn new(started_at: DateTime<Utc>, dry_run: bool) -> Self {
+    pub fn new(run_id: Uuid, started_at: DateTime<Utc>, dry_run: bool) -> Self {
         Self {
             job: JOB,
+            run_id,
             status: JobStatus::Ok,
             dry_run,
             started_at,
@@ -86,6 +108,7 @@ impl RunSummary {
             access_revocations_failed: 0,
             vlabs_depleted: 0,
             vlab_depletions_failed: 0,
+            credits_returned: Decimal::ZERO,
             emails_sent: 0,
             emails_failed: 0,
             course_events_purged: 0,
@@ -113,6 +136,11 @@ impl RunSummary {
 }
 
 pub const JOB: &str = "expire-courses";
+
+/// Credit amounts are printed as JSON numbers, like the other amounts of the API.
+fn float<S: Serializer>(amount: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(amount.to_f64().unwrap_or_default())
+}
 
 /// Another instance held the lock: only these four keys are printed.
 #[derive(Debug, Clone, Serialize)]
@@ -149,25 +177,36 @@ mod tests {
 
     #[test]
     fn any_failure_makes_the_run_partial() {
-        let mut s = RunSummary::new(Utc::now(), false);
+        let mut s = RunSummary::new(Uuid::nil(), Utc::now(), false);
         s.settle_status();
         assert_eq!(s.status, JobStatus::Ok);
         s.emails_failed = 1;
         s.settle_status();
         assert_eq!(s.status, JobStatus::Partial);
         assert_eq!(s.status.exit_code(), 2);
-        let mut s = RunSummary::new(Utc::now(), false);
+        let mut s = RunSummary::new(Uuid::nil(), Utc::now(), false);
         s.course_events_purge_error = Some("x".to_owned());
         s.settle_status();
         assert_eq!(s.status, JobStatus::Partial);
     }
 
     #[test]
+    fn run_id_and_credits_are_printed_as_a_uuid_and_a_number() {
+        let id = Uuid::from_u128(7);
+        let mut s = RunSummary::new(id, Utc::now(), false);
+        s.credits_returned = Decimal::new(231_050, 2);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["run_id"], id.to_string());
+        assert_eq!(v["credits_returned"], 2310.5);
+        assert_eq!(JobStatus::Partial.as_str(), "partial");
+    }
+
+    #[test]
     fn dry_run_appears_only_when_set() {
-        let s = RunSummary::new(Utc::now(), false);
+        let s = RunSummary::new(Uuid::nil(), Utc::now(), false);
         let v = serde_json::to_value(&s).unwrap();
         assert!(v.get("dry_run").is_none());
-        let v = serde_json::to_value(RunSummary::new(Utc::now(), true)).unwrap();
+        let v = serde_json::to_value(RunSummary::new(Uuid::nil(), Utc::now(), true)).unwrap();
         assert_eq!(v["dry_run"], true);
         assert_eq!(v["job"], "expire-courses");
     }

@@ -3,6 +3,7 @@
 //! is false; a repeated deplete is harmless (it moves 0).
 
 use chrono::Utc;
+use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -21,19 +22,35 @@ pub async fn deplete_lab_budget(
     actor: &Actor,
     reason: &str,
 ) -> Result<bool, UseCaseError> {
+    Ok(
+        deplete_lab_budget_returning(services, course_id, actor, reason)
+            .await?
+            .is_some(),
+    )
+}
+
+/// [`deplete_lab_budget`], with what this call moved back: `Some(amount)` when the flag is
+/// (now) true, the amount being the deplete's parsed `total_amount` (0 when the flag was already
+/// set or the answer had no readable amount); `None` when the lab is not depleted.
+pub async fn deplete_lab_budget_returning(
+    services: &Services,
+    course_id: Uuid,
+    actor: &Actor,
+    reason: &str,
+) -> Result<Option<Decimal>, UseCaseError> {
     let Some(course) = repo::courses::find(&services.db, course_id).await? else {
         tracing::warn!(%course_id, "lab deplete skipped: the course is gone");
-        return Ok(false);
+        return Ok(None);
     };
     if course.budget_depleted {
-        return Ok(true);
+        return Ok(Some(Decimal::ZERO));
     }
     let vlab_id = course.virtual_lab_id;
     let total = match services.accounting.deplete_vlab(vlab_id).await {
         Ok(total) => total,
         Err(err) => {
             tracing::warn!(%course_id, %vlab_id, error = %err, "lab deplete failed; it is retried later");
-            return Ok(false);
+            return Ok(None);
         }
     };
     let now = Utc::now();
@@ -46,5 +63,5 @@ pub async fn deplete_lab_budget(
     }
     tx.commit().await?;
     tracing::info!(%course_id, %vlab_id, "lab budget depleted");
-    Ok(true)
+    Ok(Some(total.unwrap_or_default()))
 }

@@ -41,6 +41,7 @@ impl SeatDrop {
             SeatDropOutcome::Ran(DropOutcome::Dropped {
                 recovered,
                 access_removed,
+                ..
             }) => Some((recovered, access_removed)),
             _ => None,
         }

@@ -13,6 +13,7 @@ mod settle;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use rust_decimal::Decimal;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ pub use access::{
     AccessSweep, Groups, Removal, access_removal_pass, remove_access_now, remove_pending_access,
     revoke,
 };
-pub use budget::deplete_lab_budget;
+pub use budget::{deplete_lab_budget, deplete_lab_budget_returning};
 
 use super::UseCaseError;
 use crate::domain::audit::{Actor, ActorRole, EventType};
@@ -57,6 +58,8 @@ pub enum DropOutcome {
     Dropped {
         recovered: bool,
         access_removed: bool,
+        /// What D2 moved back from the project (the drop's `depleted_amount`).
+        depleted: Decimal,
     },
     NotFound,
     AlreadyDropped,
@@ -133,6 +136,7 @@ pub async fn drop_enrolment(
         DropOutcome::Dropped {
             recovered,
             access_removed,
+            ..
         } => tracing::info!(
             %enrolment_id, reason = reason.as_str(), seat_recovered = recovered,
             access_removed, "enrolment dropped"
@@ -175,6 +179,7 @@ async fn run(
     DropOutcome::Dropped {
         recovered,
         access_removed,
+        depleted: amount,
     }
 }
 
@@ -279,6 +284,7 @@ mod tests {
                 DropOutcome::Dropped {
                     recovered: true,
                     access_removed: false,
+                    depleted: Decimal::ZERO,
                 },
                 None,
                 false,
@@ -331,6 +337,7 @@ mod tests {
             DropOutcome::Dropped {
                 recovered: false,
                 access_removed: true,
+                depleted: Decimal::ONE,
             },
             DropOutcome::AlreadyDropped,
             DropOutcome::NotFound,

@@ -1,0 +1,29 @@
+//! The expiry report (addendum §10): the service admin's reads of the `expire-courses` run
+//! records. The job writes them (`jobs::expiry`); nothing here changes state.
+
+mod error;
+
+use uuid::Uuid;
+
+pub use error::ExpiryRunError;
+
+use crate::repo::expiry_runs::{self, ExpiryRun, RunQuery};
+use crate::usecases::{Services, UseCaseError};
+
+/// The statuses a run record can have.
+pub const STATUSES: &[&str] = &["running", "ok", "partial", "error", "skipped", "abandoned"];
+
+/// A page of runs (summaries without `courses`) and the number matching the filters.
+pub async fn list(
+    services: &Services,
+    query: &RunQuery,
+) -> Result<(Vec<ExpiryRun>, i64), UseCaseError> {
+    Ok(expiry_runs::list(&services.db, query).await?)
+}
+
+/// One run with its complete summary.
+pub async fn get(services: &Services, run_id: Uuid) -> Result<ExpiryRun, UseCaseError> {
+    expiry_runs::find(&services.db, run_id)
+        .await?
+        .ok_or_else(|| ExpiryRunError::NotFound(run_id).into())
+}
