@@ -48,6 +48,10 @@ fn describe() {
     );
     metrics::describe_counter!("vlab_compensations_total", "Ledger undo runs.");
     metrics::describe_counter!(
+        "vlab_idempotent_requests_total",
+        "Requests sent with an Idempotency-Key, by operation and outcome (new, replayed, resumed, in_progress, mismatch)."
+    );
+    metrics::describe_counter!(
         "vlab_course_events_total",
         "Audit events written, by event_type."
     );

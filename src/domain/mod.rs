@@ -9,6 +9,7 @@ pub mod course_dates;
 pub mod datetime;
 pub mod email;
 pub mod groups;
+pub mod idempotency_key;
 pub mod invite_token;
 pub mod recovery;
 pub mod roles;

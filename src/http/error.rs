@@ -248,15 +248,26 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Body {
+impl ApiError {
+    fn body(&self) -> Body<'_> {
+        Body {
             error_code: self.code,
             message: &self.message,
             details: &self.details,
             data: &self.data,
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        }
+    }
+
+    /// The error body's text, exactly as the answer sends it.
+    pub fn body_text(&self) -> String {
+        // Serialising strings and JSON values cannot fail.
+        serde_json::to_string(&self.body()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
         response.headers_mut().extend(self.headers);
         response
     }
@@ -300,9 +311,20 @@ impl From<AuthError> for ApiError {
 /// [`Answer`]: crate::usecases::error::Answer
 impl From<UseCaseError> for ApiError {
     fn from(err: UseCaseError) -> Self {
-        let answer = err.answer();
         if err.is_unexpected() {
             tracing::error!(error = %Chain(&err), "request failed");
+        }
+        ApiError::answering(&err)
+    }
+}
+
+impl ApiError {
+    /// The answer to a use-case error, without logging it (the replay record of an
+    /// idempotent request stores it as well).
+    pub fn answering(err: &UseCaseError) -> Self {
+        let answer = err.answer();
+        if let Some(field) = answer.field {
+            return ApiError::invalid_field(field, err.to_string());
         }
         let mut api = ApiError::new(answer.status, answer.code, err.to_string());
         if let Some(details) = answer.details {

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod fields;
 pub mod gates;
+pub mod idempotency;
 mod middleware;
 pub mod openapi;
 pub mod payloads;

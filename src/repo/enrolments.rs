@@ -85,6 +85,45 @@ pub async fn matching(
     .await
 }
 
+/// An undropped enrolment holding its seat, as a resumed request reports it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeldEnrolment {
+    pub id: Uuid,
+    pub student_id: String,
+    pub contact_email: String,
+    pub project_id: Uuid,
+    pub seat_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Whether a claim e-mail of the enrolment has been sent.
+    pub email_sent: bool,
+}
+
+/// The course's enrolments that are not dropped (and have no drop row) whose student id is
+/// `student_ids[i]` and whose e-mail, lower-cased, is `lower_emails[i]`, for some `i`.
+pub async fn held_by(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    student_ids: &[String],
+    lower_emails: &[String],
+) -> Result<Vec<HeldEnrolment>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.id, e.student_id, e.contact_email, e.project_id, s.id AS seat_id, e.created_at,
+                EXISTS (SELECT 1 FROM email_outbox o
+                        WHERE o.enrolment_id = e.id AND o.status = 'sent') AS email_sent
+         FROM course_enrolment e
+         JOIN seat s ON s.enrolment_id = e.id
+         WHERE e.course_id = $1 AND NOT e.is_dropped
+           AND NOT EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = e.id)
+           AND (e.student_id, lower(e.contact_email))
+               IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+    )
+    .bind(course_id)
+    .bind(student_ids)
+    .bind(lower_emails)
+    .fetch_all(db)
+    .await
+}
+
 /// What a new enrolment row holds.
 #[derive(Debug, Clone)]
 pub struct NewEnrolment {

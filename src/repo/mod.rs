@@ -13,6 +13,7 @@ pub mod enrolments;
 pub mod events;
 pub mod expiry;
 pub mod expiry_runs;
+pub mod idempotent_requests;
 pub mod institutions;
 pub mod invites;
 pub mod labs;

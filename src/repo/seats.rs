@@ -328,6 +328,26 @@ pub async fn release(db: impl PgExecutor<'_>, id: Uuid, run: Uuid) -> Result<boo
     .map(|done| done.rows_affected() == 1)
 }
 
+/// Releases every seat `run` still holds in the course (a resumed request takes over the
+/// reservations of its dead attempt). Locks them in id order. Returns the number released.
+pub async fn release_run(
+    db: impl PgExecutor<'_>,
+    course_id: Uuid,
+    run: Uuid,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE seat SET reservation_id = NULL, reserved_until = NULL,
+             reserved_student_id = NULL, reserved_email = NULL
+         WHERE id IN (SELECT id FROM seat WHERE course_id = $1 AND reservation_id = $2
+                      ORDER BY id FOR UPDATE)",
+    )
+    .bind(course_id)
+    .bind(run)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected())
+}
+
 // ---- transfer ------------------------------------------------------------------------------
 
 /// Locks the transferable seats of `source` (available, `credit_value <= max_credit`) in

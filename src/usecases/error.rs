@@ -18,6 +18,7 @@ use super::corrections::CorrectionError;
 use super::courses::CourseError;
 use super::events::EventError;
 use super::expiry_runs::ExpiryRunError;
+use super::idempotency::IdempotencyError;
 use super::institutions::InstitutionError;
 use super::invites::InviteError;
 use super::labs::LabError;
@@ -58,6 +59,9 @@ pub struct Answer {
     pub context: Vec<(&'static str, String)>,
     /// Seconds the client should wait before trying again (`Retry-After` of a 429).
     pub retry_after: Option<u64>,
+    /// A 422 about one input (a header): rendered as a validation error whose `details`
+    /// name it, with the error's message as its problem.
+    pub field: Option<&'static str>,
 }
 
 impl Answer {
@@ -68,7 +72,14 @@ impl Answer {
             details: None,
             context: Vec::new(),
             retry_after: None,
+            field: None,
         }
+    }
+
+    /// Answers as a validation problem of `field` (api.md §2.2).
+    pub fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
@@ -115,6 +126,8 @@ pub enum UseCaseError {
     Correction(#[from] CorrectionError),
     #[error(transparent)]
     ExpiryRun(#[from] ExpiryRunError),
+    #[error(transparent)]
+    Idempotency(#[from] IdempotencyError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -139,6 +152,7 @@ impl UseCaseError {
             Self::Resend(e) => e.answer(),
             Self::Correction(e) => e.answer(),
             Self::ExpiryRun(e) => e.answer(),
+            Self::Idempotency(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

@@ -11,6 +11,7 @@ pub mod email_outbox;
 pub mod error;
 pub mod events;
 pub mod expiry_runs;
+pub mod idempotency;
 pub mod institutions;
 pub mod invites;
 pub mod labs;

@@ -389,6 +389,23 @@ impl Caller<'_> {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// POST with extra request headers; the whole response, for its headers and exact text.
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, reqwest::header::HeaderValue)],
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut req = self.app.client.post(self.app.url(path)).json(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value.clone());
+        }
+        req.send().await.expect("request failed")
+    }
+
     pub async fn post_empty(&self, path: &str) -> Reply {
         self.send(Method::POST, path, None).await
     }

@@ -15,6 +15,7 @@ mod expiry;
 mod expiry_runs;
 mod fixtures;
 mod helpers;
+mod idempotency;
 mod institutions;
 mod invites;
 mod labs;

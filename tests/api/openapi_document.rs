@@ -220,3 +220,32 @@ fn json_answers_are_documented_as_json() {
     let metrics = &doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"];
     assert!(metrics.get("text/plain; version=0.0.4").is_some());
 }
+
+#[test]
+fn assign_and_import_declare_the_idempotency_key_header() {
+    let mut keyed = Vec::new();
+    for (method, path, op) in operations(&document()) {
+        for param in op["parameters"].as_array().into_iter().flatten() {
+            if param["name"] == "Idempotency-Key" {
+                assert_eq!(param["in"], "header", "{method} {path}");
+                assert_ne!(param["required"], true, "{method} {path}");
+                assert_eq!(param["schema"]["type"], "string", "{method} {path}");
+                assert!(
+                    param["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("24 hours")),
+                    "{method} {path}"
+                );
+                keyed.push(format!("{method} {path}"));
+            }
+        }
+    }
+    keyed.sort();
+    assert_eq!(
+        keyed,
+        [
+            "post /seats/courses/{course_id}/assign",
+            "post /seats/courses/{course_id}/roster-import"
+        ]
+    );
+}

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -16,8 +17,10 @@ use crate::http::error::ApiError;
 use crate::http::extract::{RawBody, RawQuery, query_and_body};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseAdmin;
+use crate::http::idempotency::{self, IdempotencyKeyHeader};
 use crate::http::roster_csv::{self, RosterCsv};
 use crate::http::state::AppState;
+use crate::usecases::idempotency::{Keyed, Operation};
 use crate::usecases::seats::roster_import::{
     self, ImportOutcome, RosterFile, RowResult, Summary, Verdict,
 };
@@ -181,18 +184,23 @@ impl From<&ImportOutcome> for RosterImportOut {
 /// Enrol the rows of a CSV roster through assign, one verdict per row; with `dry_run=true`,
 /// say what that would do and change nothing. Posting the same file again retries only the
 /// rows that are not enrolled.
+///
+/// An `Idempotency-Key` applies to real runs; a dry run checks the key's syntax, then ignores
+/// it (it changes nothing, so it is always evaluated afresh).
 #[utoipa::path(post, path = "/seats/courses/{course_id}/roster-import", tag = "seats",
     security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"), RosterImportQuery),
+    params(("course_id" = Uuid, Path, description = "Course id"), RosterImportQuery,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[!#-\[\]-~]+$", min_length = 1, max_length = 255, description = idempotency::DESCRIPTION)),
     request_body = RosterImportRequest,
     responses((status = 200, body = RosterImportOut), (status = 401), (status = 403), (status = 409),
         (status = 422)))]
 async fn roster_import(
     State(state): State<AppState>,
     gate: CourseAdmin,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     query: RawQuery,
     body: RawBody,
-) -> Result<Json<RosterImportOut>, ApiError> {
+) -> Result<Response, ApiError> {
     // The query's and the body's problems are reported together.
     let (query, body) = query_and_body::<RosterImportQuery, RosterImportRequest>(&query, &body)?;
     let file = RosterFile {
@@ -200,11 +208,22 @@ async fn roster_import(
         filename: body.filename,
         sha256: body.csv.sha256,
     };
-    let services = &state.services;
-    let outcome = if query.dry_run {
-        roster_import::dry_run(services, gate.course.id, &file).await?
-    } else {
-        roster_import::import(services, &gate.caller, gate.course.id, file).await?
-    };
-    Ok(Json(RosterImportOut::from(&outcome)))
+    if query.dry_run {
+        let outcome = roster_import::dry_run(&state.services, gate.course.id, &file).await?;
+        return Ok(Json(RosterImportOut::from(&outcome)).into_response());
+    }
+    let keyed = key.map(|key| Keyed {
+        caller: gate.caller.sub,
+        operation: Operation::RosterImport,
+        course_id: gate.course.id,
+        key,
+        request_hash: roster_import::request_hash(&file),
+    });
+    let services = state.services.clone();
+    idempotency::answer(&state, keyed, move |attempt| async move {
+        let outcome =
+            roster_import::import(&services, &gate.caller, gate.course.id, file, attempt).await?;
+        Ok(RosterImportOut::from(&outcome))
+    })
+    .await
 }

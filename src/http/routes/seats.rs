@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -21,6 +22,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Body, PathUuid, Query, ServiceAdmin};
 use crate::http::fields::{self, Fields, FromFields, parse_uuid};
 use crate::http::gates::CourseAdmin;
+use crate::http::idempotency::{self, IdempotencyKeyHeader};
 use crate::http::payloads::{
     EnrolmentSummary, Envelope, InstitutionOut, SeatBatchCourseOut, SeatBatchOut,
     SeatBatchSearchResponse, SeatDetailOut, SeatDropResult, SeatOut,
@@ -28,6 +30,7 @@ use crate::http::payloads::{
 use crate::http::state::AppState;
 use crate::repo::seats::SeatSearch;
 use crate::usecases::drops::faculty;
+use crate::usecases::idempotency::{Keyed, Operation};
 use crate::usecases::seats::assign::{self, Student, StudentResult};
 use crate::usecases::seats::batches::{self, BatchSearch};
 use crate::usecases::seats::transfer::{self, Amount};
@@ -424,24 +427,42 @@ pub struct AssignResponse {
 }
 
 /// Assign a seat to each student: a project, its funding, an enrolment and a claim e-mail.
+///
+/// A 409 `ENTITY_ALREADY_EXISTS` lists the requested students already enrolled in the course
+/// ("Students already enrolled in this course: …") and, in a sentence of its own, those being
+/// enrolled by a request in progress ("Students being enrolled by a request in progress: …").
 #[utoipa::path(post, path = "/seats/courses/{course_id}/assign", tag = "seats", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id")),
+    params(("course_id" = Uuid, Path, description = "Course id"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[!#-\[\]-~]+$", min_length = 1, max_length = 255, description = idempotency::DESCRIPTION)),
     request_body = AssignRequest,
     responses((status = 200, body = AssignResponse), (status = 401), (status = 403), (status = 409),
         (status = 422)))]
 async fn assign_seats(
     State(state): State<AppState>,
     gate: CourseAdmin,
+    IdempotencyKeyHeader(key): IdempotencyKeyHeader,
     Body(body): Body<AssignRequest>,
-) -> Result<Json<AssignResponse>, ApiError> {
-    let students = body.students.into_iter().map(Student::from).collect();
-    let results = assign::assign(&state.services, &gate.caller, gate.course.id, students).await?;
-    Ok(Json(AssignResponse {
-        results: results
-            .into_iter()
-            .map(SeatAssignmentResult::from)
-            .collect(),
-    }))
+) -> Result<Response, ApiError> {
+    let students: Vec<Student> = body.students.into_iter().map(Student::from).collect();
+    let keyed = key.map(|key| Keyed {
+        caller: gate.caller.sub,
+        operation: Operation::Assign,
+        course_id: gate.course.id,
+        key,
+        request_hash: assign::request_hash(&students),
+    });
+    let services = state.services.clone();
+    idempotency::answer(&state, keyed, move |attempt| async move {
+        let results =
+            assign::assign(&services, &gate.caller, gate.course.id, students, attempt).await?;
+        Ok(AssignResponse {
+            results: results
+                .into_iter()
+                .map(SeatAssignmentResult::from)
+                .collect(),
+        })
+    })
+    .await
 }
 
 /// The `students` list: 1..1000 valid items, then unique student ids, then unique e-mails.

@@ -17,6 +17,7 @@ use crate::usecases::Services;
 use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
+use crate::usecases::idempotency;
 use crate::usecases::revocations;
 pub use record::RunInfo;
 use summary::{CourseSummary, RunSummary};
@@ -99,6 +100,7 @@ async fn run_locked(services: &Services, run: &RunInfo) -> Result<RunSummary, sq
     }
 
     retry_outboxes(services, Utc::now(), &mut summary).await;
+    purge_idempotent_requests(services, Utc::now(), &mut summary).await;
     purge_events(services, Utc::now(), &mut summary).await;
     summary.access_removals_failed =
         repo::expiry::failed_access_removals_since(&services.db, started_at).await? as u64;
@@ -229,6 +231,22 @@ async fn purge_events(services: &Services, now: DateTime<Utc>, summary: &mut Run
         purged = summary.course_events_purged,
         "course events older than the retention purged"
     );
+}
+
+/// Step 6, a purge: the replay records of `Idempotency-Key` requests past their 24 hours. A
+/// failure is logged; the next run purges them (an expired record is never replayed anyway).
+async fn purge_idempotent_requests(
+    services: &Services,
+    now: DateTime<Utc>,
+    summary: &mut RunSummary,
+) {
+    match idempotency::purge_expired(services, now).await {
+        Ok(purged) => {
+            summary.idempotent_requests_purged = purged;
+            tracing::info!(purged, "expired idempotency records purged");
+        }
+        Err(err) => tracing::error!(error = %Chain(&err), "idempotency record purge failed"),
+    }
 }
 
 /// Step 6: the worker passes over every due row until none is left (bounded).

@@ -87,6 +87,8 @@ pub struct RunSummary {
     pub course_events_purged: u64,
     /// Set when a purge batch failed (the next run continues).
     pub course_events_purge_error: Option<String>,
+    /// Replay records of `Idempotency-Key` requests deleted after their 24 hours.
+    pub idempotent_requests_purged: u64,
     pub courses: Vec<CourseSummary>,
 }
 
@@ -113,6 +115,7 @@ impl RunSummary {
             emails_failed: 0,
             course_events_purged: 0,
             course_events_purge_error: None,
+            idempotent_requests_purged: 0,
             courses: Vec::new(),
         }
     }

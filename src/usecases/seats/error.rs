@@ -64,6 +64,13 @@ pub enum AssignError {
     LabDeleted,
     #[error("Students already enrolled in this course: {entries}")]
     StudentsAlreadyEnrolled { entries: String },
+    /// Some students hold a live seat reservation of a run in progress (and perhaps others
+    /// an enrolment): a repeat once that run has finished may get past it.
+    #[error("{}", being_enrolled(enrolled.as_deref(), in_progress))]
+    StudentsBeingEnrolled {
+        enrolled: Option<String>,
+        in_progress: String,
+    },
     #[error("Not enough available seats: requested {requested}, found {found}")]
     NotEnoughSeats { requested: usize, found: usize },
 }
@@ -76,12 +83,24 @@ impl AssignError {
             Self::CourseNotActive { .. } | Self::AfterLastDropDate | Self::LabDeleted => {
                 Answer::new(S::CONFLICT, C::InvalidRequest)
             }
-            Self::StudentsAlreadyEnrolled { .. } => {
+            Self::StudentsAlreadyEnrolled { .. } | Self::StudentsBeingEnrolled { .. } => {
                 Answer::new(S::CONFLICT, C::EntityAlreadyExists)
             }
             // Upstream's quirk, kept on purpose: a 409 with ENTITY_NOT_FOUND.
             Self::NotEnoughSeats { .. } => Answer::new(S::CONFLICT, C::EntityNotFound),
         }
+    }
+}
+
+/// The refusal naming students being enrolled by a request in progress: the enrolled ones
+/// first, in the sentence assign has always used, then the others in their own sentence.
+fn being_enrolled(enrolled: Option<&str>, in_progress: &str) -> String {
+    let in_progress = format!("Students being enrolled by a request in progress: {in_progress}");
+    match enrolled {
+        Some(entries) => {
+            format!("Students already enrolled in this course: {entries}. {in_progress}")
+        }
+        None => in_progress,
     }
 }
 

@@ -19,9 +19,11 @@ pub use failure::StudentFailure;
 
 use crate::domain::audit::Actor;
 use crate::domain::caller::Caller;
+use crate::repo::enrolments::HeldEnrolment;
 use crate::repo::{self, courses::Course, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::idempotency::{Attempt, Operation, RequestHash};
 use admins::LabAdmins;
 pub(crate) use reserve::Reservation;
 
@@ -71,11 +73,14 @@ pub(crate) struct AssignRun {
 
 /// Reserves a seat per student, then enrols each. The request-level checks (409s) fail the
 /// whole request with nothing done; after the reservation every student gets a result.
+/// A resumed attempt reports the students its dead run enrolled as enrolled, and assigns the
+/// others.
 pub async fn assign(
     services: &Services,
     caller: &Caller,
     course_id: Uuid,
     students: Vec<Student>,
+    attempt: Attempt,
 ) -> Result<Vec<StudentResult>, UseCaseError> {
     let services = services.clone();
     // A lab admin who is also a service admin is recorded as the service admin.
@@ -86,19 +91,67 @@ pub async fn assign(
     tasks
         .run("assign_seats", async move {
             let now = Utc::now();
-            let run = Uuid::new_v4();
-            let reservation = reserve::reserve(&services, course_id, run, &students, now).await?;
-            let run = Run {
-                caller,
-                actor,
-                id: run,
-                now,
-                source: Source::Assign,
-            };
-            let names = NameCheck::PerRequest;
-            Ok(provision_reserved(services, run, reservation, students, names).await)
+            let run = attempt.run;
+            let (reservation, held) =
+                reserve::reserve(&services, course_id, run, &students, attempt.resumes, now)
+                    .await?;
+            let credits = reservation.course.credits_per_seat;
+            let (done, pending): (Vec<_>, Vec<_>) = students
+                .into_iter()
+                .zip(held)
+                .enumerate()
+                .partition(|(_, (_, held))| held.is_some());
+            let (positions, pending): (Vec<usize>, Vec<Student>) =
+                pending.into_iter().map(|(i, (s, _))| (i, s)).unzip();
+            let mut results: Vec<(usize, StudentResult)> = done
+                .into_iter()
+                .filter_map(|(i, (student, held))| {
+                    held.map(|h| (i, StudentResult::held(student, h, credits)))
+                })
+                .collect();
+            if !pending.is_empty() {
+                let run = Run {
+                    caller,
+                    actor,
+                    id: run,
+                    now,
+                    source: Source::Assign,
+                };
+                let names = NameCheck::PerRequest;
+                let provisioned =
+                    provision_reserved(services, run, reservation, pending, names).await;
+                results.extend(positions.into_iter().zip(provisioned));
+            }
+            results.sort_by_key(|(i, _)| *i);
+            Ok(results.into_iter().map(|(_, r)| r).collect())
         })
         .await?
+}
+
+/// The hash an `Idempotency-Key` binds to: the students as read (trimmed), in order.
+pub fn request_hash(students: &[Student]) -> Vec<u8> {
+    let mut hash = RequestHash::new(Operation::Assign);
+    for s in students {
+        hash.part(s.student_id.as_bytes()).part(s.email.as_bytes());
+    }
+    hash.finish()
+}
+
+impl StudentResult {
+    /// A student a dead attempt of the same request enrolled, reported as that attempt would
+    /// have reported it.
+    fn held(student: Student, held: HeldEnrolment, credits: i32) -> Self {
+        Self {
+            student,
+            seat_id: held.seat_id,
+            outcome: Ok(Enrolled {
+                enrolment_id: held.id,
+                project_id: held.project_id,
+                credits,
+                email_sent: held.email_sent,
+            }),
+        }
+    }
 }
 
 /// One provisioning run: who asked, why, its reservation id and its one `now`.

@@ -30,7 +30,8 @@ use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::events::{self, EventExt};
-use crate::usecases::seats::assign::reserve::{RESERVATION, open_lab};
+use crate::usecases::idempotency::{Attempt, Operation, RequestHash, Resume};
+use crate::usecases::seats::assign::reserve::{RESERVATION, open_lab, release_dead_run};
 use crate::usecases::seats::assign::{
     self, Enrolled, NameCheck, Reservation, Run, Source, Student, StudentFailure,
 };
@@ -197,6 +198,15 @@ impl ImportOutcome {
     }
 }
 
+/// The hash an `Idempotency-Key` of a real run binds to: the file's text (its SHA-256) and
+/// its file name.
+pub fn request_hash(file: &RosterFile) -> Vec<u8> {
+    let mut hash = RequestHash::new(Operation::RosterImport);
+    hash.part(file.sha256.as_bytes())
+        .part(file.filename.as_deref().unwrap_or_default().as_bytes());
+    hash.finish()
+}
+
 /// What the import would do now; reads one snapshot and changes nothing.
 pub async fn dry_run(
     services: &Services,
@@ -236,11 +246,14 @@ pub async fn dry_run(
 
 /// The real run: reserve in partial mode, then provision the reserved rows as assign does.
 /// Runs detached, so a disconnect or the request timeout never cuts it short.
+/// A resumed attempt reports the rows its dead run enrolled as `assigned` (not `unchanged`),
+/// and retries the others.
 pub async fn import(
     services: &Services,
     caller: &Caller,
     course_id: Uuid,
     file: RosterFile,
+    attempt: Attempt,
 ) -> Result<ImportOutcome, UseCaseError> {
     let services = services.clone();
     // A lab admin who is also a service admin is recorded as the service admin.
@@ -249,8 +262,16 @@ pub async fn import(
     let tasks = services.tasks.clone();
     tasks
         .run("roster_import", async move {
-            let (run_id, now, import_id) = (Uuid::new_v4(), Utc::now(), Uuid::new_v4());
-            let reserved = reserve(&services, course_id, run_id, now, &file.rows).await?;
+            let (run_id, now, import_id) = (attempt.run, Utc::now(), Uuid::new_v4());
+            let reserved = reserve(
+                &services,
+                course_id,
+                run_id,
+                now,
+                &file.rows,
+                attempt.resumes,
+            )
+            .await?;
             let mut verdicts = reserved.verdicts;
             let (indexes, students): (Vec<usize>, Vec<Student>) =
                 reserved.students.into_iter().unzip();
@@ -322,14 +343,22 @@ async fn reserve(
     run_id: Uuid,
     now: DateTime<Utc>,
     rows: &[ImportRow],
+    resumes: Option<Resume>,
 ) -> Result<Reserved, UseCaseError> {
     let mut tx = services.db.begin().await?;
     let course = repo::courses::find_for_update(&mut *tx, course_id)
         .await?
         .ok_or(CourseError::NotFound(course_id))?;
     let lab = open_lab(&mut tx, &course, now).await?;
+    if let Some(resume) = resumes {
+        release_dead_run(&mut tx, course_id, resume).await?;
+    }
     let state = course_state(&mut tx, course_id, lab.id, now, rows).await?;
     let mut verdicts = classify::classify(rows, &state);
+    if let Some(resume) = resumes {
+        let credits = course.credits_per_seat;
+        report_resumed(&mut tx, course_id, resume, credits, rows, &mut verdicts).await?;
+    }
     let pending: Vec<usize> = (0..rows.len()).filter(|i| verdicts[*i].is_none()).collect();
     let available = usize::try_from(repo::seats::count_available(&mut *tx, course_id, now).await?)
         .unwrap_or_default();
@@ -365,6 +394,53 @@ async fn reserve(
         reservation: Reservation { course, lab, seats },
         available,
     })
+}
+
+/// A resumed attempt: the `unchanged` rows whose enrolment was made since the request was
+/// first received were enrolled by its dead run, and are reported `assigned`, as that run
+/// would have reported them.
+async fn report_resumed(
+    db: &mut PgConnection,
+    course_id: Uuid,
+    resume: Resume,
+    credits: i32,
+    rows: &[ImportRow],
+    verdicts: &mut [Option<Verdict>],
+) -> Result<(), sqlx::Error> {
+    let unchanged: Vec<&Student> = rows
+        .iter()
+        .zip(verdicts.iter())
+        .filter_map(|(row, verdict)| match (verdict, &row.parsed) {
+            (Some(Verdict::Unchanged { .. }), Ok(student)) => Some(student),
+            _ => None,
+        })
+        .collect();
+    if unchanged.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = unchanged.iter().map(|s| s.student_id.clone()).collect();
+    let emails: Vec<String> = unchanged.iter().map(|s| s.email.to_lowercase()).collect();
+    let held = repo::enrolments::held_by(&mut *db, course_id, &ids, &emails).await?;
+    for verdict in verdicts.iter_mut() {
+        let Some(Verdict::Unchanged { enrolment_id, .. }) = verdict else {
+            continue;
+        };
+        let Some(h) = held.iter().find(|h| h.id == *enrolment_id) else {
+            continue;
+        };
+        if h.created_at >= resume.since {
+            *verdict = Some(Verdict::Assigned {
+                seat_id: h.seat_id,
+                enrolled: Enrolled {
+                    enrolment_id: h.id,
+                    project_id: h.project_id,
+                    credits,
+                    email_sent: h.email_sent,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Step 4: the course-level `roster_imported` event, in its own short transaction once every
