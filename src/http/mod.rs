@@ -98,7 +98,10 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             // "Any" is not allowed together with credentials, so mirror the request.
             .allow_methods(AllowMethods::mirror_request())
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([axum::http::HeaderName::from_static("x-request-id")])
+            .expose_headers([
+                axum::http::HeaderName::from_static("x-request-id"),
+                idempotency::REPLAYED_HEADER,
+            ])
             .max_age(Duration::from_secs(600))
             .vary([
                 axum::http::header::ORIGIN,

@@ -158,6 +158,36 @@ async fn a_repeated_assign_replays_the_first_answer_and_runs_nothing_again(db: P
 }
 
 #[sqlx::test]
+async fn a_browser_may_read_the_replay_marker(db: PgPool) {
+    let origin = "http://localhost:3000";
+    let app = TestApp::spawn_with(db, |vars| {
+        vars.insert("CORS_ORIGINS".to_owned(), origin.to_owned());
+    })
+    .await;
+    let course = course(&app, 1).await;
+    let path = format!("/seats/courses/{}/assign", course.course_id);
+    let headers = [
+        ("Idempotency-Key", HeaderValue::from_static(KEY)),
+        ("Origin", HeaderValue::from_static(origin)),
+    ];
+    let faculty = app.as_faculty();
+    for replayed in [false, true] {
+        let response = faculty
+            .post_with_headers(&path, &headers, &students(&[1]))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers().contains_key("idempotent-replayed"),
+            replayed
+        );
+        let exposed = response.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap();
+        assert!(exposed.contains("idempotent-replayed"), "{exposed}");
+    }
+}
+
+#[sqlx::test]
 async fn a_repeated_import_replays_its_answer_and_a_dry_run_ignores_the_key(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
     let course = course(&app, 3).await;
@@ -347,6 +377,49 @@ async fn keys_belong_to_their_caller(db: PgPool) {
     assert_eq!(by_admin.body["results"][0]["student_id"], "stu-2");
     assert_eq!(enrolments(&db, course.course_id).await, 2);
     assert_eq!(rows(&db).await.len(), 2);
+}
+
+#[sqlx::test]
+async fn a_server_error_is_not_recorded_and_the_key_stays_retryable(db: PgPool) {
+    let app = TestApp::spawn(db.clone()).await;
+    let course = course(&app, 1).await;
+    let faculty = app.as_faculty();
+    // The reservation's update fails: a 500 before any student is provisioned.
+    sqlx::raw_sql(
+        "CREATE FUNCTION fail_seat_update() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'update refused'; END $$;
+         CREATE TRIGGER fail_seat_update BEFORE UPDATE ON seat
+             FOR EACH ROW EXECUTE FUNCTION fail_seat_update();",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let failed = assign_keyed(&faculty, course.course_id, KEY, &students(&[1])).await;
+    assert_error_body(
+        &failed.body,
+        failed.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "DATABASE_ERROR",
+    );
+    let lapsed: bool = fetch_scalar(
+        &db,
+        "SELECT lease_until <= now() FROM idempotent_request WHERE state = $1",
+        "running",
+    )
+    .await;
+    assert!(lapsed, "the lease lapses at once");
+
+    sqlx::raw_sql("DROP TRIGGER fail_seat_update ON seat")
+        .execute(&db)
+        .await
+        .unwrap();
+    let retried = assign_keyed(&faculty, course.course_id, KEY, &students(&[1])).await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
+    assert!(!retried.replayed);
+    assert_eq!(retried.body["results"][0]["assignment_successful"], true);
+    let replayed = assign_keyed(&faculty, course.course_id, KEY, &students(&[1])).await;
+    assert!(replayed.replayed);
+    assert_eq!(enrolments(&db, course.course_id).await, 1);
 }
 
 // ---- expiry ---------------------------------------------------------------------------------
