@@ -86,6 +86,9 @@ pub struct Config {
     pub claim_emails_max_per_day: u32,
     /// `CLAIM_TOKEN_FOR_NEW_ENROLMENTS`: the claim secret of a new enrolment.
     pub claim_token_for_new_enrolments: ClaimTokenMode,
+    /// `FACULTY_TOP_UP_MAX_CREDITS`: most extra credits course admins who are not service
+    /// admins may add to one enrolment in total; 0 means only service admins top up.
+    pub faculty_top_up_max_credits: u32,
     pub credits_per_seat: i32,
     pub seat_expiry_days: u32,
     pub drop_recovery_margin_credits: i32,
@@ -261,6 +264,8 @@ impl Config {
                 as u32,
             claim_emails_max_per_day: env.int("CLAIM_EMAILS_MAX_PER_DAY", 5, 1, 100)? as u32,
             claim_token_for_new_enrolments,
+            faculty_top_up_max_credits: env.int("FACULTY_TOP_UP_MAX_CREDITS", 0, 0, 100_000)?
+                as u32,
             credits_per_seat: env.int("CREDITS_PER_SEAT", 200, 1, 1_000_000_000)? as i32,
             seat_expiry_days: env.int("SEAT_EXPIRY_DAYS", 365, 1, 36_500)? as u32,
             drop_recovery_margin_credits: env.int(
@@ -394,6 +399,7 @@ mod tests {
             c.claim_token_for_new_enrolments,
             ClaimTokenMode::EnrolmentId
         );
+        assert_eq!(c.faculty_top_up_max_credits, 0);
     }
 
     #[test]
@@ -438,6 +444,9 @@ mod tests {
             ("CLAIM_TOKEN_FOR_NEW_ENROLMENTS", "uuid"),
             ("EXPIRY_RUN_RETENTION_DAYS", "0"),
             ("EXPIRY_RUN_RETENTION_DAYS", "3651"),
+            ("FACULTY_TOP_UP_MAX_CREDITS", "-1"),
+            ("FACULTY_TOP_UP_MAX_CREDITS", "100001"),
+            ("FACULTY_TOP_UP_MAX_CREDITS", "1.5"),
         ] {
             let mut vars = base();
             vars.insert(var.to_owned(), value.to_owned());

@@ -1,8 +1,9 @@
 //! The seat-recovery rule of a drop (rules.md §2.2 and §5.3).
 //!
 //! `recover = is_early ∧ seat exists ∧ ¬previously_dropped ∧ amount_ok`, where
-//! `amount_ok = depleted_amount ≥ credits_per_seat − margin ∨ prior_in_doubt`. Amounts are exact
-//! decimals: the comparison must never go through binary floats (integrations.md §3.1).
+//! `amount_ok = depleted_amount ≥ credits_per_seat + extra_credits − margin ∨ prior_in_doubt`.
+//! Amounts are exact decimals: the comparison must never go through binary floats
+//! (integrations.md §3.1).
 
 use rust_decimal::Decimal;
 
@@ -19,22 +20,34 @@ pub struct RecoveryInputs {
     pub depleted_amount: Decimal,
     /// `course.credits_per_seat`.
     pub credits_per_seat: i32,
+    /// `enrolment.extra_credits`: the granted top-ups (in-doubt ones are not counted, so a
+    /// doubt favours recovery).
+    pub extra_credits: i32,
     /// `DROP_RECOVERY_MARGIN_CREDITS`.
     pub margin_credits: i32,
     /// An earlier attempt may have depleted without recording its amount.
     pub prior_in_doubt: bool,
 }
 
-/// `credits_per_seat − margin`: the least a student may have left for the seat to come back.
-pub fn threshold(credits_per_seat: i32, margin_credits: i32) -> Decimal {
-    Decimal::from(i64::from(credits_per_seat) - i64::from(margin_credits))
+/// `credits_per_seat + extra_credits − margin`: the least a student may have left for the seat
+/// to come back. Without top-ups a student who spent more than the margin of the extra credits
+/// would still give the seat back.
+pub fn threshold(credits_per_seat: i32, extra_credits: i32, margin_credits: i32) -> Decimal {
+    Decimal::from(
+        i64::from(credits_per_seat) + i64::from(extra_credits) - i64::from(margin_credits),
+    )
 }
 
 /// The amount condition, with the in-doubt rule: an attempt after a possibly unrecorded
 /// deplete finds the project near 0, so the condition counts as met.
 pub fn amount_ok(inputs: &RecoveryInputs) -> bool {
     inputs.prior_in_doubt
-        || inputs.depleted_amount >= threshold(inputs.credits_per_seat, inputs.margin_credits)
+        || inputs.depleted_amount
+            >= threshold(
+                inputs.credits_per_seat,
+                inputs.extra_credits,
+                inputs.margin_credits,
+            )
 }
 
 /// Whether the seat goes back to the pool (`true`) or is consumed (`false`).
@@ -60,6 +73,7 @@ mod tests {
             previously_dropped: false,
             depleted_amount: dec(amount),
             credits_per_seat: 200,
+            extra_credits: 0,
             margin_credits: 50,
             prior_in_doubt: false,
         }
@@ -67,8 +81,8 @@ mod tests {
 
     #[test]
     fn the_default_threshold_is_150() {
-        assert_eq!(threshold(200, 50), dec("150"));
-        assert_eq!(threshold(0, 50), dec("-50"));
+        assert_eq!(threshold(200, 0, 50), dec("150"));
+        assert_eq!(threshold(0, 0, 50), dec("-50"));
     }
 
     #[test]
@@ -140,6 +154,26 @@ mod tests {
         };
         assert!(amount_ok(&retry));
         assert!(recover(&retry));
+    }
+
+    #[test]
+    fn top_ups_raise_the_threshold() {
+        assert_eq!(threshold(200, 100, 50), dec("250"));
+        let topped_up = |amount| RecoveryInputs {
+            extra_credits: 100,
+            ..early(amount)
+        };
+        // 300 granted, 60 spent: more than the margin, although 240 passes the old 150.
+        assert!(!recover(&topped_up("240.00")));
+        // 40 spent: within the margin.
+        assert!(recover(&topped_up("260.00")));
+        assert!(recover(&topped_up("250.00")));
+        // A doubt still counts the amount as met.
+        let in_doubt = RecoveryInputs {
+            prior_in_doubt: true,
+            ..topped_up("0.00")
+        };
+        assert!(recover(&in_doubt));
     }
 
     #[test]

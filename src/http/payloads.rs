@@ -327,6 +327,9 @@ pub struct EnrolmentOut {
     pub claimed_by_email: Option<String>,
     /// The latest claim e-mail; null when there is none.
     pub claim_email: Option<ClaimEmailOut>,
+    /// Credits added by top-ups on top of `credits_per_seat`: the granted ones, settled while
+    /// the enrolment was not dropped.
+    pub extra_credits: i32,
 }
 
 /// ClaimEmailStatus: the latest claim e-mail of an enrolment.
@@ -400,6 +403,7 @@ impl EnrolmentOut {
             claimed_at: e.claimed_at,
             claimed_by_email: e.claimed_by_email.clone(),
             claim_email: claim_email.map(ClaimEmailOut::from),
+            extra_credits: e.extra_credits,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The background worker of every server replica (rules.md §6): once at start-up, then every
 //! 30 s ±20 %, it retries due access removals, brings enrolments to their target access
-//! (retries, convergence, promotion at the start date) and sends due e-mails. Leases taken with
+//! (retries, convergence, promotion at the start date), sends due e-mails and marks stale
+//! credit top-ups in doubt. Leases taken with
 //! `FOR UPDATE SKIP LOCKED` split the work between replicas, so any number may run.
 //!
 //! A pass in which any lease query came back full is followed at once by another, and a use
@@ -18,6 +19,7 @@ use uuid::Uuid;
 use crate::clients::request_context;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
+use crate::usecases::top_ups::stale::stale_top_up_pass;
 use crate::usecases::{access, drops, email_outbox, revocations};
 
 /// Rows of each kind leased per pass.
@@ -54,13 +56,13 @@ pub enum Continuation {
 }
 
 /// One pass: access removals, access revocations (addendum §3.5), then access syncs, then
-/// e-mails (W.5.6, addendum §1.10). Failures are logged; the
-/// next pass retries.
+/// e-mails (W.5.6, addendum §1.10), then stale top-ups (addendum §6.4.1.1). Failures are
+/// logged; the next pass retries.
 pub async fn run_pass(services: &Services) -> Continuation {
     let run_id = format!("worker-{}", Uuid::new_v4());
     request_context::scope(run_id, async {
         let now = Utc::now();
-        let mut leased = Vec::with_capacity(4);
+        let mut leased = Vec::with_capacity(5);
         match drops::access_removal_pass(services, now, BATCH).await {
             Ok(sweep) => {
                 leased.push(sweep.completed + sweep.failed);
@@ -115,6 +117,10 @@ pub async fn run_pass(services: &Services) -> Continuation {
                 }
             }
             Err(err) => tracing::error!(error = %Chain(&err), "e-mail outbox pass failed"),
+        }
+        match stale_top_up_pass(services, now, BATCH).await {
+            Ok(marked) => leased.push(marked),
+            Err(err) => tracing::error!(error = %Chain(&err), "stale top-up pass failed"),
         }
         continuation(&leased)
     })

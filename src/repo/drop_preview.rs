@@ -1,5 +1,5 @@
 //! The read of the drop preview (round2.md §4.3 step 1): the requested seats with their
-//! enrolment and drop record, in one query and without locks.
+//! enrolment, drop record and any top-up in flight, in one query and without locks.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
@@ -19,19 +19,28 @@ pub struct PreviewSeat {
     pub drop_is_early: Option<bool>,
     pub deplete_in_doubt: Option<bool>,
     pub drop_lease_until: Option<DateTime<Utc>>,
+    /// The enrolment's granted top-ups (0 without an enrolment).
+    pub extra_credits: i32,
+    /// A `granting` top-up of the enrolment has a live lease (the drop would stop).
+    pub top_up_in_progress: bool,
 }
 
-/// The seats among `seat_ids` that belong to `course_id`.
+/// The seats among `seat_ids` that belong to `course_id`, as they are at `now`.
 pub async fn seats(
     db: impl PgExecutor<'_>,
     course_id: Uuid,
     seat_ids: &[Uuid],
+    now: DateTime<Utc>,
 ) -> Result<Vec<PreviewSeat>, sqlx::Error> {
     sqlx::query_as(
         "SELECT s.id AS seat_id, s.previously_dropped, e.id AS enrolment_id, e.student_id,
                 e.project_id, e.is_dropped AS enrolment_is_dropped, d.state AS drop_state,
                 d.is_early AS drop_is_early, d.deplete_in_doubt,
-                d.lease_until AS drop_lease_until
+                d.lease_until AS drop_lease_until,
+                COALESCE(e.extra_credits, 0) AS extra_credits,
+                EXISTS (SELECT 1 FROM credit_top_up t
+                        WHERE t.enrolment_id = e.id AND t.state = 'granting'
+                          AND t.lease_until > $3) AS top_up_in_progress
          FROM seat s
          LEFT JOIN course_enrolment e ON e.id = s.enrolment_id
          LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
@@ -39,6 +48,7 @@ pub async fn seats(
     )
     .bind(course_id)
     .bind(seat_ids)
+    .bind(now)
     .fetch_all(db)
     .await
 }

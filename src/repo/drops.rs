@@ -61,6 +61,8 @@ pub struct DroppingEnrolment {
     pub project_exists: bool,
     pub last_drop_date: Option<DateTime<Utc>>,
     pub credits_per_seat: i32,
+    /// The granted top-ups, part of the recovery threshold.
+    pub extra_credits: i32,
 }
 
 /// Who and which groups access removal (D4) deals with.
@@ -107,7 +109,7 @@ pub async fn lock_enrolment(
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.student_id, e.is_dropped,
                 EXISTS (SELECT 1 FROM project p WHERE p.id = e.project_id) AS project_exists,
-                c.last_drop_date, c.credits_per_seat
+                c.last_drop_date, c.credits_per_seat, e.extra_credits
          FROM course_enrolment e JOIN course c ON c.id = e.course_id
          WHERE e.id = $1
          FOR UPDATE OF e",

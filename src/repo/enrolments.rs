@@ -21,10 +21,13 @@ pub struct Enrolment {
     pub claimed_at: Option<DateTime<Utc>>,
     /// The claimer's token e-mail at claim time.
     pub claimed_by_email: Option<String>,
+    /// The granted credit top-ups (0 for enrolments from before them).
+    pub extra_credits: i32,
 }
 
 pub const COLUMNS: &str = "id, course_id, project_id, contact_email, student_id, claimed_by, \
-    is_dropped, activated_at, created_at, access_level, claimed_at, claimed_by_email";
+    is_dropped, activated_at, created_at, access_level, claimed_at, claimed_by_email, \
+    extra_credits";
 
 /// The index that allows one claimed, non-dropped enrolment per user and course.
 pub const UNIQUE_CLAIMED_BY_INDEX: &str = "uq_enrolment_course_claimed_by";
@@ -325,7 +328,7 @@ pub async fn list_by_course(
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
                 e.is_dropped, e.activated_at, e.created_at, e.access_level, e.claimed_at,
-                e.claimed_by_email, d.state AS drop_state
+                e.claimed_by_email, e.extra_credits, d.state AS drop_state
          FROM course_enrolment e
          LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id
          WHERE e.course_id = $1
@@ -346,6 +349,8 @@ pub struct EnrolmentCredits {
     /// What the drop's deplete moved, once settled.
     pub depleted_amount: Option<rust_decimal::Decimal>,
     pub credits_per_seat: i32,
+    /// The sum of the enrolment's top-ups whose grant outcome is unknown.
+    pub top_ups_in_doubt: i64,
 }
 
 /// The enrolment `enrolment_id` if it belongs to `course_id`.
@@ -357,9 +362,11 @@ pub async fn find_with_credits(
     sqlx::query_as(
         "SELECT e.id, e.course_id, e.project_id, e.contact_email, e.student_id, e.claimed_by,
                 e.is_dropped, e.activated_at, e.created_at, e.access_level, e.claimed_at,
-                e.claimed_by_email, d.state AS drop_state,
+                e.claimed_by_email, e.extra_credits, d.state AS drop_state,
                 CASE WHEN d.state <> 'depleting' THEN d.depleted_amount END AS depleted_amount,
-                c.credits_per_seat
+                c.credits_per_seat,
+                (SELECT COALESCE(sum(t.amount), 0)::bigint FROM credit_top_up t
+                 WHERE t.enrolment_id = e.id AND t.state = 'in_doubt') AS top_ups_in_doubt
          FROM course_enrolment e
          JOIN course c ON c.id = e.course_id
          LEFT JOIN enrolment_drop d ON d.enrolment_id = e.id

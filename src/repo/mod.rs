@@ -19,6 +19,7 @@ pub mod invites;
 pub mod labs;
 pub mod projects;
 pub mod seats;
+pub mod top_ups;
 
 /// A `LIKE`/`ILIKE` pattern matching `needle` literally as a substring (`%`, `_` and `\`
 /// escaped; use with `ESCAPE '\'`).

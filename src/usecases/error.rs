@@ -26,6 +26,7 @@ use super::projects::ProjectError;
 use super::seats::activate::ActivationError;
 use super::seats::{AssignError, ClaimError, SeatError};
 use super::tasks::TaskFailed;
+use super::top_ups::TopUpError;
 
 /// The error codes of api.md §2.3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -128,6 +129,8 @@ pub enum UseCaseError {
     ExpiryRun(#[from] ExpiryRunError),
     #[error(transparent)]
     Idempotency(#[from] IdempotencyError),
+    #[error(transparent)]
+    TopUp(#[from] TopUpError),
     /// An unexpected database failure (connection lost, pool timeout…).
     #[error("A database error occurred")]
     Database(#[from] sqlx::Error),
@@ -153,6 +156,7 @@ impl UseCaseError {
             Self::Correction(e) => e.answer(),
             Self::ExpiryRun(e) => e.answer(),
             Self::Idempotency(e) => e.answer(),
+            Self::TopUp(e) => e.answer(),
             Self::Database(_) => {
                 Answer::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError)
             }

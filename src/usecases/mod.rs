@@ -22,6 +22,7 @@ pub mod revocations;
 pub mod seats;
 mod services;
 pub mod tasks;
+pub mod top_ups;
 
 pub use error::UseCaseError;
 pub use services::Services;

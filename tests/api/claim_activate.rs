@@ -554,6 +554,7 @@ async fn a_course_admin_lists_every_enrolment_with_its_seat_and_drop_state(db: P
             "claimed_at",
             "claimed_by_email",
             "claim_email",
+            "extra_credits",
         ],
     );
     assert_eq!(active["access_level"], "member");

@@ -638,6 +638,20 @@ impl Caller<'_> {
             .await
     }
 
+    /// `POST /seats/courses/{course}/enrolments/{enrolment}/top-up`.
+    pub async fn top_up(
+        &self,
+        course: impl Display,
+        enrolment: impl Display,
+        body: &Value,
+    ) -> Reply {
+        self.post(
+            &format!("/seats/courses/{course}/enrolments/{enrolment}/top-up"),
+            body,
+        )
+        .await
+    }
+
     /// `POST /seats/courses/{course}/resend-claim-emails`, without a body when `body` is `None`.
     pub async fn resend_claim_emails(&self, course: impl Display, body: Option<&Value>) -> Reply {
         self.send(

@@ -25,5 +25,6 @@ mod projects;
 mod roster_import;
 mod seats;
 mod service;
+mod top_up;
 mod void_delete;
 mod waitlist;

@@ -108,7 +108,7 @@ fn gated_operations_declare_401_and_403() {
             assert!(responses.get("403").is_some(), "{method} {path}: no 403");
         }
     }
-    assert_eq!(secured, 44);
+    assert_eq!(secured, 45);
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn request_bodies_have_examples_that_their_limits_admit() {
             );
         }
     }
-    assert_eq!(bodies, 19);
+    assert_eq!(bodies, 20);
 }
 
 #[test]
@@ -182,6 +182,15 @@ fn limits_are_in_the_schemas() {
         (seats["minimum"].as_f64(), seats["maximum"].as_f64()),
         (Some(1.0), Some(100.0))
     );
+    let top_up = &schemas["TopUpBody"]["properties"];
+    assert_eq!(
+        (
+            top_up["amount"]["minimum"].as_f64(),
+            top_up["amount"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(10_000.0))
+    );
+    assert_eq!(top_up["note"]["maxLength"], 500);
     assert_eq!(
         schemas["VirtualLabCreate"]["properties"]["compute_cell"]["enum"],
         serde_json::json!(["cell_a", "cell_b"])

@@ -14,6 +14,7 @@ pub mod projects;
 pub mod roster_import;
 pub mod seats;
 pub mod service;
+pub mod top_ups;
 pub mod virtual_labs;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -37,4 +38,5 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(claim_emails::router())
         .merge(corrections::router())
+        .merge(top_ups::router())
 }

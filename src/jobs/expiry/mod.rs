@@ -19,6 +19,7 @@ use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
 use crate::usecases::idempotency;
 use crate::usecases::revocations;
+use crate::usecases::top_ups::stale::stale_top_up_pass;
 pub use record::RunInfo;
 use summary::{CourseSummary, RunSummary};
 
@@ -249,7 +250,8 @@ async fn purge_idempotent_requests(
     }
 }
 
-/// Step 6: the worker passes over every due row until none is left (bounded).
+/// Step 6: the worker passes over every due row until none is left (bounded), the stale
+/// top-ups last.
 async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
     let mut seen = 0;
     while seen < GLOBAL_RETRY_LIMIT {
@@ -290,6 +292,20 @@ async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut R
             Ok(_) => break,
             Err(err) => {
                 tracing::error!(error = %Chain(&err), "e-mail outbox pass failed");
+                break;
+            }
+        }
+    }
+    let mut seen = 0;
+    while seen < GLOBAL_RETRY_LIMIT {
+        match stale_top_up_pass(services, now, PASS_BATCH).await {
+            Ok(marked) if marked > 0 => {
+                summary.top_ups_marked_in_doubt += marked;
+                seen += marked;
+            }
+            Ok(_) => break,
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "stale top-up pass failed");
                 break;
             }
         }

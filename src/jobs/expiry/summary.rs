@@ -83,6 +83,8 @@ pub struct RunSummary {
     pub credits_returned: Decimal,
     pub emails_sent: u64,
     pub emails_failed: u64,
+    /// Stale top-ups (a lapsed lease while granting) marked `in_doubt` in this run.
+    pub top_ups_marked_in_doubt: u64,
     /// Audit events deleted by the retention purge.
     pub course_events_purged: u64,
     /// Set when a purge batch failed (the next run continues).
@@ -113,6 +115,7 @@ impl RunSummary {
             credits_returned: Decimal::ZERO,
             emails_sent: 0,
             emails_failed: 0,
+            top_ups_marked_in_doubt: 0,
             course_events_purged: 0,
             course_events_purge_error: None,
             idempotent_requests_purged: 0,

@@ -1,11 +1,14 @@
 //! D1 — claim the drop (rules.md §5.1): one short transaction that locks the seat, the
-//! enrolment and the drop record, then creates the record or takes over a lapsed one.
+//! enrolment and the drop record, then creates the record or takes over a lapsed one. A
+//! credit top-up whose grant may still be in flight stops it first: a drop and a top-up of
+//! one enrolment never overlap (the top-up refuses a dropped enrolment under the same lock).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{DropOutcome, DropReason};
 use crate::repo::drops::{self, DEPLETING, NewDrop};
+use crate::repo::top_ups;
 use crate::usecases::Services;
 
 /// A drop this run now holds the lease of.
@@ -47,7 +50,11 @@ pub async fn claim(
     if enrolment.is_dropped {
         return Ok(Claimed::Stop(DropOutcome::AlreadyDropped));
     }
-    let (prior_in_doubt, first) = match drops::lock_record(&mut *tx, enrolment_id).await? {
+    let record = drops::lock_record(&mut *tx, enrolment_id).await?;
+    if top_ups::in_flight(&mut *tx, enrolment_id, now).await? {
+        return Ok(Claimed::Stop(DropOutcome::TopUpInProgress));
+    }
+    let (prior_in_doubt, first) = match record {
         None => {
             let is_early = enrolment.last_drop_date.is_some_and(|last| now < last);
             let new = NewDrop {

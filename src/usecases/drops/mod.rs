@@ -31,6 +31,10 @@ use crate::usecases::events::{self, EventExt};
 use claim::Claimed;
 use deplete::Depleted;
 
+/// The per-seat error of a drop stopped by a top-up in flight (also the drop preview's).
+pub const TOP_UP_IN_PROGRESS: &str =
+    "A credit top-up for this student is in progress; retry the drop in a minute";
+
 /// Who started a drop first (`enrolment_drop.reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -64,6 +68,8 @@ pub enum DropOutcome {
     NotFound,
     AlreadyDropped,
     InProgress,
+    /// A credit top-up of the enrolment is being granted; nothing was written.
+    TopUpInProgress,
     DepleteFailed {
         project_id: Uuid,
     },
@@ -83,6 +89,7 @@ impl DropOutcome {
         matches!(
             self,
             DropOutcome::InProgress
+                | DropOutcome::TopUpInProgress
                 | DropOutcome::DepleteFailed { .. }
                 | DropOutcome::DepleteUncertain { .. }
                 | DropOutcome::RecordFailed
@@ -96,6 +103,7 @@ impl DropOutcome {
             DropOutcome::NotFound => "Seat not found in this course".to_owned(),
             DropOutcome::AlreadyDropped => "Enrolment is already dropped".to_owned(),
             DropOutcome::InProgress => "A drop of this seat is already in progress".to_owned(),
+            DropOutcome::TopUpInProgress => TOP_UP_IN_PROGRESS.to_owned(),
             DropOutcome::DepleteFailed { project_id } => format!(
                 "Failed to deplete credits for project {project_id}; the student was not dropped"
             ),
@@ -113,6 +121,7 @@ impl DropOutcome {
     fn failure_label(&self) -> Option<&'static str> {
         match self {
             DropOutcome::InProgress => Some("in_progress"),
+            DropOutcome::TopUpInProgress => Some("top_up_in_progress"),
             DropOutcome::DepleteFailed { .. } => Some("deplete_failed"),
             DropOutcome::DepleteUncertain { .. } => Some("deplete_uncertain"),
             DropOutcome::RecordFailed => Some("record_failed"),
@@ -302,6 +311,14 @@ mod tests {
             (
                 DropOutcome::InProgress,
                 Some("A drop of this seat is already in progress".to_owned()),
+                true,
+            ),
+            (
+                DropOutcome::TopUpInProgress,
+                Some(
+                    "A credit top-up for this student is in progress; retry the drop in a minute"
+                        .to_owned(),
+                ),
                 true,
             ),
             (

@@ -16,6 +16,7 @@ use crate::repo::drop_preview::{self, PreviewSeat};
 use crate::repo::drops::DEPLETING;
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::drops::TOP_UP_IN_PROGRESS;
 
 /// What blocks the recovery of a seat (`recovery_blockers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,8 @@ struct Droppable {
     previously_dropped: bool,
     prior_in_doubt: bool,
     resumes: bool,
+    /// The enrolment's granted top-ups: part of the threshold and of the credits granted.
+    extra_credits: i32,
 }
 
 impl Droppable {
@@ -144,6 +147,9 @@ fn pre_check(
     if seat.enrolment_is_dropped == Some(true) {
         return Err("Enrolment is already dropped");
     }
+    if seat.top_up_in_progress {
+        return Err(TOP_UP_IN_PROGRESS);
+    }
     let resumes = match seat.drop_state.as_deref() {
         None => false,
         Some(DEPLETING) if seat.drop_lease_until.is_some_and(|until| until > now) => {
@@ -161,6 +167,7 @@ fn pre_check(
         previously_dropped: seat.previously_dropped,
         prior_in_doubt: seat.deplete_in_doubt.unwrap_or(false),
         resumes,
+        extra_credits: seat.extra_credits,
     })
 }
 
@@ -179,6 +186,7 @@ impl Rule {
                 previously_dropped: seat.previously_dropped,
                 depleted_amount: amount.max(Decimal::ZERO),
                 credits_per_seat: self.credits_per_seat,
+                extra_credits: seat.extra_credits,
                 margin_credits: self.margin_credits,
                 prior_in_doubt: seat.prior_in_doubt,
             })
@@ -204,7 +212,7 @@ impl Rule {
             resumes: seat.resumes,
             seat_recovered,
             blockers,
-            credits_granted: self.credits_per_seat,
+            credits_granted: self.credits_per_seat.saturating_add(seat.extra_credits),
             balance,
         }
     }
@@ -218,11 +226,12 @@ pub async fn preview_drop(
     seat_ids: &[Uuid],
 ) -> Result<DropPreview, UseCaseError> {
     let now = Utc::now();
-    let found: HashMap<Uuid, PreviewSeat> = drop_preview::seats(&services.db, course.id, seat_ids)
-        .await?
-        .into_iter()
-        .map(|s| (s.seat_id, s))
-        .collect();
+    let found: HashMap<Uuid, PreviewSeat> =
+        drop_preview::seats(&services.db, course.id, seat_ids, now)
+            .await?
+            .into_iter()
+            .map(|s| (s.seat_id, s))
+            .collect();
     let checks: Vec<Result<Droppable, &'static str>> = seat_ids
         .iter()
         .map(|id| pre_check(found.get(id), course.last_drop_date, now))
@@ -295,6 +304,8 @@ mod tests {
             drop_is_early: None,
             deplete_in_doubt: None,
             drop_lease_until: None,
+            extra_credits: 0,
+            top_up_in_progress: false,
         }
     }
 
@@ -310,6 +321,7 @@ mod tests {
             previously_dropped,
             prior_in_doubt,
             resumes: false,
+            extra_credits: 0,
         }
     }
 

@@ -97,6 +97,7 @@ async fn settle_once(
         previously_dropped: seat.is_some_and(|s| s.previously_dropped),
         depleted_amount: amount,
         credits_per_seat: enrolment.credits_per_seat,
+        extra_credits: enrolment.extra_credits,
         margin_credits: services.config.drop_recovery_margin_credits,
         prior_in_doubt: drop.prior_in_doubt,
     });

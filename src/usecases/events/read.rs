@@ -108,8 +108,7 @@ fn credits(
     balance_error: Option<&'static str>,
 ) -> Credits {
     let granted = Decimal::from(e.credits_per_seat);
-    // No top-ups exist before the top-up capability.
-    let topped_up = Decimal::ZERO;
+    let topped_up = Decimal::from(e.enrolment.extra_credits);
     let spent = match (balance, e.depleted_amount) {
         (Some(balance), _) => Some(granted + topped_up - balance),
         (None, Some(depleted)) => Some(granted + topped_up - depleted),
@@ -118,7 +117,7 @@ fn credits(
     Credits {
         granted,
         topped_up,
-        top_ups_in_doubt: Decimal::ZERO,
+        top_ups_in_doubt: Decimal::from(e.top_ups_in_doubt),
         depleted: e.depleted_amount,
         current_balance: balance,
         spent,

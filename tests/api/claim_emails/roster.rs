@@ -12,7 +12,7 @@ use super::instant;
 use crate::fixtures;
 use crate::helpers::{ReplyExt, TestApp, assert_keys, exec};
 
-const ENROLMENT_KEYS: [&str; 15] = [
+const ENROLMENT_KEYS: [&str; 16] = [
     "id",
     "course_id",
     "project_id",
@@ -28,6 +28,7 @@ const ENROLMENT_KEYS: [&str; 15] = [
     "claimed_at",
     "claimed_by_email",
     "claim_email",
+    "extra_credits",
 ];
 
 const CLAIM_EMAIL_KEYS: [&str; 9] = [
