@@ -151,21 +151,18 @@ pub async fn mark_stale(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct TopUpEnrolment {
     pub extra_credits: i32,
-    /// `is_dropped`, or a drop has started (an `enrolment_drop` row exists).
-    pub dropped: bool,
+    pub is_dropped: bool,
 }
 
-/// The enrolment, locked `FOR UPDATE` (before its top-up rows).
+/// The enrolment, locked `FOR UPDATE` (before its top-up rows). Whether a drop has started is
+/// a separate read ([`crate::repo::enrolments::has_drop`]) after this lock: a subquery of the
+/// locking statement would read from before a drop committed while it waited.
 pub async fn lock_enrolment(
     db: impl PgExecutor<'_>,
     enrolment_id: Uuid,
 ) -> Result<Option<TopUpEnrolment>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT e.extra_credits,
-                e.is_dropped OR EXISTS (SELECT 1 FROM enrolment_drop d
-                                        WHERE d.enrolment_id = e.id) AS dropped
-         FROM course_enrolment e WHERE e.id = $1
-         FOR UPDATE",
+        "SELECT extra_credits, is_dropped FROM course_enrolment WHERE id = $1 FOR UPDATE",
     )
     .bind(enrolment_id)
     .fetch_optional(db)

@@ -51,6 +51,8 @@ pub async fn claim(
         return Ok(Claimed::Stop(DropOutcome::AlreadyDropped));
     }
     let record = drops::lock_record(&mut *tx, enrolment_id).await?;
+    // Its own statement after the enrolment lock, so it sees a top-up committed while this
+    // transaction waited for that lock.
     if top_ups::in_flight(&mut *tx, enrolment_id, now).await? {
         return Ok(Claimed::Stop(DropOutcome::TopUpInProgress));
     }

@@ -366,6 +366,29 @@ mod tests {
     }
 
     #[test]
+    fn a_top_up_in_flight_stops_the_drop_and_granted_top_ups_raise_the_threshold() {
+        let now = Utc::now();
+        let later = Some(now + chrono::TimeDelta::days(1));
+        let busy = PreviewSeat {
+            top_up_in_progress: true,
+            ..seat()
+        };
+        assert_eq!(pre_check(Some(&busy), later, now), Err(TOP_UP_IN_PROGRESS));
+        let topped_up = PreviewSeat {
+            extra_credits: 100,
+            ..seat()
+        };
+        let found = pre_check(Some(&topped_up), later, now).unwrap();
+        // 300 granted: 240 left is 60 spent, over the margin; 260 left is within it.
+        let spent_60 = RULE.predict(&found, Some(Decimal::from(240)));
+        assert_eq!(spent_60.credits_granted, 300);
+        assert_eq!(spent_60.seat_recovered, Some(false));
+        assert_eq!(spent_60.credits_spent(), Some(Decimal::from(60)));
+        let spent_40 = RULE.predict(&found, Some(Decimal::from(260)));
+        assert_eq!(spent_40.seat_recovered, Some(true));
+    }
+
+    #[test]
     fn a_lapsed_drop_resumes_with_its_persisted_date_and_doubt() {
         let now = Utc::now();
         let lapsed = PreviewSeat {

@@ -142,13 +142,15 @@ async fn settle_once(
             extra_credits: 0,
         });
     };
+    let dropped = enrolment.is_dropped
+        || crate::repo::enrolments::has_drop(&mut *tx, started.enrolment_id).await?;
     let before = enrolment.extra_credits;
     let (changed, after, kind) = match outcome {
         Outcome::Granted => {
             let changed = top_ups::settle(&mut *tx, started.id, state::GRANTED, None, now).await?;
             // A grant that lands after the drop began is not the student's any more: the drop
             // (or the lab deplete at the course end) takes it back.
-            let after = if changed && !enrolment.dropped {
+            let after = if changed && !dropped {
                 top_ups::add_extra_credits(&mut *tx, started.enrolment_id, started.amount).await?
             } else {
                 before
