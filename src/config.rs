@@ -103,7 +103,16 @@ pub struct Config {
     pub kc_expected_issuer: Option<String>,
     pub auth_groups_cache: Duration,
     pub external_concurrency: usize,
+    /// The saga lease (5 min); `VLAB_SAGA_LEASE_SECONDS` shortens it in builds with the
+    /// test-only `fault-injection` feature.
+    pub saga_lease: Duration,
+    /// `VLAB_FAULT=<use case>:<point>`, read only in builds with the `fault-injection` feature:
+    /// the process aborts at that point.
+    pub fault_point: Option<String>,
 }
+
+/// The saga lease of every build.
+pub const SAGA_LEASE: Duration = Duration::from_secs(5 * 60);
 
 /// What a new enrolment's claim secret is (`CLAIM_TOKEN_FOR_NEW_ENROLMENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +299,8 @@ impl Config {
                 86_400,
             )?),
             external_concurrency: env.int("EXTERNAL_CONCURRENCY", 16, 1, 256)? as usize,
+            saga_lease: saga_lease(&env)?,
+            fault_point: fault_point(&env),
         })
     }
 
@@ -297,6 +308,32 @@ impl Config {
     pub fn database_label(&self) -> String {
         database_label(&self.database_url)
     }
+}
+
+#[cfg(feature = "fault-injection")]
+fn saga_lease(env: &Env<'_>) -> Result<Duration, ConfigError> {
+    let max = SAGA_LEASE.as_secs();
+    Ok(Duration::from_secs(env.int(
+        "VLAB_SAGA_LEASE_SECONDS",
+        max,
+        1,
+        max,
+    )?))
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn saga_lease(_env: &Env<'_>) -> Result<Duration, ConfigError> {
+    Ok(SAGA_LEASE)
+}
+
+#[cfg(feature = "fault-injection")]
+fn fault_point(env: &Env<'_>) -> Option<String> {
+    env.optional("VLAB_FAULT")
+}
+
+#[cfg(not(feature = "fault-injection"))]
+fn fault_point(_env: &Env<'_>) -> Option<String> {
+    None
 }
 
 /// `host/dbname` of a database URL, safe to log.

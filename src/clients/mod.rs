@@ -95,6 +95,14 @@ impl ClientError {
         self.class() == FailureClass::Uncertain
     }
 
+    /// A 404: the entity (group, user, accounting account) does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotFound { .. } | ClientError::Accounting { status: 404, .. }
+        )
+    }
+
     pub fn operation(&self) -> &'static str {
         match self {
             ClientError::Connect { operation, .. }

@@ -20,7 +20,7 @@ use crate::clients::request_context;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
 use crate::usecases::top_ups::stale::stale_top_up_pass;
-use crate::usecases::{access, drops, email_outbox, revocations};
+use crate::usecases::{access, drops, email_outbox, revocations, saga};
 
 /// Rows of each kind leased per pass.
 pub const BATCH: i64 = 50;
@@ -56,7 +56,8 @@ pub enum Continuation {
 }
 
 /// One pass: access removals, access revocations (addendum §3.5), then access syncs, then
-/// e-mails (W.5.6, addendum §1.10), then stale top-ups (addendum §6.4.1.1). Failures are
+/// e-mails (W.5.6, addendum §1.10), then the saga recovery (addendum §8.4), then stale top-ups
+/// (addendum §6.4.1.1). Failures are
 /// logged; the next pass retries.
 pub async fn run_pass(services: &Services) -> Continuation {
     let run_id = format!("worker-{}", Uuid::new_v4());
@@ -117,6 +118,23 @@ pub async fn run_pass(services: &Services) -> Continuation {
                 }
             }
             Err(err) => tracing::error!(error = %Chain(&err), "e-mail outbox pass failed"),
+        }
+        match saga::recovery::recovery_pass(services, now, BATCH).await {
+            Ok(sweep) => {
+                leased.push(sweep.leased);
+                if sweep.leased > 0 {
+                    tracing::info!(
+                        compensated = sweep.compensated,
+                        retried = sweep.retried,
+                        failed = sweep.failed,
+                        "sagas recovered"
+                    );
+                }
+            }
+            Err(err) => tracing::error!(error = %Chain(&err), "saga recovery pass failed"),
+        }
+        if let Err(err) = saga::recovery::refresh_open_gauge(services).await {
+            tracing::error!(error = %Chain(&err), "could not count the open sagas");
         }
         match stale_top_up_pass(services, now, BATCH).await {
             Ok(marked) => leased.push(marked),

@@ -18,6 +18,7 @@ pub mod institutions;
 pub mod invites;
 pub mod labs;
 pub mod projects;
+pub mod sagas;
 pub mod seats;
 pub mod top_ups;
 

@@ -3,7 +3,9 @@
 //! A use case pushes an undo right after each external step succeeds (or *before* a step whose
 //! outcome may be uncertain, discarding it after a definite failure). On failure it calls
 //! [`Ledger::compensate`], which pops and runs the undos last-in-first-out; an undo that fails
-//! is logged and skipped so the rest still run. Popping makes a second `compensate` a no-op.
+//! is logged and the rest still run. Popping makes a second `compensate` a no-op. It reports
+//! each undo's outcome, tagged with its journal plan `seq` when pushed with
+//! [`Ledger::push_for`], so a journaled use case can record what is left for the recovery.
 //! On success it calls [`Ledger::commit`]. A ledger dropped while it still holds undos (a panic
 //! or a bug) logs an error and spawns its compensation, so nothing is silently orphaned.
 
@@ -16,7 +18,18 @@ type Undo = Box<dyn FnOnce() -> UndoFuture + Send>;
 struct Step {
     id: u64,
     name: &'static str,
+    /// The saga plan step this undo belongs to, for journaled use cases.
+    seq: Option<u32>,
     undo: Undo,
+}
+
+/// What one undo of [`Ledger::compensate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndoOutcome {
+    pub seq: Option<u32>,
+    pub step: &'static str,
+    /// The failure, with its cause chain; `None` when the undo succeeded.
+    pub error: Option<String>,
 }
 
 /// A handle to a pushed undo, for [`Ledger::discard`].
@@ -46,11 +59,29 @@ impl Ledger {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        self.push_tagged(None, step, undo)
+    }
+
+    /// [`Ledger::push`] for the step `seq` of a saga plan: its outcome is reported with it.
+    pub fn push_for<F, Fut>(&mut self, seq: u32, step: &'static str, undo: F) -> StepId
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.push_tagged(Some(seq), step, undo)
+    }
+
+    fn push_tagged<F, Fut>(&mut self, seq: Option<u32>, step: &'static str, undo: F) -> StepId
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let id = self.next_id;
         self.next_id += 1;
         self.steps.push(Step {
             id,
             name: step,
+            seq,
             undo: Box::new(move || Box::pin(undo())),
         });
         StepId(id)
@@ -71,8 +102,15 @@ impl Ledger {
         self.steps.clear();
     }
 
-    /// Runs every registered undo, last first. Failures are logged and skipped.
-    pub async fn compensate(&mut self, reason: &str) {
+    /// Another owner compensates (the saga recovery took the work over): every undo is
+    /// dropped without running, so neither this ledger nor its `Drop` runs them.
+    pub fn forget(&mut self) {
+        self.steps.clear();
+    }
+
+    /// Runs every registered undo, last first, and reports each outcome in that order.
+    /// Failures are logged and the remaining undos still run.
+    pub async fn compensate(&mut self, reason: &str) -> Vec<UndoOutcome> {
         if !self.steps.is_empty() {
             tracing::warn!(
                 use_case = self.use_case,
@@ -81,22 +119,31 @@ impl Ledger {
                 "compensating"
             );
         }
+        let mut outcomes = Vec::with_capacity(self.steps.len());
         while let Some(step) = self.steps.pop() {
-            run_undo(self.use_case, step).await;
+            outcomes.push(run_undo(self.use_case, step).await);
         }
+        outcomes
     }
 }
 
-async fn run_undo(use_case: &'static str, step: Step) {
-    let outcome = match (step.undo)().await {
-        Ok(()) => "ok",
+async fn run_undo(use_case: &'static str, step: Step) -> UndoOutcome {
+    let error = match (step.undo)().await {
+        Ok(()) => None,
         Err(err) => {
-            tracing::error!(use_case, step = step.name, error = %format!("{err:#}"), "compensation step failed; continuing with the next one");
-            "failed"
+            let error = format!("{err:#}");
+            tracing::error!(use_case, step = step.name, error = %error, "compensation step failed; continuing with the next one");
+            Some(error)
         }
     };
+    let outcome = if error.is_none() { "ok" } else { "failed" };
     metrics::counter!("vlab_compensations_total", "step" => step.name, "outcome" => outcome)
         .increment(1);
+    UndoOutcome {
+        seq: step.seq,
+        step: step.name,
+        error,
+    }
 }
 
 impl Drop for Ledger {
@@ -115,7 +162,7 @@ impl Drop for Ledger {
             Ok(handle) => {
                 handle.spawn(async move {
                     for step in steps.into_iter().rev() {
-                        run_undo(use_case, step).await;
+                        let _outcome = run_undo(use_case, step).await;
                     }
                 });
             }
@@ -169,15 +216,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_undo_is_skipped_and_the_rest_still_run() {
+    async fn a_failing_undo_is_reported_and_the_rest_still_run() {
         let log = Log::default();
         let mut ledger = Ledger::new("test");
-        ledger.push("a", recorder(&log, "a"));
-        ledger.push("fails", || async { anyhow::bail!("keycloak down") });
+        ledger.push_for(2, "a", recorder(&log, "a"));
+        ledger.push_for(3, "fails", || async { anyhow::bail!("keycloak down") });
         ledger.push("c", recorder(&log, "c"));
-        ledger.compensate("boom").await;
+        let outcomes = ledger.compensate("boom").await;
         assert_eq!(*log.lock().unwrap(), vec!["c", "a"]);
         assert!(ledger.is_empty());
+        assert_eq!(
+            outcomes,
+            [
+                UndoOutcome {
+                    seq: None,
+                    step: "c",
+                    error: None
+                },
+                UndoOutcome {
+                    seq: Some(3),
+                    step: "fails",
+                    error: Some("keycloak down".to_owned())
+                },
+                UndoOutcome {
+                    seq: Some(2),
+                    step: "a",
+                    error: None
+                },
+            ]
+        );
     }
 
     #[tokio::test]

@@ -15,8 +15,10 @@ use crate::repo::labs::VirtualLab;
 use crate::repo::projects::{NewProject, Project, ProjectListing};
 use crate::repo::{self};
 use crate::usecases::Services;
+use crate::usecases::fault;
 use crate::usecases::labs::LabError;
 use crate::usecases::ledger::Ledger;
+use crate::usecases::saga::{Context, Plan, Saga, SagaKind, Step};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
@@ -105,7 +107,7 @@ pub async fn create(
         .await?
 }
 
-/// Steps 2–7 of rules.md §4.2, all-or-nothing through the ledger.
+/// Steps 2–7 of rules.md §4.2, all-or-nothing through the ledger and the saga journal.
 async fn provision_project(
     services: &Services,
     owner_id: Uuid,
@@ -113,27 +115,43 @@ async fn provision_project(
     request: NewProjectRequest,
 ) -> Result<CreatedProject, UseCaseError> {
     let id = Uuid::new_v4();
-    let mut ledger = Ledger::new("create_project");
     let kc = &services.keycloak;
 
-    let names = [
+    let mut plan = Plan::default();
+    let groups = [
         groups::project_admin(lab.id, id),
         groups::project_member(lab.id, id),
-    ];
+    ]
+    .map(|name| {
+        let seq = plan.push(Step::KcCreateGroup { name: name.clone() });
+        (seq, name)
+    });
+    let account_seq = plan.push(Step::AccCreateProjectAccount { project_id: id });
+    let context = Context {
+        vlab_id: lab.id,
+        project_id: Some(id),
+        ..Context::default()
+    };
+    let saga = Saga::open(services, SagaKind::CreateProject, plan, context, Utc::now())
+        .await
+        .map_err(|_| ProjectError::NotSaved)?;
+    let mut ledger = Ledger::new("create_project");
+
     let (created, lab_admins) = futures::join!(
-        provisioning::create_groups(kc, &mut ledger, names),
+        provisioning::create_groups(kc, &mut ledger, groups),
         kc.list_members(&lab.admin_group_id),
     );
     let lab_admins = match lab_admins {
         Ok(members) => members,
         Err(err) => {
             tracing::warn!(virtual_lab_id = %lab.id, error = %err, "could not list the lab admins");
-            return fail(&mut ledger, ProjectError::GroupsFailed).await;
+            return fail(&saga, &mut ledger, ProjectError::GroupsFailed).await;
         }
     };
     let Ok([admin_group_id, member_group_id]) = created else {
-        return fail(&mut ledger, ProjectError::GroupsFailed).await;
+        return fail(&saga, &mut ledger, ProjectError::GroupsFailed).await;
     };
+    fault::point(services, "create_project", "after_groups");
 
     let admins: Vec<Uuid> = lab_admins
         .iter()
@@ -154,7 +172,7 @@ async fn provision_project(
         .await;
     if let Some((user, err)) = failures.first() {
         tracing::warn!(project_id = %id, user_id = %user, error = %err, "could not add a project admin");
-        return fail(&mut ledger, ProjectError::GroupsFailed).await;
+        return fail(&saga, &mut ledger, ProjectError::GroupsFailed).await;
     }
 
     let account = provisioning::create_account(
@@ -163,10 +181,11 @@ async fn provision_project(
         AccountKind::Project { vlab_id: lab.id },
         id,
         &request.name,
+        (account_seq, saga.key(account_seq)),
     )
     .await;
     if account.is_err() {
-        return fail(&mut ledger, ProjectError::AccountFailed).await;
+        return fail(&saga, &mut ledger, ProjectError::AccountFailed).await;
     }
 
     let new_project = NewProject {
@@ -179,8 +198,10 @@ async fn provision_project(
         member_group_id,
         waitlisted_group_id: None,
     };
-    let project = match repo::projects::insert(&services.db, &new_project, Utc::now()).await {
-        Ok(project) => project,
+    let project = match insert_committing(services, &saga, &new_project).await {
+        Ok(Some(project)) => project,
+        // The recovery took the saga over: it compensates.
+        Ok(None) => return fail(&saga, &mut ledger, ProjectError::NotSaved).await,
         Err(err) => {
             let error = if repo::unique_violation(&err).as_deref()
                 == Some(repo::projects::UNIQUE_NAME_INDEX)
@@ -190,10 +211,11 @@ async fn provision_project(
                 tracing::error!(project_id = %id, error = %err, "could not insert the project");
                 ProjectError::NotSaved
             };
-            return fail(&mut ledger, error).await;
+            return fail(&saga, &mut ledger, error).await;
         }
     };
     ledger.commit();
+    saga.committed();
     tracing::info!(project_id = %project.id, virtual_lab_id = %lab.id, "project created");
     Ok(CreatedProject {
         project,
@@ -202,9 +224,29 @@ async fn provision_project(
     })
 }
 
-async fn fail<T>(ledger: &mut Ledger, error: impl Into<UseCaseError>) -> Result<T, UseCaseError> {
+/// The project insert and the saga's commit point, in one transaction; `None` when the
+/// recovery took the saga over (nothing is committed then).
+async fn insert_committing(
+    services: &Services,
+    saga: &Saga,
+    project: &NewProject,
+) -> Result<Option<Project>, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let inserted = repo::projects::insert(&mut *tx, project, Utc::now()).await?;
+    if !saga.commit(&mut tx).await? {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(inserted))
+}
+
+async fn fail<T>(
+    saga: &Saga,
+    ledger: &mut Ledger,
+    error: impl Into<UseCaseError>,
+) -> Result<T, UseCaseError> {
     let error = error.into();
-    ledger.compensate(&error.to_string()).await;
+    saga.compensate(ledger, &error.to_string()).await;
     Err(error)
 }
 

@@ -4,25 +4,29 @@
 //! failure; a group creation's undo never is: group creation is retried after a timeout, so a
 //! final error answer does not prove that an earlier attempt did not create the group, and
 //! the undo (find by exact name, delete, 404 = done) is harmless when there is nothing.
+//! Each undo is tagged with its step's `seq` in the saga plan, and the account creation sends
+//! the saga's idempotency key.
 
 use std::sync::{Arc, OnceLock};
 
 use uuid::Uuid;
 
-use crate::clients::{Accounting, ClientError, KeycloakAdmin};
+use crate::clients::{Accounting, ClientError, IdempotencyKey, KeycloakAdmin};
 use crate::usecases::ledger::Ledger;
 
-/// Creates these top-level groups concurrently, each with its own undo (so one group is never
-/// orphaned when another fails). Returns the ids in the order of `names`, or the first failure.
+/// Creates these top-level groups (each with its plan `seq`) concurrently, each with its own
+/// undo (so one group is never orphaned when another fails). Returns the ids in the order of
+/// `groups`, or the first failure.
 pub async fn create_groups<const N: usize>(
     keycloak: &Arc<dyn KeycloakAdmin>,
     ledger: &mut Ledger,
-    names: [String; N],
+    groups: [(u32, String); N],
 ) -> Result<[String; N], ClientError> {
-    let pending: Vec<Arc<OnceLock<String>>> = names
+    let pending: Vec<Arc<OnceLock<String>>> = groups
         .iter()
-        .map(|name| push_group_undo(keycloak, ledger, name))
+        .map(|(seq, name)| push_group_undo(keycloak, ledger, *seq, name))
         .collect();
+    let names = groups.map(|(_, name)| name);
     let results =
         futures::future::join_all(names.iter().map(|name| keycloak.create_group(name))).await;
 
@@ -55,11 +59,12 @@ pub async fn create_groups<const N: usize>(
 fn push_group_undo(
     keycloak: &Arc<dyn KeycloakAdmin>,
     ledger: &mut Ledger,
+    seq: u32,
     name: &str,
 ) -> Arc<OnceLock<String>> {
     let known_id: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
     let (kc, id_cell, name) = (keycloak.clone(), known_id.clone(), name.to_owned());
-    ledger.push("kc_create_group", move || async move {
+    ledger.push_for(seq, "kc_create_group", move || async move {
         let id = match id_cell.get() {
             Some(id) => Some(id.clone()),
             None => kc.find_group(&name).await?,
@@ -80,29 +85,31 @@ pub enum AccountKind {
     Project { vlab_id: Uuid },
 }
 
-/// Creates the accounting account under the ledger. The accounting service cannot delete
-/// accounts, so the undo only logs the orphan for manual reconciliation.
+/// Creates the accounting account under the ledger (plan step `seq`, sent with `key`). The
+/// accounting service cannot delete accounts, so the undo only logs the orphan for manual
+/// reconciliation.
 pub async fn create_account(
     accounting: &Arc<dyn Accounting>,
     ledger: &mut Ledger,
     kind: AccountKind,
     id: Uuid,
     name: &str,
+    (seq, key): (u32, IdempotencyKey),
 ) -> Result<(), ClientError> {
     let label = match kind {
         AccountKind::VirtualLab => "virtual-lab",
         AccountKind::Project { .. } => "project",
     };
-    let step = ledger.push("acc_create_account", move || async move {
+    let step = ledger.push_for(seq, "acc_create_account", move || async move {
         // operations.md §4 wants orphaned accounts at `error` (rules.md §3 says warning).
         tracing::error!(account_id = %id, "orphan accounting account ({label}) {id}; reconcile manually");
         Ok(())
     });
     let result = match kind {
-        AccountKind::VirtualLab => accounting.create_vlab_account(id, name, None).await,
+        AccountKind::VirtualLab => accounting.create_vlab_account(id, name, Some(&key)).await,
         AccountKind::Project { vlab_id } => {
             accounting
-                .create_project_account(id, vlab_id, name, None)
+                .create_project_account(id, vlab_id, name, Some(&key))
                 .await
         }
     };

@@ -23,6 +23,7 @@ mod lifecycle;
 mod openapi_document;
 mod projects;
 mod roster_import;
+mod saga;
 mod seats;
 mod service;
 mod top_up;

@@ -18,8 +18,8 @@ use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
 use crate::usecases::idempotency;
-use crate::usecases::revocations;
 use crate::usecases::top_ups::stale::stale_top_up_pass;
+use crate::usecases::{revocations, saga};
 pub use record::RunInfo;
 use summary::{CourseSummary, RunSummary};
 
@@ -101,6 +101,7 @@ async fn run_locked(services: &Services, run: &RunInfo) -> Result<RunSummary, sq
     }
 
     retry_outboxes(services, Utc::now(), &mut summary).await;
+    purge_sagas(services, Utc::now()).await;
     purge_idempotent_requests(services, Utc::now(), &mut summary).await;
     purge_events(services, Utc::now(), &mut summary).await;
     summary.access_removals_failed =
@@ -250,6 +251,38 @@ async fn purge_idempotent_requests(
     }
 }
 
+/// Step 6, the saga recovery: every due saga until none is left (bounded). A saga whose undo
+/// failed is due again only after its backoff, so it is not retried within the run.
+async fn recover_sagas(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
+    let mut seen = 0;
+    while seen < GLOBAL_RETRY_LIMIT {
+        match saga::recovery::recovery_pass(services, now, PASS_BATCH).await {
+            Ok(sweep) if sweep.leased > 0 => {
+                summary.sagas_compensated += sweep.compensated;
+                summary.sagas_failed += sweep.failed;
+                seen += sweep.leased;
+            }
+            Ok(_) => break,
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "saga recovery pass failed");
+                break;
+            }
+        }
+    }
+}
+
+/// How long a compensated saga is kept.
+const SAGA_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// Step 6, the saga purge: compensated sagas finished over 7 days ago, in one statement that
+/// locks nothing else. A failure is logged; the next run purges them.
+async fn purge_sagas(services: &Services, now: DateTime<Utc>) {
+    match repo::sagas::purge_compensated(&services.db, now - SAGA_RETENTION).await {
+        Ok(purged) => tracing::info!(purged, "compensated sagas older than 7 days purged"),
+        Err(err) => tracing::error!(error = %Chain(&err), "saga purge failed"),
+    }
+}
+
 /// Step 6: the worker passes over every due row until none is left (bounded), the stale
 /// top-ups last.
 async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
@@ -296,6 +329,7 @@ async fn retry_outboxes(services: &Services, now: DateTime<Utc>, summary: &mut R
             }
         }
     }
+    recover_sagas(services, now, summary).await;
     let mut seen = 0;
     while seen < GLOBAL_RETRY_LIMIT {
         match stale_top_up_pass(services, now, PASS_BATCH).await {

@@ -76,6 +76,10 @@ pub struct RunSummary {
     pub access_revocations_completed: u64,
     /// Revocations still pending whose attempt in this run failed.
     pub access_revocations_failed: u64,
+    /// The saga recovery (addendum §8.4): sagas that became `compensated` in this run.
+    pub sagas_compensated: u64,
+    /// Sagas that became `failed` in this run (their 12th attempt failed).
+    pub sagas_failed: u64,
     pub vlabs_depleted: u64,
     pub vlab_depletions_failed: u64,
     /// The sum of the courses' `credits_returned`.
@@ -110,6 +114,8 @@ impl RunSummary {
             access_removals_failed: 0,
             access_revocations_completed: 0,
             access_revocations_failed: 0,
+            sagas_compensated: 0,
+            sagas_failed: 0,
             vlabs_depleted: 0,
             vlab_depletions_failed: 0,
             credits_returned: Decimal::ZERO,
@@ -128,6 +134,7 @@ impl RunSummary {
         let failed = self.enrolments_failed
             + self.access_removals_failed
             + self.access_revocations_failed
+            + self.sagas_failed
             + self.vlab_depletions_failed
             + self.emails_failed
             > 0

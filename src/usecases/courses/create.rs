@@ -15,7 +15,9 @@ use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::courses::CourseError;
 use crate::usecases::events::{self, EventExt};
+use crate::usecases::fault;
 use crate::usecases::ledger::Ledger;
+use crate::usecases::saga::{Context, Plan, Saga, SagaKind, Step};
 
 /// The body of `POST /courses`.
 #[derive(Debug, Clone)]
@@ -102,7 +104,34 @@ async fn fund_and_insert_locked(
     }
 
     let credits_per_seat = services.config.credits_per_seat;
-    let mut ledger = fund_template(services, template, credits_per_seat).await?;
+    let mut plan = Plan::default();
+    let grant_seq = plan.push(Step::TemplateGrant {
+        project_id: template,
+        amount: i64::from(credits_per_seat),
+    });
+    let context = Context {
+        vlab_id: request.virtual_lab_id,
+        template_project_id: Some(template),
+        ..Context::default()
+    };
+    let saga = Saga::open(services, SagaKind::CreateCourse, plan, context, Utc::now())
+        .await
+        .map_err(|_| CourseError::NotSaved)?;
+    let mut ledger = Ledger::new("create_course");
+    if let Err(err) = fund_template(
+        services,
+        &saga,
+        grant_seq,
+        &mut ledger,
+        template,
+        credits_per_seat,
+    )
+    .await
+    {
+        saga.compensate(&mut ledger, "template grant failed").await;
+        return Err(err);
+    }
+    fault::point(services, "create_course", "after_grant");
     let new_course = NewCourse {
         id: Uuid::new_v4(),
         virtual_lab_id: request.virtual_lab_id,
@@ -113,9 +142,10 @@ async fn fund_and_insert_locked(
         last_drop_date: request.last_drop_date,
         credits_per_seat,
     };
-    match insert_with_event(lock, actor, &new_course, now).await {
-        Ok(course) => {
+    match insert_with_event(lock, &saga, actor, &new_course, now).await {
+        Ok(Some(course)) => {
             ledger.commit();
+            saga.committed();
             tracing::info!(
                 course_id = %course.id,
                 vlab_id = %course.virtual_lab_id,
@@ -123,6 +153,11 @@ async fn fund_and_insert_locked(
                 "course created"
             );
             Ok(course)
+        }
+        // The recovery took the saga over: it compensates.
+        Ok(None) => {
+            saga.compensate(&mut ledger, "course creation fenced").await;
+            Err(CourseError::NotSaved.into())
         }
         Err(err) => {
             let conflict = repo::unique_violation(&err);
@@ -139,7 +174,7 @@ async fn fund_and_insert_locked(
                     "could not insert the course"
                 );
             }
-            ledger.compensate("course insert failed").await;
+            saga.compensate(&mut ledger, "course insert failed").await;
             Err(match conflict.as_deref() {
                 Some(repo::courses::UNIQUE_LAB_INDEX | repo::courses::UNIQUE_TEMPLATE_INDEX) => {
                     CourseError::Conflict.into()
@@ -150,14 +185,15 @@ async fn fund_and_insert_locked(
     }
 }
 
-/// The course insert and its `course_created` event, in one transaction on the lock's
-/// connection.
+/// The course insert, its `course_created` event and the saga's commit point, in one
+/// transaction on the lock's connection; `None` when the recovery took the saga over.
 async fn insert_with_event(
     lock: &mut CreationLock,
+    saga: &Saga,
     actor: &Actor,
     course: &NewCourse,
     now: DateTime<Utc>,
-) -> Result<Course, sqlx::Error> {
+) -> Result<Option<Course>, sqlx::Error> {
     let mut tx = lock.conn()?.begin().await?;
     let inserted = repo::courses::insert(&mut *tx, course, now).await?;
     let format = |d: Option<DateTime<Utc>>| d.as_ref().map(datetime::format);
@@ -170,30 +206,39 @@ async fn insert_with_event(
             "institution_id": course.institution_id,
         }));
     events::record(&mut *tx, &[event]).await?;
+    if !saga.commit(&mut tx).await? {
+        return Ok(None);
+    }
     tx.commit().await?;
-    Ok(inserted)
+    Ok(Some(inserted))
 }
 
-/// Grants the template project its credits. On success the returned ledger holds the undo (a
-/// deplete of the template); on failure the ledger has already been settled.
+/// Grants the template project its credits (plan step `seq`), after fencing the saga. The
+/// ledger holds the undo (a deplete of the template) unless the grant failed definitely; the
+/// caller compensates on failure.
 async fn fund_template(
     services: &Services,
+    saga: &Saga,
+    seq: u32,
+    ledger: &mut Ledger,
     template: Uuid,
     credits_per_seat: i32,
-) -> Result<Ledger, UseCaseError> {
-    let mut ledger = Ledger::new("create_course");
+) -> Result<(), UseCaseError> {
+    if !saga.fence(seq).await {
+        return Err(CourseError::TemplateFundingFailed(template).into());
+    }
     let accounting = services.accounting.clone();
     // The grant's outcome may be uncertain, so its undo is registered before the call.
-    let undo_grant = ledger.push("ACC deplete template project", move || async move {
+    let undo_grant = ledger.push_for(seq, "ACC deplete template project", move || async move {
         accounting.deplete_project(template).await?;
         Ok(())
     });
     let Err(err) = services
         .accounting
-        .grant(template, i64::from(credits_per_seat), None)
+        .grant(template, i64::from(credits_per_seat), Some(&saga.key(seq)))
         .await
     else {
-        return Ok(ledger);
+        return Ok(());
     };
     tracing::warn!(
         template_project_id = %template,
@@ -201,9 +246,7 @@ async fn fund_template(
         uncertain = err.is_uncertain(),
         "could not fund the template project"
     );
-    if err.is_uncertain() {
-        ledger.compensate("template grant uncertain").await;
-    } else {
+    if !err.is_uncertain() {
         ledger.discard(undo_grant);
     }
     Err(CourseError::TemplateFundingFailed(template).into())

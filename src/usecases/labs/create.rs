@@ -8,9 +8,11 @@ use crate::domain::groups;
 use crate::repo::{self, labs::NewLab, labs::VirtualLab};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
+use crate::usecases::fault;
 use crate::usecases::labs::LabError;
 use crate::usecases::ledger::Ledger;
 use crate::usecases::provisioning::{self, AccountKind};
+use crate::usecases::saga::{Context, Plan, Saga, SagaKind, Step};
 
 /// The validated body of `POST /virtual-labs`.
 #[derive(Debug, Clone)]
@@ -56,7 +58,7 @@ pub async fn create(
         .await?
 }
 
-/// Steps 2–7 of rules.md §4.1, all-or-nothing through the ledger.
+/// Steps 2–7 of rules.md §4.1, all-or-nothing through the ledger and the saga journal.
 async fn provision_lab(
     services: &Services,
     owner_id: Uuid,
@@ -64,14 +66,27 @@ async fn provision_lab(
     request: NewLabRequest,
 ) -> Result<VirtualLab, UseCaseError> {
     let id = Uuid::new_v4();
+    let mut plan = Plan::default();
+    let groups = [groups::lab_admin(id), groups::lab_member(id)].map(|name| {
+        let seq = plan.push(Step::KcCreateGroup { name: name.clone() });
+        (seq, name)
+    });
+    let account_seq = plan.push(Step::AccCreateVlabAccount { vlab_id: id });
+    let context = Context {
+        vlab_id: id,
+        ..Context::default()
+    };
+    let saga = Saga::open(services, SagaKind::CreateLab, plan, context, Utc::now())
+        .await
+        .map_err(|_| LabError::NotSaved)?;
     let mut ledger = Ledger::new("create_lab");
 
-    let group_names = [groups::lab_admin(id), groups::lab_member(id)];
     let [admin_group_id, member_group_id] =
-        match provisioning::create_groups(&services.keycloak, &mut ledger, group_names).await {
+        match provisioning::create_groups(&services.keycloak, &mut ledger, groups).await {
             Ok(ids) => ids,
-            Err(_) => return fail(&mut ledger, LabError::GroupsFailed).await,
+            Err(_) => return fail(&saga, &mut ledger, LabError::GroupsFailed).await,
         };
+    fault::point(services, "create_lab", "after_groups");
 
     if let Err(err) = services
         .keycloak
@@ -79,7 +94,7 @@ async fn provision_lab(
         .await
     {
         tracing::warn!(virtual_lab_id = %id, error = %err, "could not add the owner to the lab admin group");
-        return fail(&mut ledger, LabError::OwnerAttachFailed).await;
+        return fail(&saga, &mut ledger, LabError::OwnerAttachFailed).await;
     }
 
     let account = provisioning::create_account(
@@ -88,10 +103,11 @@ async fn provision_lab(
         AccountKind::VirtualLab,
         id,
         &request.name,
+        (account_seq, saga.key(account_seq)),
     )
     .await;
     if account.is_err() {
-        return fail(&mut ledger, LabError::AccountFailed).await;
+        return fail(&saga, &mut ledger, LabError::AccountFailed).await;
     }
 
     let new_lab = NewLab {
@@ -106,8 +122,10 @@ async fn provision_lab(
         member_group_id,
         is_course: request.is_course,
     };
-    let lab = match repo::labs::insert(&services.db, &new_lab, Utc::now()).await {
-        Ok(lab) => lab,
+    let lab = match insert_committing(services, &saga, &new_lab).await {
+        Ok(Some(lab)) => lab,
+        // The recovery took the saga over: it compensates.
+        Ok(None) => return fail(&saga, &mut ledger, LabError::NotSaved).await,
         Err(err) => {
             let error = match repo::unique_violation(&err).as_deref() {
                 Some(repo::labs::UNIQUE_NAME_INDEX) => LabError::NameRace {
@@ -118,16 +136,37 @@ async fn provision_lab(
                     LabError::NotSaved
                 }
             };
-            return fail(&mut ledger, error).await;
+            return fail(&saga, &mut ledger, error).await;
         }
     };
     ledger.commit();
+    saga.committed();
     tracing::info!(virtual_lab_id = %lab.id, is_course = lab.is_course, "virtual lab created");
     Ok(lab)
 }
 
-async fn fail<T>(ledger: &mut Ledger, error: impl Into<UseCaseError>) -> Result<T, UseCaseError> {
+/// The lab insert and the saga's commit point, in one transaction; `None` when the recovery
+/// took the saga over (nothing is committed then).
+async fn insert_committing(
+    services: &Services,
+    saga: &Saga,
+    lab: &NewLab,
+) -> Result<Option<VirtualLab>, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let inserted = repo::labs::insert(&mut *tx, lab, Utc::now()).await?;
+    if !saga.commit(&mut tx).await? {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(inserted))
+}
+
+async fn fail<T>(
+    saga: &Saga,
+    ledger: &mut Ledger,
+    error: impl Into<UseCaseError>,
+) -> Result<T, UseCaseError> {
     let error = error.into();
-    ledger.compensate(&error.to_string()).await;
+    saga.compensate(ledger, &error.to_string()).await;
     Err(error)
 }

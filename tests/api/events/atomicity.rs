@@ -511,7 +511,10 @@ async fn a_compensated_assignment_is_recorded_with_its_seat_release(db: PgPool) 
     assert_eq!(e.student_id.as_deref(), Some("stu-1"));
     assert!(e.project_id.is_some());
     assert_eq!(e.data["reason"], "acc_grant");
-    assert_eq!(e.data["saga_id"], Value::Null);
+    // The event names the student's saga, compensated in the same transaction.
+    let saga_id: Uuid = e.data["saga_id"].as_str().unwrap().parse().unwrap();
+    let state: String = fetch_scalar(&db, "SELECT state FROM saga WHERE id = $1", saga_id).await;
+    assert_eq!(state, "compensated");
     // The project's account was created, then its (failed) grant undone: nothing enrolled.
     assert!(
         types(&db, course.course_id)

@@ -1,7 +1,8 @@
 //! Assign step B.7 (rules.md §4.10): the short transaction that enrols one student once the
 //! external steps are done. It re-checks the course and the reservation under lock, inserts
-//! the project, the enrolment and the claim e-mail, and links the seat. Lock order: course
-//! (`FOR SHARE`) → seat → enrolment → outbox.
+//! the project, the enrolment and the claim e-mail, links the seat, and deletes the student's
+//! saga row: the commit point. Lock order: course (`FOR SHARE`) → seat → enrolment → outbox →
+//! saga.
 
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -16,6 +17,7 @@ use crate::repo::projects::NewProject;
 use crate::repo::{self, courses::status};
 use crate::usecases::email_outbox::{LEASE, claim_payload, queued_event};
 use crate::usecases::events::{self, EventExt};
+use crate::usecases::saga::Saga;
 
 /// The index that makes project names unique within a lab (among non-deleted projects).
 const UNIQUE_PROJECT_NAME: &str = "unique_project_name_for_non_deleted";
@@ -43,6 +45,7 @@ pub struct Committed {
 
 pub async fn enrol(
     ctx: &AssignRun,
+    saga: &Saga,
     student: &Student,
     seat_id: Uuid,
     project_id: Uuid,
@@ -148,6 +151,11 @@ pub async fn enrol(
     events::record(&mut *tx, &[created, queued])
         .await
         .map_err(not_saved)?;
+    // The recovery took the saga over: roll back (dropping the transaction) and leave the
+    // compensation to it.
+    if !saga.commit(&mut tx).await.map_err(not_saved)? {
+        return Err(StudentFailure::NotSaved);
+    }
     tx.commit().await.map_err(not_saved)?;
 
     Ok(Committed {
