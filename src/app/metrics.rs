@@ -52,6 +52,14 @@ fn describe() {
         "Requests sent with an Idempotency-Key, by operation and outcome (new, replayed, resumed, in_progress, mismatch)."
     );
     metrics::describe_counter!(
+        "vlab_sagas_total",
+        "Journaled units of work, by kind and outcome (committed, compensated, failed)."
+    );
+    metrics::describe_gauge!(
+        "vlab_sagas_open",
+        "Sagas running, compensating or failed (refreshed every worker pass)."
+    );
+    metrics::describe_counter!(
         "vlab_course_events_total",
         "Audit events written, by event_type."
     );
