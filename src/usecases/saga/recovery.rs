@@ -342,7 +342,7 @@ impl Undo<'_> {
                 reservation_id,
             } => repo::seats::release(&services.db, *seat_id, *reservation_id)
                 .await
-                .map(|released| undone_if(released))
+                .map(undone_if)
                 .map_err(|err| Chain(&err).to_string()),
             Step::KcCreateGroup { name } => {
                 let found = services.keycloak.find_group(name).await.map_err(text)?;
