@@ -97,6 +97,8 @@ pub struct Config {
     pub course_event_retention_days: u32,
     /// `EXPIRY_RUN_RETENTION_DAYS`: run records older than this are deleted by the job.
     pub expiry_run_retention_days: u32,
+    /// Lead times of the pre-expiry notices, in days; 0 turns that notice off.
+    pub notices: NoticeConfig,
     pub multiple_vlabs_allowed_user_id: Option<Uuid>,
     pub service_admin_group: String,
     pub cors_origins: Vec<String>,
@@ -113,6 +115,52 @@ pub struct Config {
 
 /// The saga lease of every build.
 pub const SAGA_LEASE: Duration = Duration::from_secs(5 * 60);
+
+/// The pre-expiry notices (addendum §9): lead times in days, `0` = off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoticeConfig {
+    /// `FACULTY_DROP_DEADLINE_NOTICE_DAYS`.
+    pub faculty_drop_deadline_days: u32,
+    /// `FACULTY_END_NOTICE_DAYS`.
+    pub faculty_end_days: u32,
+    /// `STUDENT_END_NOTICE_DAYS`.
+    pub student_end_days: u32,
+    /// `COURSE_LINK_TEMPLATE`: placeholders `{virtual_lab_id}` and `{course_id}`; empty = no
+    /// link.
+    pub course_link_template: String,
+}
+
+impl NoticeConfig {
+    /// The course-admin link of a course, or `None` when no template is configured.
+    pub fn course_link(&self, virtual_lab_id: Uuid, course_id: Uuid) -> Option<String> {
+        if self.course_link_template.is_empty() {
+            return None;
+        }
+        Some(
+            self.course_link_template
+                .replace("{virtual_lab_id}", &virtual_lab_id.to_string())
+                .replace("{course_id}", &course_id.to_string()),
+        )
+    }
+}
+
+/// The placeholders `COURSE_LINK_TEMPLATE` may hold.
+const COURSE_LINK_PLACEHOLDERS: [&str; 2] = ["{virtual_lab_id}", "{course_id}"];
+
+/// Refuses a `{…}` placeholder other than the known ones (and unbalanced braces).
+fn check_course_link_template(template: &str) -> Result<(), ConfigError> {
+    let mut rest = template.to_owned();
+    for known in COURSE_LINK_PLACEHOLDERS {
+        rest = rest.replace(known, "");
+    }
+    if rest.contains('{') || rest.contains('}') {
+        return Err(invalid(
+            "COURSE_LINK_TEMPLATE",
+            "may only use the placeholders {virtual_lab_id} and {course_id}",
+        ));
+    }
+    Ok(())
+}
 
 /// What a new enrolment's claim secret is (`CLAIM_TOKEN_FOR_NEW_ENROLMENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +253,16 @@ impl Config {
                 }
             };
 
+        let course_link_template = env.optional("COURSE_LINK_TEMPLATE").unwrap_or_default();
+        check_course_link_template(&course_link_template)?;
+        let notices = NoticeConfig {
+            faculty_drop_deadline_days: env.int("FACULTY_DROP_DEADLINE_NOTICE_DAYS", 0, 0, 60)?
+                as u32,
+            faculty_end_days: env.int("FACULTY_END_NOTICE_DAYS", 0, 0, 60)? as u32,
+            student_end_days: env.int("STUDENT_END_NOTICE_DAYS", 0, 0, 60)? as u32,
+            course_link_template,
+        };
+
         let multiple_vlabs_allowed_user_id = match env.optional("MULTIPLE_VLABS_ALLOWED_USER_ID") {
             None => None,
             Some(v) => Some(
@@ -287,6 +345,7 @@ impl Config {
             course_event_retention_days: env.int("COURSE_EVENT_RETENTION_DAYS", 1095, 30, 3650)?
                 as u32,
             expiry_run_retention_days: env.int("EXPIRY_RUN_RETENTION_DAYS", 365, 1, 3650)? as u32,
+            notices,
             multiple_vlabs_allowed_user_id,
             service_admin_group: env
                 .string("VLAB_SERVICE_ADMIN_GROUP", "/service/virtual-lab-svc/admin")?,
@@ -432,11 +491,30 @@ mod tests {
         assert_eq!(c.claim_resend_interval_minutes, 10);
         assert_eq!(c.claim_emails_max_per_day, 5);
         assert_eq!(c.expiry_run_retention_days, 365);
+        assert_eq!(c.notices, NoticeConfig::default());
         assert_eq!(
             c.claim_token_for_new_enrolments,
             ClaimTokenMode::EnrolmentId
         );
         assert_eq!(c.faculty_top_up_max_credits, 0);
+    }
+
+    #[test]
+    fn the_course_link_fills_its_placeholders() {
+        let mut vars = base();
+        vars.insert(
+            "COURSE_LINK_TEMPLATE".to_owned(),
+            "https://obi.org/app/virtual-lab/{virtual_lab_id}?course={course_id}".to_owned(),
+        );
+        vars.insert("STUDENT_END_NOTICE_DAYS".to_owned(), "7".to_owned());
+        let c = Config::from_map(&vars, Binary::ExpiryJob).unwrap();
+        assert_eq!(c.notices.student_end_days, 7);
+        let (lab, course) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert_eq!(
+            c.notices.course_link(lab, course).unwrap(),
+            format!("https://obi.org/app/virtual-lab/{lab}?course={course}")
+        );
+        assert_eq!(NoticeConfig::default().course_link(lab, course), None);
     }
 
     #[test]
@@ -484,6 +562,11 @@ mod tests {
             ("FACULTY_TOP_UP_MAX_CREDITS", "-1"),
             ("FACULTY_TOP_UP_MAX_CREDITS", "100001"),
             ("FACULTY_TOP_UP_MAX_CREDITS", "1.5"),
+            ("FACULTY_DROP_DEADLINE_NOTICE_DAYS", "61"),
+            ("FACULTY_END_NOTICE_DAYS", "-1"),
+            ("STUDENT_END_NOTICE_DAYS", "61"),
+            ("COURSE_LINK_TEMPLATE", "https://x/{lab_id}"),
+            ("COURSE_LINK_TEMPLATE", "https://x/{course_id"),
         ] {
             let mut vars = base();
             vars.insert(var.to_owned(), value.to_owned());

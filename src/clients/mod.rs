@@ -118,10 +118,13 @@ impl ClientError {
     }
 }
 
-/// A member of a Keycloak group (`kc_list_members`); only `id` is guaranteed.
+/// A member of a Keycloak group (`kc_list_members`); only `id` is guaranteed. Keycloak leaves
+/// `email` out of the brief representation of a user who has none.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct GroupMember {
     pub id: Uuid,
+    #[serde(default)]
+    pub email: Option<String>,
 }
 
 /// A Keycloak user (`kc_get_user`).

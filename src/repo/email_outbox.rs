@@ -27,6 +27,31 @@ pub struct LeasedEmail {
     pub enrolment_dropped: Option<bool>,
 }
 
+/// The pre-expiry notices (addendum §9), queued by the job.
+pub const KIND_DROP_DEADLINE_NOTICE: &str = "drop_deadline_notice";
+pub const KIND_COURSE_END_NOTICE: &str = "course_end_notice";
+pub const KIND_ACCESS_END_NOTICE: &str = "access_end_notice";
+
+/// What the cancellation rules of the notice kinds read at send time, with the lease.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SendTimeState {
+    /// `None` when the course is gone.
+    pub course_status: Option<String>,
+    pub course_last_drop_date: Option<DateTime<Utc>>,
+    pub course_end_date: Option<DateTime<Utc>>,
+    /// Whether the row's enrolment has a drop record (a drop has started).
+    pub enrolment_has_drop: bool,
+}
+
+/// A row leased by the e-mail pass, with the state its kind's cancellation rule needs.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LeasedForPass {
+    #[sqlx(flatten)]
+    pub email: LeasedEmail,
+    #[sqlx(flatten)]
+    pub state: SendTimeState,
+}
+
 /// What queued a row (`email_outbox.origin`).
 pub mod origin {
     pub const ASSIGN: &str = "assign";
@@ -34,6 +59,7 @@ pub mod origin {
     pub const RESEND_ALL: &str = "resend_all";
     pub const EMAIL_CORRECTED: &str = "email_corrected";
     pub const UNCLAIMED: &str = "unclaimed";
+    pub const JOB: &str = "job";
 }
 
 /// What a new outbox row holds. With a lease, the request that queues it makes the first
@@ -163,8 +189,44 @@ pub async fn latest_claims(
     .await
 }
 
+/// Inserts notice rows (`pending`, due at `now`, no lease), each at most once: a row whose
+/// `dedup_key` exists already is skipped. Returns the ids of the rows inserted.
+pub async fn insert_notices(
+    db: impl PgExecutor<'_>,
+    notices: &[(NewEmail, String)],
+    now: DateTime<Utc>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if notices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut query: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "INSERT INTO email_outbox (id, kind, enrolment_id, recipient, payload, status, attempts,
+             next_attempt_at, created_at, updated_at, origin, requested_by, course_id,
+             dedup_key) ",
+    );
+    query.push_values(notices, |mut row, (email, dedup_key)| {
+        row.push_bind(email.id)
+            .push_bind(email.kind)
+            .push_bind(email.enrolment_id)
+            .push_bind(&email.recipient)
+            .push_bind(&email.payload)
+            .push("'pending'")
+            .push("0")
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(now)
+            .push_bind(email.origin)
+            .push_bind(email.requested_by)
+            .push_bind(email.course_id)
+            .push_bind(dedup_key);
+    });
+    query.push(" ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING RETURNING id");
+    query.build_query_scalar().fetch_all(db).await
+}
+
 /// Leases up to `limit` due pending rows of the given kinds that nobody holds, by
-/// `next_attempt_at`, then id. Rows of other kinds wait for a binary that can render them.
+/// `next_attempt_at`, then id, with the course and enrolment state their cancellation rules
+/// read. Rows of other kinds wait for a binary that can render them.
 pub async fn lease_due(
     db: impl PgExecutor<'_>,
     kinds: &[&str],
@@ -172,7 +234,7 @@ pub async fn lease_due(
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<LeasedEmail>, sqlx::Error> {
+) -> Result<Vec<LeasedForPass>, sqlx::Error> {
     sqlx::query_as(
         "WITH due AS (
              SELECT id FROM email_outbox
@@ -189,8 +251,13 @@ pub async fn lease_due(
                  o.attempts, o.next_attempt_at)
          SELECT l.id, l.kind, l.enrolment_id, COALESCE(l.course_id, e.course_id) AS course_id,
                 l.recipient, l.payload, l.attempts,
-                e.is_dropped AS enrolment_dropped
+                e.is_dropped AS enrolment_dropped,
+                c.status AS course_status, c.last_drop_date AS course_last_drop_date,
+                c.end_date AS course_end_date,
+                EXISTS (SELECT 1 FROM enrolment_drop d WHERE d.enrolment_id = l.enrolment_id)
+                    AS enrolment_has_drop
          FROM leased l LEFT JOIN course_enrolment e ON e.id = l.enrolment_id
+         LEFT JOIN course c ON c.id = COALESCE(l.course_id, e.course_id)
          ORDER BY l.next_attempt_at, l.id",
     )
     .bind(lease_id)

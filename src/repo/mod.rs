@@ -17,6 +17,7 @@ pub mod idempotent_requests;
 pub mod institutions;
 pub mod invites;
 pub mod labs;
+pub mod notices;
 pub mod projects;
 pub mod sagas;
 pub mod seats;

@@ -11,9 +11,13 @@ use uuid::Uuid;
 
 use super::UseCaseError;
 use crate::clients::Email;
+use crate::clients::mail::Notice;
 use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
-use crate::repo::email_outbox::{FailureRecorded, LeasedEmail, NewEmail};
+use crate::repo::email_outbox::{
+    FailureRecorded, KIND_ACCESS_END_NOTICE, KIND_COURSE_END_NOTICE, KIND_DROP_DEADLINE_NOTICE,
+    LeasedEmail, LeasedForPass, NewEmail, SendTimeState,
+};
 use crate::repo::events::NewEvent;
 use crate::repo::{self};
 use crate::usecases::Services;
@@ -27,7 +31,18 @@ pub const MAX_ATTEMPTS: i32 = 12;
 const KIND: &str = repo::email_outbox::KIND_ENROLMENT_CLAIM;
 
 /// The kinds this binary can render, and so the only ones its pass leases.
-pub const KINDS: &[&str] = &[KIND];
+pub const KINDS: &[&str] = &[
+    KIND,
+    KIND_DROP_DEADLINE_NOTICE,
+    KIND_COURSE_END_NOTICE,
+    KIND_ACCESS_END_NOTICE,
+];
+
+/// The `kind` label of `vlab_emails_total` for a row (a kind outside [`KINDS`] is never
+/// leased).
+fn kind_label(kind: &str) -> &'static str {
+    KINDS.iter().copied().find(|k| *k == kind).unwrap_or(KIND)
+}
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,9 +82,19 @@ pub async fn run_pass(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<EmailPassSummary, UseCaseError> {
+    run_pass_of(services, KINDS, now, limit).await
+}
+
+/// [`run_pass`] over the given kinds only: what a binary that knows only those kinds does.
+pub async fn run_pass_of(
+    services: &Services,
+    kinds: &[&str],
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<EmailPassSummary, UseCaseError> {
     let lease = Uuid::new_v4();
     let rows =
-        repo::email_outbox::lease_due(&services.db, KINDS, lease, now, now + LEASE, limit).await?;
+        repo::email_outbox::lease_due(&services.db, kinds, lease, now, now + LEASE, limit).await?;
     let concurrency = services.config.external_concurrency.max(1);
     let outcomes: Vec<Delivery> = futures::stream::iter(rows)
         .map(|row| process(services, row, lease, now))
@@ -95,28 +120,47 @@ pub async fn run_pass(
 
 async fn process(
     services: &Services,
-    row: LeasedEmail,
+    leased: LeasedForPass,
     lease: Uuid,
     now: DateTime<Utc>,
 ) -> Delivery {
-    if no_longer_wanted(&row) {
+    let row = leased.email;
+    if no_longer_wanted(&row, &leased.state, now) {
         if let Err(err) = repo::email_outbox::mark_cancelled(&services.db, row.id, lease, now).await
         {
-            tracing::error!(email_id = %row.id, error = %err, "could not cancel a claim e-mail");
+            tracing::error!(email_id = %row.id, error = %err, "could not cancel an e-mail");
         }
-        metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "cancelled")
+        metrics::counter!("vlab_emails_total", "kind" => kind_label(&row.kind), "outcome" => "cancelled")
             .increment(1);
-        tracing::info!(email_id = %row.id, "claim e-mail cancelled: its enrolment is dropped or gone");
+        tracing::info!(email_id = %row.id, kind = row.kind, "e-mail cancelled: no longer wanted");
         return Delivery::Cancelled;
     }
     deliver(services, &row, &Actor::system(), lease, now).await
 }
 
-/// The cancellation rule of the row's kind, checked at send time: a claim e-mail whose
-/// enrolment is gone or dropped is cancelled. Other kinds carry their own rule.
-fn no_longer_wanted(row: &LeasedEmail) -> bool {
+/// The cancellation rule of the row's kind, checked at send time (addendum §9.5). A notice
+/// never depends on `enrolment_id` being set: faculty notices have none.
+fn no_longer_wanted(row: &LeasedEmail, state: &SendTimeState, now: DateTime<Utc>) -> bool {
+    let course_active = state.course_status.as_deref() == Some("active");
+    let passed = |date: Option<DateTime<Utc>>| date.is_none_or(|d| now >= d);
     match row.kind.as_str() {
         KIND => row.enrolment_dropped != Some(false),
+        KIND_DROP_DEADLINE_NOTICE => !course_active || passed(state.course_last_drop_date),
+        KIND_COURSE_END_NOTICE => !course_active || passed(state.course_end_date),
+        KIND_ACCESS_END_NOTICE => {
+            let announced = row
+                .payload
+                .get("access_end_at")
+                .and_then(|v| v.as_str())
+                .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                .map(|d| d.with_timezone(&Utc));
+            row.enrolment_dropped != Some(false)
+                || state.enrolment_has_drop
+                || !course_active
+                || announced.is_none()
+                || state.course_end_date != announced
+                || passed(announced)
+        }
         _ => false,
     }
 }
@@ -151,9 +195,9 @@ pub async fn deliver(
                     tracing::error!(email_id = %email_id, error = %err, "claim e-mail sent but not recorded; it will be sent again")
                 }
             }
-            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "sent")
+            metrics::counter!("vlab_emails_total", "kind" => kind_label(&row.kind), "outcome" => "sent")
                 .increment(1);
-            tracing::debug!(email_id = %email_id, recipient, "claim e-mail sent");
+            tracing::debug!(email_id = %email_id, kind = row.kind, recipient, "e-mail sent");
             Delivery::Sent
         }
         Err(error) => record_failure(services, row, actor, lease, now, &error).await,
@@ -235,7 +279,7 @@ async fn record_failure(
     let recorded = record_failed_attempt(services, row, actor, lease, now, error).await;
     match recorded {
         Ok(FailureRecorded::GaveUp) => {
-            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "failed")
+            metrics::counter!("vlab_emails_total", "kind" => kind_label(&row.kind), "outcome" => "failed")
                 .increment(1);
             tracing::error!(email_id = %email_id, attempts, error, "claim e-mail gave up after the last attempt");
             Delivery::GaveUp
@@ -244,14 +288,14 @@ async fn record_failure(
             if recorded == FailureRecorded::NotHeld {
                 tracing::warn!(email_id = %email_id, "claim e-mail failure not recorded: the lease was lost");
             }
-            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "retry")
+            metrics::counter!("vlab_emails_total", "kind" => kind_label(&row.kind), "outcome" => "retry")
                 .increment(1);
             tracing::warn!(email_id = %email_id, attempts, error, "claim e-mail failed; will retry");
             Delivery::Retry
         }
         Err(err) => {
             tracing::error!(email_id = %email_id, error = %err, "could not record a failed claim e-mail");
-            metrics::counter!("vlab_emails_total", "kind" => KIND, "outcome" => "retry")
+            metrics::counter!("vlab_emails_total", "kind" => kind_label(&row.kind), "outcome" => "retry")
                 .increment(1);
             Delivery::Retry
         }
@@ -263,6 +307,9 @@ fn render(row: &LeasedEmail) -> Result<Email, String> {
     match row.kind.as_str() {
         KIND => claim_email(&row.recipient, &row.payload)
             .map_err(|missing| format!("the queued e-mail has no {missing}")),
+        KIND_DROP_DEADLINE_NOTICE | KIND_COURSE_END_NOTICE | KIND_ACCESS_END_NOTICE => {
+            notice_email(&row.recipient, &row.kind, &row.payload)
+        }
         other => Err(format!(
             "this service cannot render e-mails of kind {other}"
         )),
@@ -283,6 +330,22 @@ fn claim_email(recipient: &str, payload: &serde_json::Value) -> Result<Email, &'
         course_name: text("course_name")?,
         claim_link: text("claim_link")?,
         discover_link: text("discover_link")?,
+    })
+}
+
+/// A notice of a queued row: its payload is the [`Notice`] with its variables.
+fn notice_email(recipient: &str, kind: &str, payload: &serde_json::Value) -> Result<Email, String> {
+    let notice: Notice = serde_json::from_value(payload.clone())
+        .map_err(|err| format!("the queued notice cannot be read: {err}"))?;
+    if notice.kind() != kind {
+        return Err(format!(
+            "the queued notice is a {} and not a {kind}",
+            notice.kind()
+        ));
+    }
+    Ok(Email::Notice {
+        to: recipient.to_owned(),
+        notice,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod institutions;
 pub mod invites;
 pub mod labs;
 pub mod ledger;
+pub mod notices;
 pub mod projects;
 pub mod provisioning;
 pub mod revocations;

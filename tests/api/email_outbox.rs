@@ -291,8 +291,8 @@ async fn the_email_pass_leases_only_the_kinds_it_is_given(db: PgPool) {
     assert_eq!(row(&app, enrolment_id).await.lease_id, None);
     let leased = lease(email_outbox::KINDS).await;
     assert_eq!(leased.len(), 1);
-    assert_eq!(leased[0].kind, "enrolment_claim");
-    assert_eq!(leased[0].enrolment_id, Some(enrolment_id));
+    assert_eq!(leased[0].email.kind, "enrolment_claim");
+    assert_eq!(leased[0].email.enrolment_id, Some(enrolment_id));
 }
 
 #[sqlx::test]
@@ -307,7 +307,7 @@ async fn a_row_of_a_kind_this_binary_cannot_render_waits_untouched(db: PgPool) {
     let id: Uuid = fetch_scalar(
         &app.db,
         "INSERT INTO email_outbox (kind, recipient, payload, next_attempt_at)
-         VALUES ('course_end_notice', $1, '{}', now()) RETURNING id",
+         VALUES ('grade_report', $1, '{}', now()) RETURNING id",
         "prof@uni.org",
     )
     .await;

@@ -20,6 +20,7 @@ mod institutions;
 mod invites;
 mod labs;
 mod lifecycle;
+mod notices;
 mod openapi_document;
 mod projects;
 mod roster_import;

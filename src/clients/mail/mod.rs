@@ -40,6 +40,76 @@ pub enum Email {
         discover_link: String,
         invited_to: String,
     },
+    /// A pre-expiry notice (addendum §9.2); its variables were fixed when it was queued.
+    Notice { to: String, notice: Notice },
+}
+
+/// The three pre-expiry notices and their template variables; dates are already printed
+/// (`14 September 2026, 00:00 UTC`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// To the course admins, before `last_drop_date`.
+    DropDeadlineNotice {
+        course_name: String,
+        last_drop_date: String,
+        enrolled: i64,
+        unclaimed: i64,
+        /// Null when the balances could not be read.
+        recoverable_now: Option<i64>,
+        margin_credits: i64,
+        course_link: Option<String>,
+        discover_link: String,
+    },
+    /// To the course admins, before `end_date`.
+    CourseEndNotice {
+        course_name: String,
+        end_date: String,
+        enrolled: i64,
+        course_link: Option<String>,
+        discover_link: String,
+    },
+    /// To a claimed student, before the course `end_date`.
+    AccessEndNotice {
+        course_name: String,
+        access_end_date: String,
+        /// A 2-decimal string; null when the balance could not be read.
+        remaining_credits: Option<String>,
+        platform_link: String,
+        discover_link: String,
+    },
+}
+
+impl Notice {
+    /// The `email_outbox.kind` (and template base name) of the notice.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::DropDeadlineNotice { .. } => "drop_deadline_notice",
+            Notice::CourseEndNotice { .. } => "course_end_notice",
+            Notice::AccessEndNotice { .. } => "access_end_notice",
+        }
+    }
+
+    fn subject(&self) -> String {
+        let brand = "\u{2014} Open Brain Platform";
+        match self {
+            Notice::DropDeadlineNotice {
+                course_name,
+                last_drop_date,
+                ..
+            } => format!("Drop deadline on {last_drop_date}: {course_name} {brand}"),
+            Notice::CourseEndNotice {
+                course_name,
+                end_date,
+                ..
+            } => format!("Course ends on {end_date}: {course_name} {brand}"),
+            Notice::AccessEndNotice {
+                course_name,
+                access_end_date,
+                ..
+            } => format!("Your course access ends on {access_end_date}: {course_name} {brand}"),
+        }
+    }
 }
 
 /// A send that did not go through. The text is a clean sentence, safe to store in `last_error`.
@@ -68,7 +138,7 @@ const LOGO_PNG: &[u8] = include_bytes!("assets/logo.png");
 const LOGO_CONTENT_ID: &str = "logo";
 const LOGO_FILENAME: &str = "logo.png";
 
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 10] = [
     (
         "course_enrolment_claim.txt",
         include_str!("templates/course_enrolment_claim.txt"),
@@ -79,6 +149,30 @@ const TEMPLATES: [(&str, &str); 4] = [
     ),
     ("invitation.txt", include_str!("templates/invitation.txt")),
     ("invitation.html", include_str!("templates/invitation.html")),
+    (
+        "drop_deadline_notice.txt",
+        include_str!("templates/drop_deadline_notice.txt"),
+    ),
+    (
+        "drop_deadline_notice.html",
+        include_str!("templates/drop_deadline_notice.html"),
+    ),
+    (
+        "course_end_notice.txt",
+        include_str!("templates/course_end_notice.txt"),
+    ),
+    (
+        "course_end_notice.html",
+        include_str!("templates/course_end_notice.html"),
+    ),
+    (
+        "access_end_notice.txt",
+        include_str!("templates/access_end_notice.txt"),
+    ),
+    (
+        "access_end_notice.html",
+        include_str!("templates/access_end_notice.html"),
+    ),
 ];
 
 /// The template environment, built once. A template syntax error is kept and reported by every
@@ -159,7 +253,9 @@ impl Email {
     /// The recipient address.
     pub fn to(&self) -> &str {
         match self {
-            Email::EnrolmentClaim { to, .. } | Email::Invitation { to, .. } => to,
+            Email::EnrolmentClaim { to, .. }
+            | Email::Invitation { to, .. }
+            | Email::Notice { to, .. } => to,
         }
     }
 
@@ -168,13 +264,15 @@ impl Email {
         match self {
             Email::EnrolmentClaim { .. } => "enrolment_claim",
             Email::Invitation { .. } => "invite",
+            Email::Notice { notice, .. } => notice.kind(),
         }
     }
 
-    fn subject(&self) -> &'static str {
+    fn subject(&self) -> String {
         match self {
-            Email::EnrolmentClaim { .. } => CLAIM_SUBJECT,
-            Email::Invitation { .. } => INVITATION_SUBJECT,
+            Email::EnrolmentClaim { .. } => CLAIM_SUBJECT.to_owned(),
+            Email::Invitation { .. } => INVITATION_SUBJECT.to_owned(),
+            Email::Notice { notice, .. } => notice.subject(),
         }
     }
 
@@ -206,6 +304,9 @@ impl Email {
                     origin => INVITATION_ORIGIN,
                 },
             ),
+            Email::Notice { notice, .. } => {
+                (notice.kind(), minijinja::Value::from_serialize(notice))
+            }
         }
     }
 }
@@ -444,6 +545,99 @@ mod tests {
                 format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or_default())
             })
             .collect()
+    }
+
+    fn notices(course_name: &str, optional: bool) -> [Notice; 3] {
+        let link = |l: &str| optional.then(|| l.to_owned());
+        [
+            Notice::DropDeadlineNotice {
+                course_name: course_name.to_owned(),
+                last_drop_date: "14 September 2026, 00:00 UTC".to_owned(),
+                enrolled: 40,
+                unclaimed: 3,
+                recoverable_now: optional.then_some(12),
+                margin_credits: 50,
+                course_link: link("https://obi.example/app/virtual-lab/1"),
+                discover_link: "https://openbraininstitute.org".to_owned(),
+            },
+            Notice::CourseEndNotice {
+                course_name: course_name.to_owned(),
+                end_date: "20 December 2026, 00:00 UTC".to_owned(),
+                enrolled: 40,
+                course_link: link("https://obi.example/app/virtual-lab/1"),
+                discover_link: "https://openbraininstitute.org".to_owned(),
+            },
+            Notice::AccessEndNotice {
+                course_name: course_name.to_owned(),
+                access_end_date: "20 December 2026, 00:00 UTC".to_owned(),
+                remaining_credits: link("169.50"),
+                platform_link: "https://www.openbraininstitute.org/app".to_owned(),
+                discover_link: "https://openbraininstitute.org".to_owned(),
+            },
+        ]
+    }
+
+    #[test]
+    fn templates_render_text_and_html_and_escape_the_course_name() {
+        let subjects = [
+            "Drop deadline on 14 September 2026, 00:00 UTC: Intro <b>& more \u{2014} Open Brain Platform",
+            "Course ends on 20 December 2026, 00:00 UTC: Intro <b>& more \u{2014} Open Brain Platform",
+            "Your course access ends on 20 December 2026, 00:00 UTC: Intro <b>& more \u{2014} Open Brain Platform",
+        ];
+        let lines = [
+            "12 could be dropped now with their seat returned.",
+            "Manage the course: https://obi.example/app/virtual-lab/1",
+            "You have 169.50 credits left.",
+        ];
+        for ((notice, subject), line) in notices("Intro <b>& more", true)
+            .into_iter()
+            .zip(subjects)
+            .zip(lines)
+        {
+            let email = Email::Notice {
+                to: "prof@uni.org".to_owned(),
+                notice,
+            };
+            let raw = formatted(&email);
+            let message = MessageParser::default().parse(&raw).unwrap();
+            assert_eq!(message.subject(), Some(subject));
+            assert_eq!(
+                part_types(&message),
+                [
+                    "multipart/related",
+                    "multipart/alternative",
+                    "text/plain",
+                    "text/html",
+                    "image/png"
+                ]
+            );
+            let text = unix_newlines(&message.body_text(0).unwrap());
+            assert!(text.contains("Intro <b>& more"), "{text}");
+            assert!(text.contains(line), "{text}");
+            assert!(text.contains("What is Open Brain Institute?"), "{text}");
+            let html = message.body_html(0).unwrap();
+            assert!(html.contains("Intro &lt;b&gt;&amp; more"), "{html}");
+            assert!(!html.contains("<b>&"), "{html}");
+            assert!(html.contains("cid:logo"));
+        }
+    }
+
+    #[test]
+    fn notice_lines_for_missing_values_are_left_out() {
+        for notice in notices("Neuro", false) {
+            let email = Email::Notice {
+                to: "prof@uni.org".to_owned(),
+                notice,
+            };
+            let raw = formatted(&email);
+            let message = MessageParser::default().parse(&raw).unwrap();
+            let text = message.body_text(0).unwrap();
+            assert!(!text.contains("could be dropped now"), "{text}");
+            assert!(!text.contains("Manage the course"), "{text}");
+            assert!(!text.contains("credits left"), "{text}");
+            let html = message.body_html(0).unwrap();
+            assert!(!html.contains("Manage the course"), "{html}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::usecases::drops::{self, DropReason};
 use crate::usecases::email_outbox;
 use crate::usecases::error::Chain;
 use crate::usecases::idempotency;
+use crate::usecases::notices;
 use crate::usecases::top_ups::stale::stale_top_up_pass;
 use crate::usecases::{revocations, saga};
 pub use record::RunInfo;
@@ -46,6 +47,7 @@ pub async fn dry_run(services: &Services, run: &RunInfo) -> Result<RunSummary, s
             error: None,
         })
         .collect();
+    summary.notices_due = Some(notices::due(services, run.started_at).await?);
     summary.finished_at = Utc::now();
     Ok(summary)
 }
@@ -100,6 +102,7 @@ async fn run_locked(services: &Services, run: &RunInfo) -> Result<RunSummary, sq
         summary.courses.push(outcome);
     }
 
+    queue_notices(services, Utc::now(), &mut summary).await;
     retry_outboxes(services, Utc::now(), &mut summary).await;
     purge_sagas(services, Utc::now()).await;
     purge_idempotent_requests(services, Utc::now(), &mut summary).await;
@@ -203,6 +206,22 @@ async fn process_course(
         Err(err) => fail(&mut out, "reading the course", &err),
     }
     out
+}
+
+/// Step 5b, with the clock read again: the pre-expiry notices. The selection failing counts as
+/// one failure (the next run retries everything).
+async fn queue_notices(services: &Services, now: DateTime<Utc>, summary: &mut RunSummary) {
+    match notices::queue_due(services, now).await {
+        Ok(run) => {
+            summary.notices_queued = run.queued;
+            summary.notices_failed = run.failed;
+            summary.notice_errors = run.errors;
+        }
+        Err(err) => {
+            tracing::error!(error = %Chain(&err), "the courses due for notices could not be read");
+            summary.notices_failed += 1;
+        }
+    }
 }
 
 /// The sentence of a failed event purge.

@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::domain::datetime::serde_utc;
+use crate::usecases::notices::{NoticeError, NoticesDue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +96,13 @@ pub struct RunSummary {
     pub course_events_purge_error: Option<String>,
     /// Replay records of `Idempotency-Key` requests deleted after their 24 hours.
     pub idempotent_requests_purged: u64,
+    /// Step 5b: notice rows queued, courses whose notices failed, and why.
+    pub notices_queued: u64,
+    pub notices_failed: u64,
+    pub notice_errors: Vec<NoticeError>,
+    /// Dry run only: what step 5b would queue notices for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notices_due: Option<NoticesDue>,
     pub courses: Vec<CourseSummary>,
 }
 
@@ -125,6 +133,10 @@ impl RunSummary {
             course_events_purged: 0,
             course_events_purge_error: None,
             idempotent_requests_purged: 0,
+            notices_queued: 0,
+            notices_failed: 0,
+            notice_errors: Vec::new(),
+            notices_due: None,
             courses: Vec::new(),
         }
     }
@@ -137,6 +149,7 @@ impl RunSummary {
             + self.sagas_failed
             + self.vlab_depletions_failed
             + self.emails_failed
+            + self.notices_failed
             > 0
             || self.course_events_purge_error.is_some()
             || self.courses.iter().any(|c| c.error.is_some());

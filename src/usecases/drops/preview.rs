@@ -288,6 +288,33 @@ pub async fn preview_drop(
     })
 }
 
+/// How many of the course's undropped enrolments a faculty drop now would recover the seat
+/// of, given the lab's project balances (read once by the caller): the drop preview's
+/// prediction over every undropped seat. Seats whose outcome needs a missing balance are not
+/// counted.
+pub async fn recoverable_now(
+    services: &Services,
+    course: &Course,
+    balances: &HashMap<Uuid, crate::clients::ProjectBalance>,
+    now: DateTime<Utc>,
+) -> Result<u64, UseCaseError> {
+    let seats = drop_preview::undropped_seats(&services.db, course.id, now).await?;
+    let rule = Rule {
+        credits_per_seat: course.credits_per_seat,
+        margin_credits: services.config.drop_recovery_margin_credits,
+    };
+    let recovered = seats
+        .iter()
+        .filter_map(|seat| pre_check(Some(seat), course.last_drop_date, now).ok())
+        .map(|droppable| {
+            let balance = balances.get(&droppable.project_id).map(|p| p.balance);
+            rule.predict(&droppable, balance)
+        })
+        .filter(|prediction| prediction.seat_recovered == Some(true))
+        .count();
+    Ok(recovered as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
