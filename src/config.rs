@@ -584,6 +584,23 @@ mod tests {
     }
 
     #[test]
+    fn the_test_only_fault_variables_need_the_feature() {
+        let mut vars = base();
+        vars.insert("VLAB_SAGA_LEASE_SECONDS".into(), "2".into());
+        vars.insert("VLAB_FAULT".into(), "assign:after_groups".into());
+        let config = Config::from_map(&vars, Binary::Server).unwrap();
+        if cfg!(feature = "fault-injection") {
+            assert_eq!(config.saga_lease, Duration::from_secs(2));
+            assert_eq!(config.fault_point.as_deref(), Some("assign:after_groups"));
+            vars.insert("VLAB_SAGA_LEASE_SECONDS".into(), "301".into());
+            assert!(Config::from_map(&vars, Binary::Server).is_err());
+        } else {
+            assert_eq!(config.saga_lease, SAGA_LEASE);
+            assert_eq!(config.fault_point, None);
+        }
+    }
+
+    #[test]
     fn drop_margin_may_be_zero() {
         let mut vars = base();
         vars.insert("DROP_RECOVERY_MARGIN_CREDITS".into(), "0".into());

@@ -96,34 +96,32 @@ impl Stack {
         )))
         .collect();
 
-        let server = Command::new(sibling_binary("vlab-courses")?)
-            .env_clear()
-            .envs(&vars)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting vlab-courses")?;
+        let server = spawn_server(&vars)?;
         let api = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = client.get(format!("{api}/ready")).send().await
-                && r.status() == 200
-            {
-                return Ok(Stack {
-                    keycloak,
-                    accounting,
-                    _smtp: smtp,
-                    database_url,
-                    api,
-                    vars,
-                    server,
-                    database,
-                    admin_url,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("vlab-courses did not become ready")
+        wait_ready(&api).await?;
+        Ok(Stack {
+            keycloak,
+            accounting,
+            _smtp: smtp,
+            database_url,
+            api,
+            vars,
+            server,
+            database,
+            admin_url,
+        })
+    }
+
+    /// Kills the server with SIGKILL (a `kill -9`: no shutdown, no compensation) and waits
+    /// for it to be gone.
+    pub async fn kill_server(&mut self) -> anyhow::Result<()> {
+        self.server.kill().await.context("killing vlab-courses")
+    }
+
+    /// Starts the server again on the same address and database; returns once it is ready.
+    pub async fn restart_server(&mut self) -> anyhow::Result<()> {
+        self.server = spawn_server(&self.vars)?;
+        wait_ready(&self.api).await
     }
 
     pub fn server_pid(&self) -> Option<u32> {
@@ -152,6 +150,29 @@ impl Stack {
         let _ = self.server.kill().await;
         drop_database(&self.admin_url, &self.database).await
     }
+}
+
+fn spawn_server(vars: &HashMap<String, String>) -> anyhow::Result<Child> {
+    Command::new(sibling_binary("vlab-courses")?)
+        .env_clear()
+        .envs(vars)
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting vlab-courses")
+}
+
+async fn wait_ready(api: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{api}/ready")).send().await
+            && r.status() == 200
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("vlab-courses did not become ready")
 }
 
 async fn create_database(server_url: &str, name: &str) -> anyhow::Result<()> {
