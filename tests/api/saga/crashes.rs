@@ -157,12 +157,7 @@ async fn abort_after_account_created_logs_the_orphan(db: PgPool) {
     let restarted = restart_and_recover(&app).await;
 
     let orphan = format!("orphan accounting account (project) {project}; reconcile manually");
-    assert_eq!(
-        restarted.log().matches(&orphan).count(),
-        1,
-        "{}",
-        restarted.log()
-    );
+    super::assert_logged_once(&restarted, saga.id, &orphan);
     let saga = only_saga(&db).await;
     assert_eq!(saga.progress["4"], "undone");
     assert_eq!(
@@ -210,7 +205,7 @@ async fn abort_after_grant_depletes_the_project(db: PgPool) {
     // The deplete answered 2xx, so the account is known to exist: logged, not probed.
     assert!(calls("acc_project_balance").is_empty());
     let orphan = format!("orphan accounting account (project) {project}");
-    assert_eq!(restarted.log().matches(&orphan).count(), 1);
+    super::assert_logged_once(&restarted, saga.id, &orphan);
     let saga = only_saga(&db).await;
     assert_eq!(saga.progress["5"], "undone");
     assert_eq!(saga.state, "compensated");
@@ -401,14 +396,9 @@ async fn abandoned_course_creation_does_not_deplete_a_later_courses_template(db:
         "template project {} may hold 200 surplus credits from an abandoned course creation; reconcile manually",
         lab.template_project_id
     );
-    assert_eq!(
-        restarted.log().matches(&surplus).count(),
-        1,
-        "{}",
-        restarted.log()
-    );
     let abandoned = super::sagas(&db).await;
     assert_eq!(abandoned.len(), 1, "the later creation committed its saga");
+    super::assert_logged_once(&restarted, abandoned[0].id, &surplus);
     assert_eq!(abandoned[0].progress["1"], "nothing_to_undo");
 }
 

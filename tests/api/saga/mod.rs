@@ -16,9 +16,6 @@ use vlab_courses::usecases::saga::recovery::{RecoverySweep, recovery_pass};
 
 use crate::helpers::{ServerProcess, TestApp, fetch_scalar};
 
-/// The saga lease of the process that crashes: short, so a restarted process recovers at once.
-pub const SHORT_LEASE: &str = "1";
-
 /// A saga row as the tests read it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SagaRecord {
@@ -70,13 +67,20 @@ pub fn planned_steps(saga: &SagaRecord) -> Vec<String> {
         .collect()
 }
 
-/// A server process that aborts at `fault`, with a short saga lease.
+/// A server process that aborts at `fault`.
 pub async fn crashing_process(app: &TestApp, fault: &str) -> ServerProcess {
-    app.spawn_process_with(&[
-        ("VLAB_FAULT", fault),
-        ("VLAB_SAGA_LEASE_SECONDS", SHORT_LEASE),
-    ])
+    app.spawn_process_with(&[("VLAB_FAULT", fault)]).await
+}
+
+/// The dead process's leases lapse (moved into the past rather than waited for, so this test
+/// server's own periodic worker pass is unlikely to get there first).
+pub async fn lapse_leases(db: &PgPool) {
+    sqlx::query(
+        "UPDATE saga SET lease_until = now() - interval '1 second' WHERE state = 'running'",
+    )
+    .execute(db)
     .await
+    .expect("lapse the leases");
 }
 
 /// Sends a request to a process that aborts while serving it: the caller sees the
@@ -106,13 +110,24 @@ pub async fn post_aborted(
     }
 }
 
-/// After a crash: waits out the short lease, starts a server process (its first worker pass
-/// runs the recovery at start-up), and waits until every saga is compensated.
+/// After a crash: the leases lapse, a server process starts (its first worker pass runs the
+/// recovery at start-up; it logs each saga it takes over), and every saga gets compensated.
 pub async fn restart_and_recover(app: &TestApp) -> ServerProcess {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let restarted = app.spawn_process().await;
+    lapse_leases(&app.db).await;
+    let restarted = app
+        .spawn_process_with(&[("RUST_LOG", "warn,vlab_courses::usecases::saga=info")])
+        .await;
     wait_until_compensated(&app.db, Duration::from_secs(30)).await;
     restarted
+}
+
+/// Asserts that `line` is logged once by whoever recovered `saga`: once in the restarted
+/// process's log when it did (its log names the saga), never there when this test server's
+/// own periodic worker pass got there first.
+pub fn assert_logged_once(restarted: &ServerProcess, saga: Uuid, line: &str) {
+    let log = restarted.log();
+    let expected = usize::from(log.contains(&saga.to_string()));
+    assert_eq!(log.matches(line).count(), expected, "{line}\n{log}");
 }
 
 pub async fn open_sagas(db: &PgPool) -> i64 {
