@@ -12,6 +12,7 @@ use super::{only_saga, planned_groups, recover_in, sagas};
 use crate::fixtures::{self, students_body};
 use crate::helpers::{ReplyExt, TestApp, exec, fetch_scalar};
 
+#[cfg(feature = "fault-injection")]
 #[sqlx::test]
 async fn stalled_student_past_the_lease_is_fenced(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
@@ -222,6 +223,7 @@ async fn accounting_posts_carry_an_idempotency_key(db: PgPool) {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 #[sqlx::test]
 async fn expire_courses_runs_the_recovery_and_purges_old_compensated_sagas(db: PgPool) {
     let app = TestApp::spawn(db.clone()).await;
