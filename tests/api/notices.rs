@@ -620,15 +620,25 @@ async fn claim_emails_queued_before_the_notices_migration_are_still_sent(db: PgP
         .execute(&db)
         .await
         .unwrap();
+    // The server's own worker may send it first; either way it goes out exactly once.
     let pass = email_outbox::run_pass(&app.services(), Utc::now(), 50)
         .await
         .unwrap();
-    assert_eq!(pass.sent, 1, "{pass:?}");
-    let (status, dedup): (String, Option<String>) =
-        sqlx::query_as("SELECT status, dedup_key FROM email_outbox WHERE enrolment_id = $1")
+    assert!(pass.sent <= 1, "{pass:?}");
+    let messages = app.smtp.wait_for_messages(1, Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    // The worker's pass may still be recording the send it made.
+    let mut row: (String, Option<String>) = (String::new(), None);
+    for _ in 0..50 {
+        row = sqlx::query_as("SELECT status, dedup_key FROM email_outbox WHERE enrolment_id = $1")
             .bind(enrolment)
             .fetch_one(&db)
             .await
             .unwrap();
-    assert_eq!((status.as_str(), dedup), ("sent", None));
+        if row.0 == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((row.0.as_str(), row.1), ("sent", None));
 }
