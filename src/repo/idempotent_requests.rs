@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{FromRow, PgExecutor, Postgres};
 use uuid::Uuid;
 
 /// The primary key: keys belong to their caller, operation and course.
@@ -20,6 +22,26 @@ pub struct RequestKey {
 
 const WHERE_KEY: &str =
     "caller = $1 AND operation = $2 AND course_id = $3 AND idempotency_key = $4";
+/// The lease guard of the holder's own writes: the run bound at `$5` still holds the row.
+const HELD_BY_RUN: &str = "AND state = 'running' AND lease_id = $5";
+
+/// `sql` with the key bound to `$1..$4`, in the order of [`WHERE_KEY`] (and of the insert's
+/// first columns).
+fn keyed<'q>(sql: &'q str, key: &'q RequestKey) -> Query<'q, Postgres, PgArguments> {
+    sqlx::query(sql)
+        .bind(key.caller)
+        .bind(key.operation)
+        .bind(key.course_id)
+        .bind(&key.key)
+}
+
+/// Runs a statement meant for the key's one row: true when it changed that row.
+async fn one_row(
+    query: Query<'_, Postgres, PgArguments>,
+    db: impl PgExecutor<'_>,
+) -> Result<bool, sqlx::Error> {
+    Ok(query.execute(db).await?.rows_affected() == 1)
+}
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct IdempotentRequest {
@@ -43,41 +65,35 @@ pub async fn insert(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO idempotent_request (caller, operation, course_id, idempotency_key,
-             request_hash, lease_id, lease_until, created_at, updated_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
-         ON CONFLICT DO NOTHING",
+    let sql = "INSERT INTO idempotent_request (caller, operation, course_id, idempotency_key,
+                   request_hash, lease_id, lease_until, created_at, updated_at, expires_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
+               ON CONFLICT DO NOTHING";
+    one_row(
+        keyed(sql, key)
+            .bind(hash)
+            .bind(run)
+            .bind(lease_until)
+            .bind(now)
+            .bind(expires_at),
+        db,
     )
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .bind(hash)
-    .bind(run)
-    .bind(lease_until)
-    .bind(now)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .await
 }
 
 pub async fn find_for_update(
     db: impl PgExecutor<'_>,
     key: &RequestKey,
 ) -> Result<Option<IdempotentRequest>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT request_hash, state, lease_id, lease_until, response_status, response,
                 created_at, expires_at
          FROM idempotent_request WHERE {WHERE_KEY} FOR UPDATE"
-    ))
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .fetch_optional(db)
-    .await
+    );
+    keyed(&sql, key)
+        .try_map(|row: PgRow| IdempotentRequest::from_row(&row))
+        .fetch_optional(db)
+        .await
 }
 
 /// Makes an expired row a new `running` request leased to `run`.
@@ -90,24 +106,21 @@ pub async fn restart(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
+    let sql = format!(
         "UPDATE idempotent_request SET request_hash = $5, state = 'running', lease_id = $6,
              lease_until = $7, response_status = NULL, response = NULL, created_at = $8,
              updated_at = $8, expires_at = $9
          WHERE {WHERE_KEY}"
-    ))
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .bind(hash)
-    .bind(run)
-    .bind(lease_until)
-    .bind(now)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
+    );
+    keyed(&sql, key)
+        .bind(hash)
+        .bind(run)
+        .bind(lease_until)
+        .bind(now)
+        .bind(expires_at)
+        .execute(db)
+        .await
+        .map(drop)
 }
 
 /// Leases a `running` row to `run` (a new attempt, or the renewal by its holder): guarded by
@@ -120,21 +133,16 @@ pub async fn lease(
     lease_until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(&format!(
+    let sql = format!(
         "UPDATE idempotent_request SET lease_id = $6, lease_until = $7, updated_at = $8
          WHERE {WHERE_KEY} AND state = 'running' AND lease_id IS NOT DISTINCT FROM $5"
-    ))
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .bind(holder)
-    .bind(run)
-    .bind(lease_until)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    );
+    let query = keyed(&sql, key)
+        .bind(holder)
+        .bind(run)
+        .bind(lease_until)
+        .bind(now);
+    one_row(query, db).await
 }
 
 /// Records the answer of the run holding the lease; the row becomes `done`.
@@ -146,22 +154,17 @@ pub async fn finish(
     response: &Value,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(&format!(
+    let sql = format!(
         "UPDATE idempotent_request SET state = 'done', response_status = $6, response = $7,
              lease_id = NULL, lease_until = NULL, updated_at = $8
-         WHERE {WHERE_KEY} AND state = 'running' AND lease_id = $5"
-    ))
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .bind(run)
-    .bind(status)
-    .bind(response)
-    .bind(now)
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
+         WHERE {WHERE_KEY} {HELD_BY_RUN}"
+    );
+    let query = keyed(&sql, key)
+        .bind(run)
+        .bind(status)
+        .bind(response)
+        .bind(now);
+    one_row(query, db).await
 }
 
 /// Deletes the row of the run holding the lease: the key is unused again.
@@ -170,17 +173,8 @@ pub async fn forget(
     key: &RequestKey,
     run: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "DELETE FROM idempotent_request WHERE {WHERE_KEY} AND state = 'running' AND lease_id = $5"
-    ))
-    .bind(key.caller)
-    .bind(key.operation)
-    .bind(key.course_id)
-    .bind(&key.key)
-    .bind(run)
-    .execute(db)
-    .await?;
-    Ok(())
+    let sql = format!("DELETE FROM idempotent_request WHERE {WHERE_KEY} {HELD_BY_RUN}");
+    keyed(&sql, key).bind(run).execute(db).await.map(drop)
 }
 
 /// Deletes the rows past `expires_at`, except a `running` one whose lease still holds (its
