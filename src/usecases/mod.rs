@@ -8,6 +8,7 @@ pub mod corrections;
 pub mod courses;
 pub mod drops;
 pub mod email_outbox;
+pub mod enrolment_checks;
 pub mod error;
 pub mod events;
 pub mod expiry_runs;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::datetime;
+use crate::usecases::enrolment_checks::refusals_as_variants;
 use crate::usecases::error::{Answer, ErrorCode, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub enum ResendError {
         retry_after: u64,
     },
 }
+
+refusals_as_variants!(ResendError);
 
 impl ResendError {
     pub fn answer(&self) -> Answer {

@@ -10,12 +10,12 @@ use super::{ClaimEmailStatus, ResendError, limit, recent_claims, statuses};
 use crate::domain::audit::Actor;
 use crate::domain::caller::Caller;
 use crate::domain::claim_limit::{Verdict, retry_after_seconds};
+use crate::repo;
 use crate::repo::email_outbox::{KIND_ENROLMENT_CLAIM, LeasedEmail, NewEmail, origin};
-use crate::repo::{self, courses::status};
 use crate::usecases::courses::CourseError;
 use crate::usecases::email_outbox::{self, Delivery, LEASE, claim_payload, queued_event};
-use crate::usecases::events;
 use crate::usecases::{Services, UseCaseError};
+use crate::usecases::{enrolment_checks, events};
 
 /// What the resend did.
 #[derive(Debug, Clone)]
@@ -84,30 +84,13 @@ async fn queue(
     now: DateTime<Utc>,
 ) -> Result<LeasedEmail, UseCaseError> {
     let mut tx = services.db.begin().await?;
-    let course = repo::courses::find_for_share(&mut *tx, course_id)
-        .await?
-        .ok_or(CourseError::NotFound(course_id))?;
-    let enrolment = repo::enrolments::find_in_course_for_update(&mut *tx, course_id, enrolment_id)
-        .await?
-        .ok_or(ResendError::EnrolmentNotFound {
-            enrolment_id,
-            course_id,
-        })?;
-    if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
-        return Err(ResendError::Dropped.into());
-    }
+    let (course, enrolment) =
+        enrolment_checks::lock_live_enrolment::<ResendError>(&mut tx, course_id, enrolment_id)
+            .await?;
     if enrolment.claimed_by.is_some() {
         return Err(ResendError::AlreadyClaimed.into());
     }
-    if course.status != status::ACTIVE {
-        return Err(ResendError::CourseNotActive {
-            status: course.status,
-        }
-        .into());
-    }
-    if course.end_date.is_some_and(|end| now >= end) {
-        return Err(ResendError::AccessEnded.into());
-    }
+    enrolment_checks::course_open::<ResendError>(&course.status, course.end_date, now)?;
     let recent = recent_claims(&mut *tx, &[enrolment_id], now)
         .await?
         .remove(&enrolment_id)

@@ -16,13 +16,11 @@ use crate::domain::caller::Caller;
 use crate::domain::claim_limit::retry_after_seconds;
 use crate::repo::claim_tokens::reason;
 use crate::repo::email_outbox::{LeasedEmail, origin};
-use crate::repo::{self, courses::status};
-use crate::usecases::claim_emails;
-use crate::usecases::courses::CourseError;
 use crate::usecases::email_outbox::{self, Delivery};
 use crate::usecases::events::{self, EventExt};
 use crate::usecases::seats::enrolments::{self as roster, RosterEntry};
 use crate::usecases::{Services, UseCaseError};
+use crate::usecases::{claim_emails, enrolment_checks};
 
 /// What the correction did.
 #[derive(Debug, Clone)]
@@ -80,30 +78,13 @@ async fn change(
     now: DateTime<Utc>,
 ) -> Result<(LeasedEmail, String), UseCaseError> {
     let mut tx = services.db.begin().await?;
-    let course = repo::courses::find_for_share(&mut *tx, course_id)
-        .await?
-        .ok_or(CourseError::NotFound(course_id))?;
-    let enrolment = repo::enrolments::find_in_course_for_update(&mut *tx, course_id, enrolment_id)
-        .await?
-        .ok_or(CorrectionError::EnrolmentNotFound {
-            enrolment_id,
-            course_id,
-        })?;
-    if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
-        return Err(CorrectionError::Dropped.into());
-    }
+    let (course, enrolment) =
+        enrolment_checks::lock_live_enrolment::<CorrectionError>(&mut tx, course_id, enrolment_id)
+            .await?;
     if enrolment.claimed_by.is_some() {
         return Err(CorrectionError::Claimed.into());
     }
-    if course.status != status::ACTIVE {
-        return Err(CorrectionError::CourseNotActive {
-            status: course.status,
-        }
-        .into());
-    }
-    if course.end_date.is_some_and(|end| now >= end) {
-        return Err(CorrectionError::AccessEnded.into());
-    }
+    enrolment_checks::course_open::<CorrectionError>(&course.status, course.end_date, now)?;
     if email_in_use(&mut tx, course_id, enrolment_id, email, now).await? {
         return Err(CorrectionError::EmailInUse {
             email: email.to_owned(),

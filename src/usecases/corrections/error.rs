@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::datetime;
+use crate::usecases::enrolment_checks::refusals_as_variants;
 use crate::usecases::error::{Answer, ErrorCode, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,8 @@ pub enum CorrectionError {
         retry_after: u64,
     },
 }
+
+refusals_as_variants!(CorrectionError);
 
 impl CorrectionError {
     pub fn answer(&self) -> Answer {

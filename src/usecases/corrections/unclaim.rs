@@ -17,13 +17,12 @@ use crate::domain::datetime;
 use crate::repo::claim_tokens::reason;
 use crate::repo::email_outbox::{LeasedEmail, origin};
 use crate::repo::{self, courses::status};
-use crate::usecases::claim_emails;
-use crate::usecases::courses::CourseError;
 use crate::usecases::email_outbox::{self, Delivery};
 use crate::usecases::events::{self, EventExt};
 use crate::usecases::revocations;
 use crate::usecases::seats::enrolments::{self as roster, RosterEntry};
 use crate::usecases::{Services, UseCaseError};
+use crate::usecases::{claim_emails, enrolment_checks};
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Default)]
@@ -115,18 +114,9 @@ async fn change(
     now: DateTime<Utc>,
 ) -> Result<Committed, UseCaseError> {
     let mut tx = services.db.begin().await?;
-    let course = repo::courses::find_for_share(&mut *tx, course_id)
-        .await?
-        .ok_or(CourseError::NotFound(course_id))?;
-    let enrolment = repo::enrolments::find_in_course_for_update(&mut *tx, course_id, enrolment_id)
-        .await?
-        .ok_or(CorrectionError::EnrolmentNotFound {
-            enrolment_id,
-            course_id,
-        })?;
-    if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
-        return Err(CorrectionError::Dropped.into());
-    }
+    let (course, enrolment) =
+        enrolment_checks::lock_live_enrolment::<CorrectionError>(&mut tx, course_id, enrolment_id)
+            .await?;
     let Some(previous_user) = enrolment.claimed_by else {
         return Err(CorrectionError::NotClaimed.into());
     };
@@ -169,7 +159,7 @@ async fn change(
     let limit = claim_emails::limit(services);
     let email_error = if !request.send_claim_email {
         None
-    } else if course.end_date.is_some_and(|end| now >= end) {
+    } else if enrolment_checks::access_ended(course.end_date, now) {
         Some("The student's access has ended".to_owned())
     } else {
         let recent = claim_emails::recent_claims(&mut *tx, &[enrolment_id], now)

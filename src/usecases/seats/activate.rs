@@ -13,10 +13,11 @@ use uuid::Uuid;
 
 use crate::domain::audit::Actor;
 use crate::domain::caller::Caller;
-use crate::repo::{self, access::Snapshot, courses::status, enrolments::ActivationCandidate};
+use crate::repo::{self, access::Snapshot, enrolments::ActivationCandidate};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::access::{self, SyncRequest, Synced, Trigger};
+use crate::usecases::enrolment_checks::{self, Refusal};
 
 /// How long an activation waits for another sync's access lease, and how often it looks.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
@@ -43,6 +44,18 @@ pub enum NotActivated {
     /// An unclaim won while the activation ran (addendum §3.4.3).
     #[error("This enrolment is no longer claimed by you")]
     NoLongerClaimed,
+}
+
+/// The activation's own words for the shared checks.
+impl From<Refusal> for NotActivated {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::EnrolmentNotFound { .. } => Self::NoEnrolment,
+            Refusal::Dropped => Self::Dropped,
+            Refusal::CourseNotActive { status } => Self::CourseStatus(status),
+            Refusal::AccessEnded => Self::CourseEnded,
+        }
+    }
 }
 
 impl NotActivated {
@@ -191,12 +204,7 @@ fn check_course(
     end_date: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<(), NotActivated> {
-    if course_status != status::ACTIVE {
-        return Err(NotActivated::CourseStatus(course_status.to_owned()));
-    }
-    if end_date.is_some_and(|end| now >= end) {
-        return Err(NotActivated::CourseEnded);
-    }
+    enrolment_checks::course_open::<NotActivated>(course_status, end_date, now)?;
     if start_date.is_some_and(|start| now < start) {
         return Err(NotActivated::NotStarted);
     }

@@ -10,10 +10,11 @@ use uuid::Uuid;
 
 use crate::domain::audit::{Actor, EventType};
 use crate::domain::caller::Caller;
-use crate::repo::{self, courses::status, enrolments::ClaimCourse, enrolments::Enrolment};
+use crate::repo::{self, enrolments::ClaimCourse, enrolments::Enrolment};
 use crate::usecases::Services;
 use crate::usecases::UseCaseError;
 use crate::usecases::access::{self, SyncRequest, Trigger};
+use crate::usecases::enrolment_checks;
 use crate::usecases::events::{self, EventExt};
 use crate::usecases::seats::ClaimError;
 
@@ -98,7 +99,7 @@ async fn record_claim(
         return Err(ClaimError::EnrolmentNotFound.into());
     };
     let enrolment_id = enrolment.id;
-    if enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await? {
+    if enrolment_checks::is_dropped(&mut tx, &enrolment).await? {
         return Err(ClaimError::EnrolmentDropped.into());
     }
     if enrolment.claimed_by.is_some() {
@@ -113,15 +114,7 @@ async fn record_claim(
     let course = repo::courses::find(&mut *tx, enrolment.course_id)
         .await?
         .ok_or(ClaimError::EnrolmentNotFound)?;
-    if course.status != status::ACTIVE {
-        return Err(ClaimError::CourseNotActive {
-            status: course.status,
-        }
-        .into());
-    }
-    if course.end_date.is_some_and(|end| now >= end) {
-        return Err(ClaimError::CourseEnded.into());
-    }
+    enrolment_checks::course_open::<ClaimError>(&course.status, course.end_date, now)?;
     if repo::enrolments::claimed_elsewhere(&mut *tx, course.id, caller, enrolment_id).await? {
         return Err(ClaimError::ClaimedAnotherEnrolment.into());
     }

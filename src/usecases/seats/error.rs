@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::usecases::enrolment_checks::Refusal;
 use crate::usecases::error::{Answer, ErrorCode, StatusCode};
 
 /// Provisioning, batches and transfers.
@@ -127,6 +128,18 @@ pub enum ClaimError {
         "Access from an earlier claim in this course is still being removed. Try again in a few minutes."
     )]
     AccessBeingRemoved,
+}
+
+/// The claim's own words for the shared checks (it finds the enrolment by its link).
+impl From<Refusal> for ClaimError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::EnrolmentNotFound { .. } => Self::EnrolmentNotFound,
+            Refusal::Dropped => Self::EnrolmentDropped,
+            Refusal::CourseNotActive { status } => Self::CourseNotActive { status },
+            Refusal::AccessEnded => Self::CourseEnded,
+        }
+    }
 }
 
 impl ClaimError {

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use crate::usecases::enrolment_checks::refusals_as_variants;
 use crate::usecases::error::{Answer, ErrorCode, StatusCode};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub enum TopUpError {
     )]
     GrantUncertain { amount: i32, project_id: Uuid },
 }
+
+refusals_as_variants!(TopUpError);
 
 impl TopUpError {
     pub fn answer(&self) -> Answer {

@@ -21,11 +21,10 @@ pub use error::TopUpError;
 use crate::clients::IdempotencyKey;
 use crate::domain::audit::{Actor, ActorRole};
 use crate::domain::caller::Caller;
+use crate::repo;
 use crate::repo::top_ups::{self, IN_FLIGHT_INDEX, NewTopUp};
-use crate::repo::{self, courses::status};
-use crate::usecases::courses::CourseError;
-use crate::usecases::events;
 use crate::usecases::{Services, UseCaseError};
+use crate::usecases::{enrolment_checks, events};
 
 /// What the caller asks for.
 #[derive(Debug, Clone)]
@@ -111,33 +110,14 @@ async fn start(
     now: DateTime<Utc>,
 ) -> Result<Started, UseCaseError> {
     let mut tx = services.db.begin().await?;
-    let course = repo::courses::find_for_share(&mut *tx, course_id)
-        .await?
-        .ok_or(CourseError::NotFound(course_id))?;
-    let enrolment = repo::enrolments::find_in_course_for_update(&mut *tx, course_id, enrolment_id)
-        .await?
-        .ok_or(TopUpError::EnrolmentNotFound {
-            enrolment_id,
-            course_id,
-        })?;
-    let dropped =
-        enrolment.is_dropped || repo::enrolments::has_drop(&mut *tx, enrolment_id).await?;
+    let (course, enrolment) =
+        enrolment_checks::lock_live_enrolment::<TopUpError>(&mut tx, course_id, enrolment_id)
+            .await?;
     // A top-up whose process stopped while granting: its outcome is unknown from now on, and
     // it no longer blocks this one.
     let lapsed = top_ups::mark_stale(&mut *tx, Some(enrolment_id), now, 1).await?;
 
-    if dropped {
-        return Err(TopUpError::Dropped.into());
-    }
-    if course.status != status::ACTIVE {
-        return Err(TopUpError::CourseNotActive {
-            status: course.status,
-        }
-        .into());
-    }
-    if course.end_date.is_some_and(|end| now >= end) {
-        return Err(TopUpError::AccessEnded.into());
-    }
+    enrolment_checks::course_open::<TopUpError>(&course.status, course.end_date, now)?;
     if top_ups::in_flight(&mut *tx, enrolment_id, now).await? {
         return Err(TopUpError::InProgress.into());
     }
