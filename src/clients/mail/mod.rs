@@ -138,7 +138,11 @@ const LOGO_PNG: &[u8] = include_bytes!("assets/logo.png");
 const LOGO_CONTENT_ID: &str = "logo";
 const LOGO_FILENAME: &str = "logo.png";
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 13] = [
+    // The shared parts: the HTML layout and its rows, and the plain-text footer.
+    ("layout.html", include_str!("templates/layout.html")),
+    ("rows.html", include_str!("templates/rows.html")),
+    ("footer.txt", include_str!("templates/footer.txt")),
     (
         "course_enrolment_claim.txt",
         include_str!("templates/course_enrolment_claim.txt"),
