@@ -100,74 +100,54 @@ pub async fn start_compensating(
         .await
 }
 
-/// Merges step outcomes (`{"<seq>": "undone" | …}`) into `progress`, under the lease.
-pub async fn record_progress(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    lease_id: Uuid,
-    outcomes: &Value,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .progress(outcomes)
-        .run(db, id, lease_id, Guard::Lease)
-        .await
+/// Where a compensation got to, recorded under the lease with the step outcomes.
+#[derive(Debug, Clone, Copy)]
+pub enum Compensation<'a> {
+    /// Some steps are settled; the lease stays.
+    Progress,
+    /// Every step is done: `compensated`, lease cleared.
+    Compensated,
+    /// A step failed: the recovery tries again at `next_attempt_at`. `attempts` is set only by
+    /// the in-process compensation (the recovery counts its attempt when it leases the row).
+    RetryLater {
+        attempts: Option<i32>,
+        next_attempt_at: DateTime<Utc>,
+        last_error: &'a str,
+    },
+    /// The last attempt failed: `failed`, kept until an operator resolves it.
+    Failed { last_error: &'a str },
 }
 
-/// Every step is done: `compensated` with the last outcomes merged, lease cleared. True when
-/// the lease still held.
-pub async fn finish_compensated(
+/// Records `compensation` and merges step outcomes (`{"<seq>": "undone" | …}`) into
+/// `progress`: true when the lease still held.
+pub async fn record_compensation(
     db: impl PgExecutor<'_>,
     id: Uuid,
     lease_id: Uuid,
+    compensation: Compensation<'_>,
     outcomes: &Value,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .finished("compensated", now)
-        .progress(outcomes)
-        .run(db, id, lease_id, Guard::Lease)
-        .await
-}
-
-/// A step failed: the recovery tries again at `next_attempt_at`. `attempts` is set only by
-/// the in-process compensation (the recovery counts its attempt when it leases the row).
-#[allow(clippy::too_many_arguments)]
-pub async fn retry_later(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    lease_id: Uuid,
-    attempts: Option<i32>,
-    next_attempt_at: DateTime<Utc>,
-    last_error: &str,
-    outcomes: &Value,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .set("attempts = COALESCE(", attempts, ", attempts)")
-        .set("next_attempt_at = ", next_attempt_at, "")
-        .set("last_error = ", last_error, "")
-        .progress(outcomes)
-        .release()
-        .run(db, id, lease_id, Guard::Lease)
-        .await
-}
-
-/// The last attempt failed: `failed`, kept until an operator resolves it.
-pub async fn mark_failed(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    lease_id: Uuid,
-    last_error: &str,
-    outcomes: &Value,
-    now: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .finished("failed", now)
-        .set("last_error = ", last_error, "")
-        .progress(outcomes)
-        .run(db, id, lease_id, Guard::Lease)
-        .await
+    let update = Fenced::update(now).progress(outcomes);
+    let update = match compensation {
+        Compensation::Progress => update,
+        Compensation::Compensated => update.finished("compensated", now),
+        Compensation::RetryLater {
+            attempts,
+            next_attempt_at,
+            last_error,
+        } => update
+            .set("attempts = COALESCE(", attempts, ", attempts)")
+            .set("next_attempt_at = ", next_attempt_at, "")
+            .set("last_error = ", last_error, "")
+            .release(),
+        Compensation::Failed { last_error } => {
+            update
+                .finished("failed", now)
+                .set("last_error = ", last_error, "")
+        }
+    };
+    update.run(db, id, lease_id, Guard::Lease).await
 }
 
 /// The recovery's lease: running sagas whose owner's lease lapsed, and compensations that are
