@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::UseCaseError;
 use super::error::{Answer, ErrorCode, StatusCode};
-use super::provisioning::{self, AccountKind};
+use super::provisioning::{self, AccountKind, fail};
 use crate::domain::caller::Caller;
 use crate::domain::groups;
 use crate::repo::labs::VirtualLab;
@@ -198,7 +198,11 @@ async fn provision_project(
         member_group_id,
         waitlisted_group_id: None,
     };
-    let project = match insert_committing(services, &saga, &new_project).await {
+    let inserted = provisioning::insert_committing(services, &saga, async |tx| {
+        repo::projects::insert(tx, &new_project, Utc::now()).await
+    })
+    .await;
+    let project = match inserted {
         Ok(Some(project)) => project,
         // The recovery took the saga over: it compensates.
         Ok(None) => return fail(&saga, &mut ledger, ProjectError::NotSaved).await,
@@ -222,32 +226,6 @@ async fn provision_project(
         admins,
         lab,
     })
-}
-
-/// The project insert and the saga's commit point, in one transaction; `None` when the
-/// recovery took the saga over (nothing is committed then).
-async fn insert_committing(
-    services: &Services,
-    saga: &Saga,
-    project: &NewProject,
-) -> Result<Option<Project>, sqlx::Error> {
-    let mut tx = services.db.begin().await?;
-    let inserted = repo::projects::insert(&mut *tx, project, Utc::now()).await?;
-    if !saga.commit(&mut tx).await? {
-        return Ok(None);
-    }
-    tx.commit().await?;
-    Ok(Some(inserted))
-}
-
-async fn fail<T>(
-    saga: &Saga,
-    ledger: &mut Ledger,
-    error: impl Into<UseCaseError>,
-) -> Result<T, UseCaseError> {
-    let error = error.into();
-    saga.compensate(ledger, &error.to_string()).await;
-    Err(error)
 }
 
 /// One page of the lab's projects the caller may see (api.md §4.2.2).

@@ -5,14 +5,18 @@
 //! final error answer does not prove that an earlier attempt did not create the group, and
 //! the undo (find by exact name, delete, 404 = done) is harmless when there is nothing.
 //! Each undo is tagged with its step's `seq` in the saga plan, and the account creation sends
-//! the saga's idempotency key.
+//! the saga's idempotency key. The end of lab and project creation is shared too: the row
+//! insert with the saga's commit point ([`insert_committing`]), or the compensation ([`fail`]).
 
 use std::sync::{Arc, OnceLock};
 
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::clients::{Accounting, ClientError, IdempotencyKey, KeycloakAdmin};
 use crate::usecases::ledger::Ledger;
+use crate::usecases::saga::Saga;
+use crate::usecases::{Services, UseCaseError};
 
 /// Creates these top-level groups (each with its plan `seq`) concurrently, each with its own
 /// undo (so one group is never orphaned when another fails). Returns the ids in the order of
@@ -120,4 +124,31 @@ pub async fn create_account(
         }
     }
     result
+}
+
+/// The insert of the created row and the saga's commit point, in one transaction; `None` when
+/// the recovery took the saga over (the transaction is rolled back, so nothing is committed).
+pub async fn insert_committing<T>(
+    services: &Services,
+    saga: &Saga,
+    insert: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+) -> Result<Option<T>, sqlx::Error> {
+    let mut tx = services.db.begin().await?;
+    let inserted = insert(&mut tx).await?;
+    if !saga.commit(&mut tx).await? {
+        return Ok(None);
+    }
+    tx.commit().await?;
+    Ok(Some(inserted))
+}
+
+/// Fails the creation with `error` once its saga is compensated.
+pub async fn fail<T>(
+    saga: &Saga,
+    ledger: &mut Ledger,
+    error: impl Into<UseCaseError>,
+) -> Result<T, UseCaseError> {
+    let error = error.into();
+    saga.compensate(ledger, &error.to_string()).await;
+    Err(error)
 }

@@ -11,7 +11,7 @@ use crate::usecases::UseCaseError;
 use crate::usecases::fault;
 use crate::usecases::labs::LabError;
 use crate::usecases::ledger::Ledger;
-use crate::usecases::provisioning::{self, AccountKind};
+use crate::usecases::provisioning::{self, AccountKind, fail};
 use crate::usecases::saga::{Context, Plan, Saga, SagaKind, Step};
 
 /// The validated body of `POST /virtual-labs`.
@@ -122,7 +122,11 @@ async fn provision_lab(
         member_group_id,
         is_course: request.is_course,
     };
-    let lab = match insert_committing(services, &saga, &new_lab).await {
+    let inserted = provisioning::insert_committing(services, &saga, async |tx| {
+        repo::labs::insert(tx, &new_lab, Utc::now()).await
+    })
+    .await;
+    let lab = match inserted {
         Ok(Some(lab)) => lab,
         // The recovery took the saga over: it compensates.
         Ok(None) => return fail(&saga, &mut ledger, LabError::NotSaved).await,
@@ -143,30 +147,4 @@ async fn provision_lab(
     saga.committed();
     tracing::info!(virtual_lab_id = %lab.id, is_course = lab.is_course, "virtual lab created");
     Ok(lab)
-}
-
-/// The lab insert and the saga's commit point, in one transaction; `None` when the recovery
-/// took the saga over (nothing is committed then).
-async fn insert_committing(
-    services: &Services,
-    saga: &Saga,
-    lab: &NewLab,
-) -> Result<Option<VirtualLab>, sqlx::Error> {
-    let mut tx = services.db.begin().await?;
-    let inserted = repo::labs::insert(&mut *tx, lab, Utc::now()).await?;
-    if !saga.commit(&mut tx).await? {
-        return Ok(None);
-    }
-    tx.commit().await?;
-    Ok(Some(inserted))
-}
-
-async fn fail<T>(
-    saga: &Saga,
-    ledger: &mut Ledger,
-    error: impl Into<UseCaseError>,
-) -> Result<T, UseCaseError> {
-    let error = error.into();
-    saga.compensate(ledger, &error.to_string()).await;
-    Err(error)
 }
