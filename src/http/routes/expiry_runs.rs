@@ -20,8 +20,7 @@ use crate::http::fields::{self, Fields, FromFields};
 use crate::http::payloads::Envelope;
 use crate::http::routes::virtual_labs::Page;
 use crate::http::state::AppState;
-use crate::repo::expiry_runs::{ExpiryRun, RunQuery};
-use crate::usecases::expiry_runs::{self, STATUSES};
+use crate::usecases::expiry_runs::{self, Run, RunFilter, STATUSES};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -62,8 +61,8 @@ pub struct ExpiryRunOut {
     summary: Option<Value>,
 }
 
-impl From<ExpiryRun> for ExpiryRunOut {
-    fn from(r: ExpiryRun) -> Self {
+impl From<Run> for ExpiryRunOut {
+    fn from(r: Run) -> Self {
         Self {
             id: r.id,
             status: r.status,
@@ -128,7 +127,7 @@ async fn list_runs(
     Query(query): Query<ExpiryRunListQuery>,
 ) -> Result<Json<Page<ExpiryRunOut>>, ApiError> {
     let page = query.page.unwrap_or(1);
-    let listing = RunQuery {
+    let filter = RunFilter {
         statuses: query.status,
         course_id: query.course_id,
         started_after: query.started_after,
@@ -136,7 +135,7 @@ async fn list_runs(
         page,
         page_size: query.page_size.unwrap_or(20),
     };
-    let (runs, total) = expiry_runs::list(&state.services, &listing).await?;
+    let (runs, total) = expiry_runs::list(&state.services, filter).await?;
     let data = runs.into_iter().map(ExpiryRunOut::from).collect();
     Ok(Json(Page::new(data, page, total)))
 }
