@@ -169,6 +169,18 @@ impl<S: Send + Sync> FromRequestParts<S> for EnrolmentId {
     }
 }
 
+/// The `{course_id}` and `{enrolment_id}` path parameters of an enrolment's routes, as the
+/// OpenAPI document shows them (`params(EnrolmentPath)`); the course gate and [`EnrolmentId`]
+/// read them.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct EnrolmentPath {
+    /// Course id
+    pub course_id: Uuid,
+    /// Enrolment id
+    pub enrolment_id: Uuid,
+}
+
 /// The route's path parameters by name, as sent (percent-decoded).
 ///
 /// A parameter that is not UTF-8 once decoded (`/courses/%FF`) is kept as an empty value, so it

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
-use crate::http::extract::{EnrolmentId, RawBody};
+use crate::http::extract::{EnrolmentId, EnrolmentPath, RawBody};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseSupport;
 use crate::http::payloads::{ClaimEmailOut, Envelope};
@@ -63,8 +63,7 @@ pub struct ResentEnvelope {
 /// the daily cap. Any body is ignored.
 #[utoipa::path(post, path = "/seats/courses/{course_id}/enrolments/{enrolment_id}/resend-claim-email",
     tag = "seats", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"),
-        ("enrolment_id" = Uuid, Path, description = "Enrolment id")),
+    params(EnrolmentPath),
     responses((status = 200, body = ResentEnvelope), (status = 401), (status = 403), (status = 404),
         (status = 409), (status = 422),
         (status = 429, headers(("Retry-After" = u64, description = "Seconds until a resend is allowed")))))]

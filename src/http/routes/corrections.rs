@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{Body, EnrolmentId, RawBody};
+use crate::http::extract::{Body, EnrolmentId, EnrolmentPath, RawBody};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseSupport;
 use crate::http::payloads::{EnrolmentOut, Envelope};
@@ -81,8 +81,7 @@ pub struct CorrectedEnvelope {
 /// cap of claim e-mails (429 `LIMIT_EXCEEDED` with `Retry-After`).
 #[utoipa::path(post, path = "/seats/courses/{course_id}/enrolments/{enrolment_id}/correct-email",
     tag = "seats", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"),
-        ("enrolment_id" = Uuid, Path, description = "Enrolment id")),
+    params(EnrolmentPath),
     request_body = EmailCorrection,
     responses((status = 200, body = CorrectedEnvelope), (status = 401), (status = 403),
         (status = 404), (status = 409), (status = 422),
@@ -175,8 +174,7 @@ pub struct UnclaimedEnvelope {
 /// link is e-mailed unless `send_claim_email` is false. Never refused for e-mail limits.
 #[utoipa::path(post, path = "/seats/courses/{course_id}/enrolments/{enrolment_id}/unclaim",
     tag = "seats", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"),
-        ("enrolment_id" = Uuid, Path, description = "Enrolment id")),
+    params(EnrolmentPath),
     request_body(content = Option<UnclaimBody>,
         description = "Optional: a missing body, `{}` or `null` mean the defaults"),
     responses((status = 200, body = UnclaimedEnvelope), (status = 401), (status = 403),

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::domain::audit::EventType;
 use crate::domain::datetime::serde_utc;
 use crate::http::error::ApiError;
-use crate::http::extract::{EnrolmentId, Query};
+use crate::http::extract::{EnrolmentId, EnrolmentPath, Query};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseSupport;
 use crate::http::payloads::{EnrolmentOut, Envelope};
@@ -262,8 +262,7 @@ pub struct TimelineEnvelope {
 /// One enrolment's audit events, oldest first, with its credit summary.
 #[utoipa::path(get, path = "/courses/{course_id}/enrolments/{enrolment_id}/timeline",
     tag = "events", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"),
-        ("enrolment_id" = Uuid, Path, description = "Enrolment id"), TimelineQuery),
+    params(EnrolmentPath, TimelineQuery),
     responses((status = 200, body = TimelineEnvelope), (status = 401), (status = 403),
         (status = 404), (status = 422)))]
 async fn enrolment_timeline(

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
-use crate::http::extract::{Body, EnrolmentId};
+use crate::http::extract::{Body, EnrolmentId, EnrolmentPath};
 use crate::http::fields::{self, Fields, FromFields};
 use crate::http::gates::CourseSupport;
 use crate::http::payloads::Envelope;
@@ -88,8 +88,7 @@ pub struct ToppedUpEnvelope {
 /// confirmed means the credits may have arrived: check the balance before trying again.
 #[utoipa::path(post, path = "/seats/courses/{course_id}/enrolments/{enrolment_id}/top-up",
     tag = "seats", security(("bearer" = [])),
-    params(("course_id" = Uuid, Path, description = "Course id"),
-        ("enrolment_id" = Uuid, Path, description = "Enrolment id")),
+    params(EnrolmentPath),
     request_body = TopUpBody,
     responses((status = 200, body = ToppedUpEnvelope), (status = 401), (status = 403),
         (status = 404), (status = 409), (status = 422), (status = 502)))]
