@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
-use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// A journal row as the recovery reads it.
@@ -64,15 +64,19 @@ pub async fn fence(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .set("lease_until = ", now + lease, "")
-        .set(
-            "progress = progress || jsonb_build_object(",
-            i64::from(seq),
-            "::text, 'attempted')",
-        )
-        .run(db, id, owner, Guard::Running)
-        .await
+    sqlx::query(
+        "UPDATE saga SET lease_until = $4, updated_at = $5,
+             progress = progress || jsonb_build_object($3::text, 'attempted')
+         WHERE id = $1 AND state = 'running' AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(i64::from(seq))
+    .bind(now + lease)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// The commit point, inside the use case's final transaction: true when the row was still the
@@ -82,7 +86,12 @@ pub async fn delete_committed(
     id: Uuid,
     owner: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    Fenced::delete().run(db, id, owner, Guard::Running).await
+    sqlx::query("DELETE FROM saga WHERE id = $1 AND state = 'running' AND lease_id = $2")
+        .bind(id)
+        .bind(owner)
+        .execute(db)
+        .await
+        .map(|done| done.rows_affected() == 1)
 }
 
 /// The owner starts its in-process compensation: true when it still held the running saga.
@@ -93,61 +102,118 @@ pub async fn start_compensating(
     lease: Duration,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    Fenced::update(now)
-        .set("state = ", "compensating", "")
-        .set("lease_until = ", now + lease, "")
-        .run(db, id, owner, Guard::Running)
-        .await
+    sqlx::query(
+        "UPDATE saga SET state = 'compensating', lease_until = $3, updated_at = $4
+         WHERE id = $1 AND state = 'running' AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(now + lease)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
 }
 
-/// Where a compensation got to, recorded under the lease with the step outcomes.
-#[derive(Debug, Clone, Copy)]
-pub enum Compensation<'a> {
-    /// Some steps are settled; the lease stays.
-    Progress,
-    /// Every step is done: `compensated`, lease cleared.
-    Compensated,
-    /// A step failed: the recovery tries again at `next_attempt_at`. `attempts` is set only by
-    /// the in-process compensation (the recovery counts its attempt when it leases the row).
-    RetryLater {
-        attempts: Option<i32>,
-        next_attempt_at: DateTime<Utc>,
-        last_error: &'a str,
-    },
-    /// The last attempt failed: `failed`, kept until an operator resolves it.
-    Failed { last_error: &'a str },
-}
-
-/// Records `compensation` and merges step outcomes (`{"<seq>": "undone" | …}`) into
-/// `progress`: true when the lease still held.
-pub async fn record_compensation(
+/// Merges step outcomes (`{"<seq>": "undone" | …}`) into `progress`, under the lease.
+pub async fn record_progress(
     db: impl PgExecutor<'_>,
     id: Uuid,
     lease_id: Uuid,
-    compensation: Compensation<'_>,
     outcomes: &Value,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let update = Fenced::update(now).progress(outcomes);
-    let update = match compensation {
-        Compensation::Progress => update,
-        Compensation::Compensated => update.finished("compensated", now),
-        Compensation::RetryLater {
-            attempts,
-            next_attempt_at,
-            last_error,
-        } => update
-            .set("attempts = COALESCE(", attempts, ", attempts)")
-            .set("next_attempt_at = ", next_attempt_at, "")
-            .set("last_error = ", last_error, "")
-            .release(),
-        Compensation::Failed { last_error } => {
-            update
-                .finished("failed", now)
-                .set("last_error = ", last_error, "")
-        }
-    };
-    update.run(db, id, lease_id, Guard::Lease).await
+    sqlx::query(
+        "UPDATE saga SET progress = progress || $3, updated_at = $4
+         WHERE id = $1 AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(lease_id)
+    .bind(outcomes)
+    .bind(now)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
+}
+
+/// Every step is done: `compensated` with the last outcomes merged, lease cleared. True when
+/// the lease still held.
+pub async fn finish_compensated(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+    outcomes: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE saga SET state = 'compensated', finished_at = $3, updated_at = $3,
+             progress = progress || $4,
+             lease_id = NULL, lease_until = NULL, next_attempt_at = NULL
+         WHERE id = $1 AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(lease_id)
+    .bind(now)
+    .bind(outcomes)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
+}
+
+/// A step failed: the recovery tries again at `next_attempt_at`. `attempts` is set only by
+/// the in-process compensation (the recovery counts its attempt when it leases the row).
+#[allow(clippy::too_many_arguments)]
+pub async fn retry_later(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+    attempts: Option<i32>,
+    next_attempt_at: DateTime<Utc>,
+    last_error: &str,
+    outcomes: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE saga SET attempts = COALESCE($3, attempts), next_attempt_at = $4,
+             last_error = $5, updated_at = $6, progress = progress || $7,
+             lease_id = NULL, lease_until = NULL
+         WHERE id = $1 AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(lease_id)
+    .bind(attempts)
+    .bind(next_attempt_at)
+    .bind(last_error)
+    .bind(now)
+    .bind(outcomes)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
+}
+
+/// The last attempt failed: `failed`, kept until an operator resolves it.
+pub async fn mark_failed(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    lease_id: Uuid,
+    last_error: &str,
+    outcomes: &Value,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE saga SET state = 'failed', last_error = $3, updated_at = $4, finished_at = $4,
+             progress = progress || $5,
+             lease_id = NULL, lease_until = NULL, next_attempt_at = NULL
+         WHERE id = $1 AND lease_id = $2",
+    )
+    .bind(id)
+    .bind(lease_id)
+    .bind(last_error)
+    .bind(now)
+    .bind(outcomes)
+    .execute(db)
+    .await
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// The recovery's lease: running sagas whose owner's lease lapsed, and compensations that are
@@ -222,87 +288,4 @@ pub async fn purge_compensated(
         .execute(db)
         .await
         .map(|done| done.rows_affected())
-}
-
-/// Which rows the lease fence lets a statement touch (§8.4).
-#[derive(Debug, Clone, Copy)]
-enum Guard {
-    /// The forward path: the caller's lease, and the saga still `running` (a saga the recovery
-    /// moved to `compensating` is no longer the owner's to go on with).
-    Running,
-    /// Compensation and recovery: the caller's lease, whatever the state.
-    Lease,
-}
-
-/// One statement on one saga row that changes nothing unless the caller still holds its lease:
-/// every update and the commit's delete after the insert go through it.
-struct Fenced<'a> {
-    query: QueryBuilder<'a, Postgres>,
-}
-
-impl<'a> Fenced<'a> {
-    /// `UPDATE saga SET updated_at = now, …`: every update stamps the row.
-    fn update(now: DateTime<Utc>) -> Self {
-        let mut query = QueryBuilder::new("UPDATE saga SET updated_at = ");
-        query.push_bind(now);
-        Self { query }
-    }
-
-    fn delete() -> Self {
-        Self {
-            query: QueryBuilder::new("DELETE FROM saga"),
-        }
-    }
-
-    /// Adds the assignment `{before}<value>{after}`, the value bound as a parameter.
-    fn set<T>(mut self, before: &str, value: T, after: &str) -> Self
-    where
-        T: 'a + sqlx::Encode<'a, Postgres> + sqlx::Type<Postgres>,
-    {
-        self.query
-            .push(", ")
-            .push(before)
-            .push_bind(value)
-            .push(after);
-        self
-    }
-
-    /// Merges step outcomes into `progress`.
-    fn progress(self, outcomes: &'a Value) -> Self {
-        self.set("progress = progress || ", outcomes, "")
-    }
-
-    /// Gives the lease up: the row waits for the recovery (or for nobody, once finished).
-    fn release(mut self) -> Self {
-        self.query.push(", lease_id = NULL, lease_until = NULL");
-        self
-    }
-
-    /// The saga ends in `state` (`compensated` or `failed`): nothing is left to retry.
-    fn finished(self, state: &'static str, now: DateTime<Utc>) -> Self {
-        let mut done = self
-            .set("state = ", state, "")
-            .set("finished_at = ", now, "")
-            .release();
-        done.query.push(", next_attempt_at = NULL");
-        done
-    }
-
-    /// Runs the statement behind the fence: true when the caller still held the lease and the
-    /// row was changed.
-    async fn run(
-        mut self,
-        db: impl PgExecutor<'_>,
-        id: Uuid,
-        lease_id: Uuid,
-        guard: Guard,
-    ) -> Result<bool, sqlx::Error> {
-        self.query.push(" WHERE id = ").push_bind(id);
-        self.query.push(" AND lease_id = ").push_bind(lease_id);
-        if matches!(guard, Guard::Running) {
-            self.query.push(" AND state = 'running'");
-        }
-        let done = self.query.build().execute(db).await?;
-        Ok(done.rows_affected() == 1)
-    }
 }

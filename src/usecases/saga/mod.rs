@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::clients::{IdempotencyKey, request_context};
 use crate::domain::backoff::backoff;
 use crate::repo;
-use crate::repo::sagas::{Compensation, NewSaga};
+use crate::repo::sagas::NewSaga;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
 use crate::usecases::ledger::{Ledger, UndoOutcome};
@@ -203,21 +203,25 @@ impl Saga {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         let progress = undone.progress.to_json();
-        let compensation = match &undone.error {
-            None => Compensation::Compensated,
-            Some(error) => Compensation::RetryLater {
-                attempts: Some(1),
-                next_attempt_at: now + backoff(1),
-                last_error: error,
-            },
-        };
-        let recorded =
-            repo::sagas::record_compensation(db, self.id, self.owner, compensation, &progress, now)
-                .await?;
         match &undone.error {
-            None if recorded => compensated(self.id, self.kind),
-            None => {}
+            None => {
+                if repo::sagas::finish_compensated(db, self.id, self.owner, &progress, now).await? {
+                    compensated(self.id, self.kind);
+                }
+            }
             Some(error) => {
+                let next = now + backoff(1);
+                repo::sagas::retry_later(
+                    db,
+                    self.id,
+                    self.owner,
+                    Some(1),
+                    next,
+                    error,
+                    &progress,
+                    now,
+                )
+                .await?;
                 tracing::warn!(saga_id = %self.id, kind = self.kind.as_str(), error, "an undo failed; the recovery retries the saga");
             }
         }

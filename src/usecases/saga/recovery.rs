@@ -20,7 +20,7 @@ use crate::domain::audit::{Actor, EventType};
 use crate::domain::backoff::backoff;
 use crate::repo;
 use crate::repo::courses::CreationLock;
-use crate::repo::sagas::{Compensation, SagaRow};
+use crate::repo::sagas::SagaRow;
 use crate::usecases::Services;
 use crate::usecases::error::Chain;
 use crate::usecases::events::{self, EventExt};
@@ -164,16 +164,8 @@ async fn recover(services: &Services, worker: Uuid, row: SagaRow, now: DateTime<
         };
         progress.set(step.seq, state);
         let outcome = json!({ step.seq.to_string(): state });
-        let recorded = repo::sagas::record_compensation(
-            &services.db,
-            row.id,
-            worker,
-            Compensation::Progress,
-            &outcome,
-            Utc::now(),
-        )
-        .await;
-        match recorded {
+        match repo::sagas::record_progress(&services.db, row.id, worker, &outcome, Utc::now()).await
+        {
             Ok(true) => {}
             Ok(false) => return release_lock(lock, Recovered::Lost).await,
             Err(err) => {
@@ -247,24 +239,21 @@ async fn settle(
             }),
         Some(error) if row.attempts < MAX_ATTEMPTS => {
             let next = now + backoff(row.attempts);
-            let retry = Compensation::RetryLater {
-                attempts: None,
-                next_attempt_at: next,
-                last_error: error,
-            };
-            repo::sagas::record_compensation(&services.db, row.id, worker, retry, &outcomes, now)
-                .await
-                .map(|done| {
-                    if done {
-                        Recovered::Retried
-                    } else {
-                        Recovered::Lost
-                    }
-                })
+            repo::sagas::retry_later(
+                &services.db,
+                row.id,
+                worker,
+                None,
+                next,
+                error,
+                &outcomes,
+                now,
+            )
+            .await
+            .map(|done| if done { Recovered::Retried } else { Recovered::Lost })
         }
         Some(error) => {
-            let failed = Compensation::Failed { last_error: error };
-            repo::sagas::record_compensation(&services.db, row.id, worker, failed, &outcomes, now)
+            repo::sagas::mark_failed(&services.db, row.id, worker, error, &outcomes, now)
                 .await
                 .map(|done| {
                     if !done {
@@ -293,8 +282,7 @@ async fn finish(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = services.db.begin().await?;
-    let done = Compensation::Compensated;
-    if !repo::sagas::record_compensation(&mut *tx, row.id, worker, done, outcomes, now).await? {
+    if !repo::sagas::finish_compensated(&mut *tx, row.id, worker, outcomes, now).await? {
         return Ok(false);
     }
     if kind == Some(SagaKind::AssignStudent)
