@@ -135,7 +135,7 @@ async fn list_runs(
         page,
         page_size: query.page_size.unwrap_or(20),
     };
-    let (runs, total) = expiry_runs::list(&state.services, filter).await?;
+    let (runs, total) = expiry_runs::list(&state.services, &filter).await?;
     let data = runs.into_iter().map(ExpiryRunOut::from).collect();
     Ok(Json(Page::new(data, page, total)))
 }
